@@ -1,0 +1,334 @@
+"""``enrollments``: the coverage audit and the backfill, for operators.
+
+Exit codes: ``audit`` 0 pass, 1 warning (anomalies), 2 fail (coverage below 100%);
+``backfill`` 0 when it finished. Errors: 64 usage, 65 schema, 69 cannot connect,
+70 bug, 75 timeout or lost connection (run again), 77 permission, 78 configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from typing import NoReturn
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from app import __version__
+from app.backfill import BackfillResult, backfill
+from app.coverage import DEFAULT_SAMPLE_LIMIT, CoverageReport, PairSample, audit
+from app.db import connect_error, make_engine, resolve_url, translate_db_error
+from app.errors import (
+    EX_INTERRUPTED,
+    EX_SOFTWARE,
+    EX_USAGE,
+    EnrollmentsError,
+)
+from app.schema import check_schema
+
+log = logging.getLogger("app")
+
+DEFAULT_LOCK_TIMEOUT = "5s"
+DEFAULT_STATEMENT_TIMEOUT = "15min"
+_DURATION = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
+
+
+# --- argument parsing -----------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors on exit code 64, clear of the audit's 0, 1 and 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value!r}")
+    return int(value)
+
+
+def non_negative_int(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, not {value!r}")
+    return int(value)
+
+
+def duration(value: str) -> str:
+    if not _DURATION.match(value.strip()):
+        raise argparse.ArgumentTypeError(
+            f"must be a PostgreSQL duration such as 5s, 500ms, 10min or 0 (none), not {value!r}"
+        )
+    return value.strip()
+
+
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="PostgreSQL URL (default: $DATABASE_URL)",
+    )
+    parser.add_argument(
+        "--lock-timeout",
+        type=duration,
+        default=DEFAULT_LOCK_TIMEOUT,
+        metavar="DURATION",
+        help="give up when a lock is not granted within this time "
+        f"(default {DEFAULT_LOCK_TIMEOUT})",
+    )
+    parser.add_argument(
+        "--statement-timeout",
+        type=duration,
+        default=DEFAULT_STATEMENT_TIMEOUT,
+        metavar="DURATION",
+        help="give up when one statement runs longer than this "
+        f"(default {DEFAULT_STATEMENT_TIMEOUT}; 0 for none)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=non_negative_int,
+        default=DEFAULT_SAMPLE_LIMIT,
+        metavar="N",
+        help=f"show at most N pairs of each kind (default {DEFAULT_SAMPLE_LIMIT})",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="enrollments",
+        description="Coverage of course_enrollments against active group_members: "
+        "audit it, backfill it, or run the demo.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands.required = True
+
+    p_audit = commands.add_parser(
+        "audit",
+        help="report coverage; exit 0 pass, 1 warning (anomalies), 2 fail (below 100%%)",
+        description="Count eligible (student, course) pairs and how many have an active "
+        "enrollment; list the first missing and inactive pairs and the anomalies. "
+        "Read-only. Exit 0 pass, 1 warning, 2 fail.",
+    )
+    add_connection_options(p_audit)
+
+    p_backfill = commands.add_parser(
+        "backfill",
+        help="create and reactivate enrollments (a dry run unless --commit)",
+        description="Create an active enrollment for every eligible pair that has none and "
+        "reactivate inactive ones. Without --commit it changes nothing and reports what "
+        "it would do. Never deactivates, never enrolls anomalies.",
+    )
+    p_backfill.add_argument(
+        "--commit", action="store_true", help="write the changes (default: a dry run)"
+    )
+    p_backfill.add_argument(
+        "--batch-size",
+        type=positive_int,
+        metavar="N",
+        help="walk group_members N rows at a time, committing each batch (for live databases)",
+    )
+    add_connection_options(p_backfill)
+
+    p_demo = commands.add_parser(
+        "demo",
+        help="tell the Phase 1 story on an embedded PostgreSQL",
+        description="Start an embedded PostgreSQL, load legacy data with gaps, audit it, "
+        "show the offline SQL, upgrade to head, audit again.",
+    )
+    p_demo.add_argument("--data-dir", metavar="DIR", help="keep the server's data in DIR")
+    return parser
+
+
+# --- running --------------------------------------------------------------------------
+@contextlib.contextmanager
+def open_connection(args: argparse.Namespace) -> Iterator[Connection]:
+    url = resolve_url(args.database_url)
+    engine = make_engine(url)
+    try:
+        try:
+            connection = engine.connect()
+        except DBAPIError as exc:
+            raise connect_error(exc, url) from None
+        with connection:
+            connection.exec_driver_sql(f"SET lock_timeout = '{args.lock_timeout}'")
+            connection.exec_driver_sql(f"SET statement_timeout = '{args.statement_timeout}'")
+            check_schema(connection)
+            connection.commit()
+            yield connection
+    finally:
+        engine.dispose()
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    with open_connection(args) as connection:
+        connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        with connection.begin():
+            connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+            report = audit(connection, limit=args.limit)
+    if args.json:
+        print(json.dumps(report.as_json(), ensure_ascii=False))
+    else:
+        print(render_audit(report))
+    return report.exit_code
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    with open_connection(args) as connection:
+        if args.commit:
+            result = backfill(connection, batch_size=args.batch_size)
+            preview = None
+        else:
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            with connection.begin():
+                connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+                preview = audit(connection, limit=args.limit)
+            result = BackfillResult(
+                committed=False,
+                created=preview.missing,
+                reactivated=preview.inactive,
+                batches=0,
+                rows_scanned=0,
+                seconds=0.0,
+                after=preview,
+            )
+    if args.json:
+        data = result.as_json()
+        if preview is not None:
+            data["would_create"] = [p.as_json() for p in preview.missing_pairs]
+            data["would_reactivate"] = [p.as_json() for p in preview.inactive_pairs]
+        print(json.dumps(data, ensure_ascii=False))
+    else:
+        print(render_backfill(result, preview))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from app.demo import run_demo
+
+    return run_demo(data_dir=args.data_dir)
+
+
+# --- text output ----------------------------------------------------------------------
+def _pairs_table(title: str, pairs: list[PairSample], total: int, role: bool = False) -> str:
+    if not total:
+        return ""
+    lines = [f"{title} (first {len(pairs)} of {total:,}):"]
+    header = f"  {'student':>9} {'course':>8} {'groups':>6}  "
+    header += ("role      " if role else "") + "student name / email -> course"
+    lines.append(header)
+    for p in pairs:
+        line = f"  {p.student_id:>9} {p.course_id:>8} {p.groups:>6}  "
+        line += f"{p.role:<9} " if role else ""
+        line += f"{p.student_name} <{p.email}> -> {p.course_name}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def render_counts(report: CoverageReport) -> str:
+    rows = [
+        ("active memberships", f"{report.active_memberships:,}"),
+        ("eligible pairs", f"{report.eligible_pairs:,}"),
+        ("covered (active enrollment)", f"{report.covered:,}"),
+        ("inactive enrollment", f"{report.inactive:,}"),
+        ("missing enrollment", f"{report.missing:,}"),
+        ("coverage", f"{report.coverage_percent:.2f}%"),
+        ("anomalies: non_student", f"{report.anomalies['non_student']:,}"),
+        ("anomalies: cross_school", f"{report.anomalies['cross_school']:,}"),
+    ]
+    return "\n".join(f"  {name:<28} {value:>14}" for name, value in rows)
+
+
+VERDICTS = {
+    "pass": "PASS: every eligible pair has an active enrollment and there are no anomalies.",
+    "warning": "WARNING: coverage is 100%, but the anomalies above need review "
+    "(they are never enrolled automatically).",
+    "fail": "FAIL: coverage is below 100%. Next: `enrollments backfill` shows what it would "
+    "do; `enrollments backfill --commit` does it.",
+}
+
+
+def render_audit(report: CoverageReport) -> str:
+    parts = ["Coverage of course_enrollments against active group_members", render_counts(report)]
+    parts.append(_pairs_table("Missing enrollments", report.missing_pairs, report.missing))
+    parts.append(_pairs_table("Inactive enrollments", report.inactive_pairs, report.inactive))
+    for kind in ("non_student", "cross_school"):
+        parts.append(
+            _pairs_table(
+                f"Anomalies, {kind}",
+                report.anomaly_pairs.get(kind, []),
+                report.anomalies[kind],
+                role=True,
+            )
+        )
+    parts.append(f"{VERDICTS[report.status]} (exit {report.exit_code})")
+    return "\n\n".join(p for p in parts if p)
+
+
+def render_backfill(result: BackfillResult, preview: CoverageReport | None) -> str:
+    if not result.committed:
+        assert preview is not None
+        parts = [
+            "Backfill DRY RUN: nothing was written (add --commit to write).",
+            f"  would create      {result.created:>12,}\n"
+            f"  would reactivate  {result.reactivated:>12,}",
+            _pairs_table("Would create", preview.missing_pairs, preview.missing),
+            _pairs_table("Would reactivate", preview.inactive_pairs, preview.inactive),
+            "Coverage now:\n" + render_counts(preview),
+        ]
+    else:
+        parts = [
+            f"Backfill committed in {result.seconds:.1f}s"
+            + (f" ({result.batches:,} batches)" if result.batches > 1 else "")
+            + ".",
+            f"  created           {result.created:>12,}\n"
+            f"  reactivated       {result.reactivated:>12,}",
+            "Coverage after:\n" + render_counts(result.after),
+        ]
+    return "\n\n".join(p for p in parts if p)
+
+
+COMMANDS = {"audit": cmd_audit, "backfill": cmd_backfill, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    with contextlib.suppress(AttributeError):
+        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+    try:
+        return COMMANDS[args.command](args)
+    except EnrollmentsError as exc:
+        print(f"enrollments {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except SQLAlchemyError as exc:
+        err = translate_db_error(exc)
+        print(f"enrollments {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"enrollments {args.command}: interrupted", file=sys.stderr)
+        return EX_INTERRUPTED
+    except Exception as exc:  # a bug: still one line, and a distinct code
+        log.debug("unexpected error", exc_info=True)
+        print(
+            f"enrollments {args.command}: internal error: {type(exc).__name__}: {exc} "
+            "(run with -v for details)",
+            file=sys.stderr,
+        )
+        return EX_SOFTWARE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Database URL, engine and the translation of driver errors into one-line messages."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+
+from app.errors import (
+    ConfigError,
+    DatabaseUnavailableError,
+    EnrollmentsError,
+    PermissionDeniedError,
+    RetryableError,
+    SchemaError,
+)
+
+URL_ENV = "DATABASE_URL"
+NO_URL_MESSAGE = (
+    f"no database URL: set {URL_ENV} (for example "
+    "postgresql://user:password@host:5432/dbname) or pass --database-url"
+)
+
+
+def parse_url(raw: str) -> URL:
+    """Parse and check a PostgreSQL URL; ``postgresql://`` means psycopg2."""
+    try:
+        url = make_url(raw.strip())
+    except ArgumentError as exc:
+        raise ConfigError(f"malformed database URL: {exc}") from None
+    if url.get_backend_name() != "postgresql":
+        raise ConfigError(
+            f"unsupported database URL scheme {url.drivername!r}: expected postgresql://"
+        )
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg2")
+    if url.drivername != "postgresql+psycopg2":
+        raise ConfigError(
+            f"unsupported driver {url.drivername!r}: use postgresql:// or postgresql+psycopg2://"
+        )
+    return url
+
+
+def resolve_url(explicit: str | None = None) -> URL:
+    """The URL given on the command line, else ``DATABASE_URL``; never a silent default."""
+    raw = explicit if explicit else os.environ.get(URL_ENV, "")
+    if not raw.strip():
+        raise ConfigError(NO_URL_MESSAGE)
+    return parse_url(raw)
+
+
+def make_engine(url: URL, application_name: str = "enrollments") -> Engine:
+    """An engine that fails fast when the server is unreachable."""
+    return create_engine(
+        url,
+        pool_pre_ping=False,
+        connect_args={"connect_timeout": 10, "application_name": application_name},
+    )
+
+
+def _first_line(message: str) -> str:
+    for line in str(message).splitlines():
+        line = line.strip()
+        if line:
+            return re.sub(r"^(FATAL|ERROR):\s+", "", line)
+    return "unknown error"
+
+
+def connect_error(exc: BaseException, url: URL) -> EnrollmentsError:
+    """An error raised while connecting: the server, the role or the database is wrong."""
+    detail = _first_line(str(getattr(exc, "orig", exc)))
+    return DatabaseUnavailableError(
+        f"cannot connect to {url.render_as_string(hide_password=True)}: {detail}"
+    )
+
+
+def translate_db_error(exc: BaseException) -> EnrollmentsError:
+    """Map an error raised while working to an :class:`EnrollmentsError`, one line."""
+    if isinstance(exc, EnrollmentsError):
+        return exc
+    orig = getattr(exc, "orig", exc)
+    pgcode = getattr(orig, "pgcode", None) or ""
+    detail = _first_line(str(orig))
+    if pgcode == "55P03":
+        return RetryableError(
+            f"gave up waiting for a lock (lock_timeout): {detail}; another transaction "
+            "holds it; the statement that waited wrote nothing; run again later"
+        )
+    if pgcode == "57014":
+        return RetryableError(
+            f"statement timeout: {detail}; the statement wrote nothing; "
+            "raise --statement-timeout or use --batch-size"
+        )
+    if pgcode in ("42501", "25006"):
+        return PermissionDeniedError(f"permission denied: {detail}")
+    if pgcode.startswith("42"):
+        return SchemaError(f"schema not as expected: {detail}; is the database migrated?")
+    if (
+        pgcode.startswith("08")
+        or pgcode.startswith("57P")
+        or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+    ):
+        return RetryableError(f"lost the connection to the database: {detail}; run again")
+    return EnrollmentsError(f"database error: {detail}")

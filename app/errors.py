@@ -1,0 +1,47 @@
+"""Errors that end a command with a one-line message and a distinct exit code.
+
+Exit codes follow ``sysexits.h`` so that none collides with the audit's 0, 1 and 2.
+"""
+
+from __future__ import annotations
+
+EX_USAGE = 64  # bad arguments
+EX_SCHEMA = 65  # the database is reachable but its schema is not one we know
+EX_UNAVAILABLE = 69  # cannot connect: host, password, database
+EX_SOFTWARE = 70  # a bug: an unexpected exception
+EX_TEMPFAIL = 75  # lock or statement timeout, connection lost: run it again
+EX_NOPERM = 77  # the role may not do this
+EX_CONFIG = 78  # no or malformed database URL
+EX_INTERRUPTED = 130  # Ctrl-C
+
+
+class EnrollmentsError(Exception):
+    """An error the user can act on; ``str()`` is the one-line message."""
+
+    exit_code = EX_SOFTWARE
+
+
+class UsageError(EnrollmentsError):
+    exit_code = EX_USAGE
+
+
+class ConfigError(EnrollmentsError):
+    exit_code = EX_CONFIG
+
+
+class DatabaseUnavailableError(EnrollmentsError):
+    exit_code = EX_UNAVAILABLE
+
+
+class SchemaError(EnrollmentsError):
+    exit_code = EX_SCHEMA
+
+
+class RetryableError(EnrollmentsError):
+    """A timeout or a lost connection: nothing half-written, running again finishes."""
+
+    exit_code = EX_TEMPFAIL
+
+
+class PermissionDeniedError(EnrollmentsError):
+    exit_code = EX_NOPERM

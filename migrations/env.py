@@ -1,0 +1,62 @@
+"""Alembic environment for the Phase 1 revisions: offline (``--sql``) and online.
+
+Shaped like Alembic's own template; the helpers live in ``app.migration_env``.
+"""
+
+from logging.config import fileConfig
+
+from alembic import context
+
+from app.migration_env import MigrationSettings, connected, online_connectable, upgrade_lock
+from app.models import Base
+
+config = context.config
+
+if config.config_file_name is not None and config.attributes.get("configure_logger", True):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+target_metadata = Base.metadata
+settings = MigrationSettings.from_x_arguments(context.get_x_argument(as_dictionary=True))
+
+
+def run_migrations_offline() -> None:
+    """Write the migration as SQL for psql; needs no database.
+
+    The ``named`` paramstyle keeps literal SQL as written: ``%`` is not doubled, so
+    PL/pgSQL ``RAISE`` formats reach psql intact.
+    """
+    context.configure(
+        dialect_name="postgresql",
+        dialect_opts={"paramstyle": "named"},
+        literal_binds=True,
+        target_metadata=target_metadata,
+        transaction_per_migration=True,
+    )
+    for statement in settings.session_sql():
+        context.execute(statement)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    """Run the migration on ``DATABASE_URL``, or on the connection a test hands in.
+
+    The upgrade advisory lock is taken before ``context.configure()``, so a concurrent
+    upgrade waits and then reads an up-to-date ``alembic_version``.
+    """
+    with connected(online_connectable(config)) as connection, upgrade_lock(connection, settings):
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            transaction_per_migration=True,
+            compare_type=True,
+            compare_server_default=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,33 @@
+"""index course_enrollments (course_id, active) concurrently
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-25 21:40:00
+
+Schema only. The app's "active students of a course" query reads
+``course_enrollments`` by (course_id, active). Built with CREATE INDEX CONCURRENTLY in
+an autocommit block so writes go on during the build; re-runnable, and an INVALID index
+left by an interrupted build is dropped and built again.
+"""
+
+from collections.abc import Sequence
+
+from app.migration_helpers import create_index_concurrently, drop_index_concurrently
+
+# revision identifiers, used by Alembic.
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+INDEX = "ix_course_enrollment_course_active"
+
+
+def upgrade() -> None:
+    """Apply the (course_id, active) index."""
+    create_index_concurrently(INDEX, "course_enrollments", ["course_id", "active"])
+
+
+def downgrade() -> None:
+    """Unapply the (course_id, active) index."""
+    drop_index_concurrently(INDEX)
