@@ -17,7 +17,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine
 
 from app.db import parse_url
-from tests.helpers import ROOT, PostgresForTests, story_rows
+from tests.helpers import ROOT, PostgresForTests, load_story, story_rows, upgrade, url_string
 
 SERVER_ENV = "ENROLLMENTS_TEST_SERVER"
 
@@ -66,3 +66,23 @@ def alembic_config() -> Config:
         config_options={"file": str(ROOT / "alembic.ini")},
         at_revision_data={"0001": story_rows()},
     )
+
+
+@pytest.fixture
+def legacy(engine: Engine) -> Engine:
+    """A database at revision 0001 (the legacy schema), empty."""
+    upgrade(engine, "0001")
+    return engine
+
+
+@pytest.fixture
+def story(legacy: Engine) -> Engine:
+    """A database at 0001 holding the sample story (app.sample_data.STORY)."""
+    load_story(legacy)
+    return legacy
+
+
+@pytest.fixture
+def db(database_url: URL) -> str:
+    """The test database's URL as a string, for --database-url."""
+    return url_string(database_url)

@@ -120,3 +120,42 @@ def enrollments_rows(engine: Engine) -> list[tuple]:
 def load_story(engine: Engine) -> None:
     with engine.begin() as conn:
         sample_data.load(conn)
+
+
+def upgrade(engine: Engine, revision: str) -> None:
+    """``alembic upgrade`` in-process on ``engine`` (faster than the console script)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["connection"] = engine
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, revision)
+
+
+LEGACY_TABLE_NAMES = (
+    "schools",
+    "users",
+    "courses",
+    "groups",
+    "group_members",
+    "course_enrollments",
+)
+
+
+def snapshot(engine: Engine) -> dict[str, list[tuple]]:
+    """Every row of every legacy table, for "nothing changed" assertions."""
+    with engine.connect() as conn:
+        return {
+            table: [tuple(r) for r in conn.execute(text(f"SELECT * FROM {table} ORDER BY id"))]
+            for table in LEGACY_TABLE_NAMES
+        }
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """``enrollments ARGS`` in-process: (exit code, stdout, stderr)."""
+    from app.cli import main
+
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -1,0 +1,120 @@
+"""``enrollments audit``: text and JSON reports, exit codes 0, 1, 2."""
+
+import json
+
+from sqlalchemy import text
+
+from tests.helpers import cli, enrollments, snapshot
+
+CONTRACT_FIELDS = {
+    "status",
+    "active_memberships",
+    "eligible_pairs",
+    "covered",
+    "inactive",
+    "missing",
+    "coverage_percent",
+    "anomalies",
+    "missing_pairs",
+    "inactive_pairs",
+}
+PAIR_FIELDS = {"student_id", "course_id", "student_name", "email", "course_name", "groups"}
+
+
+def many_students(engine, students: int, enrolled: int) -> None:
+    """One course, one group, ``students`` students in it, the first ``enrolled`` enrolled."""
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO schools (name) VALUES ('Big School')"))
+        conn.execute(text("INSERT INTO courses (school_id, name) VALUES (1, 'Big Course')"))
+        conn.execute(text("INSERT INTO groups (school_id, course_id, name) VALUES (1, 1, 'G')"))
+        conn.execute(
+            text(
+                "INSERT INTO users (school_id, email, name)"
+                " SELECT 1, 's' || i || '@big.example', 'Student ' || i"
+                " FROM generate_series(1, :n) AS i"
+            ),
+            {"n": students},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO group_members (school_id, group_id, user_id)"
+                " SELECT 1, 1, id FROM users"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO course_enrollments (course_id, student_id)"
+                " SELECT 1, id FROM users ORDER BY id LIMIT :n"
+            ),
+            {"n": enrolled},
+        )
+
+
+def test_gaps_exit_2_with_a_readable_report(story, db, capsys):
+    code, out, err = cli(capsys, "audit", "--database-url", db)
+    assert code == 2, err
+    assert "coverage                             28.57%" in out
+    assert "Missing enrollments (first 3 of 3):" in out
+    assert 'Bob "Tables" \\ 50% :done <bob@north.example> -> Physics' in out
+    assert "Zoë O'Connor <zoe@north.example> -> Mathématiques 101" in out
+    assert "teacher   Grace Hopper" in out
+    assert "FAIL: coverage is below 100%" in out
+
+
+def test_json_has_the_contract_fields(story, db, capsys):
+    code, out, _ = cli(capsys, "audit", "--json", "--database-url", db)
+    data = json.loads(out)
+    assert code == 2
+    assert set(data) >= CONTRACT_FIELDS
+    assert data["status"] == "fail"
+    assert data["coverage_percent"] == 28.57
+    assert data["anomalies"] == {"non_student": 2, "cross_school": 1}
+    assert all(set(p) >= PAIR_FIELDS for p in data["missing_pairs"] + data["inactive_pairs"])
+    assert data["missing_pairs"][2]["course_name"] == "Français"
+
+
+def test_limit_bounds_the_lists(story, db, capsys):
+    _, out, _ = cli(capsys, "audit", "--json", "--limit", "1", "--database-url", db)
+    data = json.loads(out)
+    assert len(data["missing_pairs"]) == 1 and data["missing"] == 3
+
+
+def test_full_coverage_with_anomalies_is_a_warning(story, db, capsys):
+    assert cli(capsys, "backfill", "--commit", "--database-url", db)[0] == 0
+    code, out, _ = cli(capsys, "audit", "--json", "--database-url", db)
+    data = json.loads(out)
+    assert (code, data["status"], data["coverage_percent"]) == (1, "warning", 100.0)
+
+
+def test_no_eligible_pairs_is_a_pass(legacy, db, capsys):
+    code, out, _ = cli(capsys, "audit", "--database-url", db)
+    assert code == 0
+    assert "coverage                            100.00%" in out
+    assert "PASS" in out
+
+
+def test_one_gap_in_ten_thousand_is_not_100_percent(legacy, db, capsys):
+    many_students(legacy, 10_000, 9_999)
+    code, out, _ = cli(capsys, "audit", "--database-url", db)
+    assert code == 2
+    assert "99.99%" in out and "100.0" not in out
+    code, out, _ = cli(capsys, "audit", "--json", "--database-url", db)
+    data = json.loads(out)
+    assert (data["covered"], data["eligible_pairs"], data["coverage_percent"]) == (
+        9_999,
+        10_000,
+        99.99,
+    )
+    assert data["missing_pairs"][0]["student_id"] == 10_000
+
+
+def test_audit_writes_nothing(story, db, capsys):
+    before = snapshot(story)
+    cli(capsys, "audit", "--database-url", db)
+    assert snapshot(story) == before
+
+
+def test_console_script_reads_database_url(story, database_url):
+    result = enrollments(database_url, "audit", "--json")
+    assert result.returncode == 2
+    assert json.loads(result.stdout)["missing"] == 3
