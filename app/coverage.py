@@ -35,14 +35,10 @@ JOIN users AS u ON u.id = gm.user_id"""
 ACTIVE_MEMBERSHIP = "gm.active IS TRUE"
 IS_STUDENT = "u.role = 'student'"
 SAME_SCHOOL = "u.school_id = c.school_id"
-PAIR_KIND = f"""CASE
-    WHEN NOT ({IS_STUDENT}) THEN 'non_student'
-    WHEN NOT ({SAME_SCHOOL}) THEN 'cross_school'
-    ELSE 'eligible'
-END"""
 
 STATUSES = ("covered", "inactive", "missing", "non_student", "cross_school")
 ANOMALY_KINDS = ("non_student", "cross_school")
+SAMPLED_STATUSES = ("missing", "inactive", *ANOMALY_KINDS)
 DEFAULT_SAMPLE_LIMIT = 10
 
 
@@ -77,80 +73,91 @@ WHERE {ACTIVE_MEMBERSHIP}
 def classified_pairs_sql() -> str:
     """SELECT of every (user, course) pair behind active memberships, with its status.
 
-    Columns: ``student_id``, ``course_id``, ``groups`` (active memberships behind the
-    pair) and ``status``: one of :data:`STATUSES`.
+    Columns: ``student_id``, ``course_id`` and ``status``: one of :data:`STATUSES`. The
+    memberships are reduced to distinct pairs first and the users and courses joined
+    after: the cheapest plan PostgreSQL finds for 1.5 million memberships (see
+    docs/benchmarks.md).
     """
-    member_pairs = f"""SELECT gm.user_id AS student_id, g.course_id, count(*) AS groups,
-{indent(PAIR_KIND)} AS kind
-FROM {MEMBERSHIP_SOURCE}
-WHERE {ACTIVE_MEMBERSHIP}
-GROUP BY gm.user_id, g.course_id, kind"""
-    return f"""SELECT p.student_id, p.course_id, p.groups,
+    return f"""SELECT p.student_id, p.course_id,
     CASE
-        WHEN p.kind <> 'eligible' THEN p.kind
+        WHEN NOT ({IS_STUDENT}) THEN 'non_student'
+        WHEN NOT ({SAME_SCHOOL}) THEN 'cross_school'
         WHEN ce.active THEN 'covered'
         WHEN ce.id IS NOT NULL THEN 'inactive'
         ELSE 'missing'
     END AS status
 FROM (
-{indent(member_pairs)}
+    SELECT DISTINCT gm.user_id AS student_id, g.course_id
+    FROM group_members AS gm
+    JOIN groups AS g ON g.id = gm.group_id
+    WHERE {ACTIVE_MEMBERSHIP}
 ) AS p
+JOIN users AS u ON u.id = p.student_id
+JOIN courses AS c ON c.id = p.course_id
 LEFT JOIN course_enrollments AS ce
     ON ce.course_id = p.course_id AND ce.student_id = p.student_id"""
 
 
-def coverage_counts_sql() -> str:
-    """One row of counts: memberships, pairs by status. The gate and the audit both use it."""
-    return f"""SELECT
-    coalesce(sum(groups), 0) AS active_memberships,
-    count(*) FILTER (WHERE status IN ('covered', 'inactive', 'missing')) AS eligible_pairs,
-    count(*) FILTER (WHERE status = 'covered') AS covered,
-    count(*) FILTER (WHERE status = 'inactive') AS inactive,
-    count(*) FILTER (WHERE status = 'missing') AS missing,
-    count(*) FILTER (WHERE status = 'non_student') AS non_student,
-    count(*) FILTER (WHERE status = 'cross_school') AS cross_school
-FROM (
-{indent(classified_pairs_sql())}
-) AS pairs"""
+PAIR_KEY_SHIFT = 4294967296  # pair key = student_id * 2^32 + course_id (ids are int4)
 
 
-def uncovered_pairs_sql(limit: int) -> str:
-    """The first ``limit`` uncovered pairs (missing or inactive) by (student, course)."""
-    return f"""SELECT student_id, course_id, groups, status
-FROM (
-{indent(classified_pairs_sql())}
-) AS pairs
-WHERE status IN ('missing', 'inactive')
-ORDER BY student_id, course_id
-LIMIT {int(limit)}"""
+def coverage_sql(sample_limit: int = 0) -> str:
+    """One row: the counts, and the first ``sample_limit`` pairs of each non-covered status.
 
-
-def sample_pairs_sql(limit: int) -> str:
-    """Up to ``limit`` pairs of each non-covered status, with names, in one pass.
-
-    The classified pairs are materialised once (only the uncovered and anomalous ones,
-    a small part of a healthy database) and each status takes its first ``limit``.
+    A single pass over the memberships. The samples are pair keys (``student_id * 2^32 +
+    course_id``, see :func:`split_pair_key`), the smallest first; only the uncovered and
+    anomalous pairs are collected for them. The gate and the audit both use this.
     """
-    limit = int(limit)
-    per_status = "\nUNION ALL\n".join(
-        f"""(SELECT * FROM flagged WHERE status = '{status}'
-    ORDER BY student_id, course_id LIMIT {limit})"""
-        for status in ("missing", "inactive", *ANOMALY_KINDS)
+    limit = int(sample_limit)
+    samples = "".join(
+        f""",
+    ARRAY(SELECT k FROM unnest({status}_keys) AS k ORDER BY k LIMIT {limit}) AS first_{status}"""
+        for status in SAMPLED_STATUSES
     )
-    return f"""WITH flagged AS MATERIALIZED (
-    SELECT * FROM (
-{indent(classified_pairs_sql(), "        ")}
+    collect = "".join(
+        f""",
+        array_agg(pair_key) FILTER (WHERE status = '{status}') AS {status}_keys"""
+        for status in SAMPLED_STATUSES
+    )
+    return f"""SELECT active_memberships, eligible_pairs, covered, inactive, missing,
+    non_student, cross_school{samples if limit > 0 else ""}
+FROM (
+    SELECT
+        (SELECT count(*) FROM group_members AS gm WHERE {ACTIVE_MEMBERSHIP})
+            AS active_memberships,
+        count(*) FILTER (WHERE status IN ('covered', 'inactive', 'missing')) AS eligible_pairs,
+        count(*) FILTER (WHERE status = 'covered') AS covered,
+        count(*) FILTER (WHERE status = 'inactive') AS inactive,
+        count(*) FILTER (WHERE status = 'missing') AS missing,
+        count(*) FILTER (WHERE status = 'non_student') AS non_student,
+        count(*) FILTER (WHERE status = 'cross_school') AS cross_school{
+        collect if limit > 0 else ""
+    }
+    FROM (
+        SELECT pairs.*, pairs.student_id::bigint * {PAIR_KEY_SHIFT} + pairs.course_id AS pair_key
+        FROM (
+{indent(classified_pairs_sql(), "            ")}
+        ) AS pairs
     ) AS pairs
-    WHERE status <> 'covered'
-), sampled AS (
-{indent(per_status)}
-)
-SELECT s.status, s.student_id, s.course_id, s.groups,
-    u.name AS student_name, u.email, u.role, c.name AS course_name
-FROM sampled AS s
-JOIN users AS u ON u.id = s.student_id
-JOIN courses AS c ON c.id = s.course_id
-ORDER BY s.status, s.student_id, s.course_id"""
+) AS coverage"""
+
+
+def split_pair_key(key: int) -> tuple[int, int]:
+    """(student_id, course_id) of a pair key."""
+    return key // PAIR_KEY_SHIFT, key % PAIR_KEY_SHIFT
+
+
+def pair_details_sql(pairs: list[tuple[int, int]]) -> str:
+    """Names, email and the active memberships behind each of a few (student, course) pairs."""
+    values = ", ".join(f"({int(s)}, {int(c)})" for s, c in pairs)
+    return f"""SELECT k.student_id, k.course_id, u.name AS student_name, u.email, u.role,
+    c.name AS course_name,
+    (SELECT count(*) FROM group_members AS gm JOIN groups AS g ON g.id = gm.group_id
+     WHERE gm.user_id = k.student_id AND g.course_id = k.course_id
+       AND {ACTIVE_MEMBERSHIP}) AS groups
+FROM (VALUES {values}) AS k (student_id, course_id)
+JOIN users AS u ON u.id = k.student_id
+JOIN courses AS c ON c.id = k.course_id"""
 
 
 # --- the report -----------------------------------------------------------------------
@@ -249,8 +256,17 @@ class CoverageReport:
 
 def coverage_counts(connection: Connection) -> CoverageReport:
     """The counts only: one pass over the memberships, no samples."""
-    row = connection.execute(text(coverage_counts_sql())).mappings().one()
-    return CoverageReport(
+    return audit(connection, limit=0)
+
+
+def audit(connection: Connection, limit: int = DEFAULT_SAMPLE_LIMIT) -> CoverageReport:
+    """The coverage report: counts, and up to ``limit`` samples of each kind of gap.
+
+    One pass over the memberships (:func:`coverage_sql`), then a lookup of names for the
+    few sampled pairs. Memory here is bounded by ``limit``, whatever the table sizes.
+    """
+    row = connection.execute(text(coverage_sql(limit))).mappings().one()
+    report = CoverageReport(
         active_memberships=int(row["active_memberships"]),
         eligible_pairs=int(row["eligible_pairs"]),
         covered=int(row["covered"]),
@@ -258,26 +274,33 @@ def coverage_counts(connection: Connection) -> CoverageReport:
         missing=int(row["missing"]),
         anomalies={kind: int(row[kind]) for kind in ANOMALY_KINDS},
     )
-
-
-def audit(connection: Connection, limit: int = DEFAULT_SAMPLE_LIMIT) -> CoverageReport:
-    """The full coverage report: counts, and up to ``limit`` samples of each kind of gap."""
-    report = coverage_counts(connection)
-    if limit <= 0 or report.uncovered + report.anomaly_count == 0:
+    if limit <= 0:
         return report
-    samples: dict[str, list[PairSample]] = {status: [] for status in STATUSES}
-    for row in connection.execute(text(sample_pairs_sql(limit))).mappings():
-        samples[row["status"]].append(
+    wanted = {
+        status: [split_pair_key(k) for k in row[f"first_{status}"]] for status in SAMPLED_STATUSES
+    }
+    pairs = [pair for keys in wanted.values() for pair in keys]
+    if not pairs:
+        return report
+    details = {
+        (r["student_id"], r["course_id"]): r
+        for r in connection.execute(text(pair_details_sql(pairs))).mappings()
+    }
+    samples = {
+        status: [
             PairSample(
-                student_id=row["student_id"],
-                course_id=row["course_id"],
-                student_name=row["student_name"],
-                email=row["email"],
-                course_name=row["course_name"],
-                groups=int(row["groups"]),
-                role=row["role"],
+                student_id=s,
+                course_id=c,
+                student_name=details[(s, c)]["student_name"],
+                email=details[(s, c)]["email"],
+                course_name=details[(s, c)]["course_name"],
+                groups=int(details[(s, c)]["groups"]),
+                role=details[(s, c)]["role"],
             )
-        )
+            for s, c in keys
+        ]
+        for status, keys in wanted.items()
+    }
     report.missing_pairs = samples["missing"]
     report.inactive_pairs = samples["inactive"]
     report.anomaly_pairs = {kind: samples[kind] for kind in ANOMALY_KINDS}

@@ -14,7 +14,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
 from app.backfill import CHANGES_TABLE, backfill_statements, execute_sql, run_batched
-from app.coverage import audit, coverage_counts_sql, indent, uncovered_pairs_sql
+from app.coverage import PAIR_KEY_SHIFT, audit, coverage_sql, indent
 from app.migration_env import MigrationSettings
 
 log = logging.getLogger("migrations")
@@ -237,28 +237,28 @@ def gate_message(report, revision: str) -> str:
 def gate_sql(revision: str, mode: str) -> str:
     """The gate as a PL/pgSQL DO block for the offline script: same counts, same verdict."""
     level = "EXCEPTION" if mode == "abort" else "WARNING"
+    first = " || ', ' || ".join(
+        f"""array_to_string(ARRAY(
+            SELECT '(student ' || (k / {PAIR_KEY_SHIFT}) || ', course '
+                   || mod(k, {PAIR_KEY_SHIFT}) || ', {status})'
+            FROM unnest(counts.first_{status}) AS k), ', ')"""
+        for status in ("missing", "inactive")
+    )
     return f"""-- Coverage gate before revision {revision}: every eligible (student, course) pair
 -- must have an active course_enrollment. If one lacks it, this block raises an
 -- exception and psql -v ON_ERROR_STOP=1 stops here: nothing after it is applied.
 DO $gate$
 DECLARE
     counts record;
-    first_uncovered text;
 BEGIN
     SELECT * INTO counts FROM (
-{indent(coverage_counts_sql(), "        ")}
-    ) AS coverage;
+{indent(coverage_sql(GATE_SAMPLE), "        ")}
+    ) AS audit;
     IF counts.covered < counts.eligible_pairs THEN
-        SELECT string_agg('(student ' || student_id || ', course ' || course_id || ', '
-                          || status || ')', ', ')
-        INTO first_uncovered
-        FROM (
-{indent(uncovered_pairs_sql(GATE_SAMPLE), "            ")}
-        ) AS uncovered;
         RAISE {level} 'coverage gate before revision {revision}: % of % eligible pairs lack an active enrollment (% missing, % inactive)',
             counts.eligible_pairs - counts.covered, counts.eligible_pairs,
             counts.missing, counts.inactive
-            USING DETAIL = 'first uncovered pairs ' || first_uncovered,
+            USING DETAIL = 'first uncovered pairs: ' || trim(both ', ' from {first}),
                   HINT = 'run {FIX_COMMAND}';
     END IF;
     IF counts.non_student + counts.cross_school > 0 THEN

@@ -51,15 +51,29 @@ def test_samples_carry_names_groups_and_kinds(story):
     assert [(p.student_id, p.course_id) for p in report.anomaly_pairs["cross_school"]] == [(5, 1)]
 
 
-def test_groups_counts_the_memberships_behind_a_pair(legacy):
-    with legacy.begin() as conn:
-        sample_data.load(conn)
-    report = report_of(legacy)
-    with legacy.connect() as conn:
-        rows = conn.execute(text(coverage.classified_pairs_sql() + " ORDER BY 1, 2")).all()
-    ada_math = [r for r in rows if (r.student_id, r.course_id) == (1, 1)]
-    assert ada_math[0].groups == 2 and ada_math[0].status == "covered"
+def test_groups_counts_the_memberships_behind_a_pair(story):
+    report = report_of(story)
     assert report.active_memberships == 11
+    # Ada's pair with Physics has one group; in the story every uncovered pair has one.
+    assert [p.groups for p in report.missing_pairs] == [1, 1, 1]
+    with story.begin() as conn:  # Ada joins a second Physics group
+        conn.execute(text("INSERT INTO groups (school_id, course_id, name) VALUES (1, 2, 'B')"))
+        conn.execute(
+            text("INSERT INTO group_members (school_id, group_id, user_id) VALUES (1, 6, 1)")
+        )
+    report = report_of(story)
+    assert report.missing_pairs[0].groups == 2 and report.missing == 3
+    assert report.active_memberships == 12
+
+
+def test_classified_and_eligible_pairs_agree(story):
+    with story.connect() as conn:
+        classified = {
+            (r.student_id, r.course_id)
+            for r in conn.execute(text(coverage.classified_pairs_sql()))
+            if r.status in ("covered", "inactive", "missing")
+        }
+    assert classified == eligible(story)
 
 
 def test_limit_bounds_the_samples(story):
@@ -90,8 +104,8 @@ def test_coverage_percent_never_rounds_up_to_100(covered, eligible, percent):
 
 def test_statements_have_no_bind_markers_or_percent_signs():
     for sql in (
-        coverage.coverage_counts_sql(),
-        coverage.sample_pairs_sql(10),
+        coverage.coverage_sql(10),
+        coverage.pair_details_sql([(1, 2), (3, 4)]),
         coverage.eligible_pairs_sql(3, 7),
     ):
         assert "%" not in sql and ":" not in sql.replace("::", "")
