@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from app.coverage import CoverageReport, coverage_counts, eligible_pairs_sql, indent
+from app.db import release_advisory_lock, wait_for_advisory_lock
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,10 @@ def count_memberships(connection: Connection) -> int:
     return int(connection.execute(text("SELECT count(*) FROM group_members")).scalar_one())
 
 
+# pg_advisory_lock key for "a backfill --commit is running": the bytes of 'backfil'.
+BACKFILL_LOCK_KEY = int.from_bytes(b"backfil", "big")
+
+
 def backfill(
     connection: Connection,
     batch_size: int | None = None,
@@ -256,15 +261,12 @@ def backfill(
     (The dry run is the audit: what it counts missing is created, inactive reactivated.)
     """
     started = time.monotonic()
-    if batch_size:
-        with connection.begin():
-            total = count_memberships(connection)
-        progress = Progress(total, stream=progress_stream)
-        created, reactivated, batches, rows = run_batched(connection, batch_size, progress=progress)
-    else:
-        with connection.begin():
-            created, reactivated = run_single(connection)
-        batches, rows = 1, 0
+    # One backfill --commit at a time: a second one waits, then finds little to do.
+    wait_for_advisory_lock(connection, BACKFILL_LOCK_KEY, "another enrollments backfill")
+    try:
+        created, reactivated, batches, rows = _write(connection, batch_size, progress_stream)
+    finally:
+        release_advisory_lock(connection, BACKFILL_LOCK_KEY)
     log.info("backfill committed: %d created, %d reactivated", created, reactivated)
     with connection.begin():
         after = coverage_counts(connection)
@@ -277,3 +279,19 @@ def backfill(
         seconds=time.monotonic() - started,
         after=after,
     )
+
+
+def _write(
+    connection: Connection, batch_size: int | None, progress_stream
+) -> tuple[int, int, int, int]:
+    """(created, reactivated, batches, memberships walked), batched or in one transaction."""
+    if batch_size:
+        with connection.begin():
+            total = count_memberships(connection)
+        progress = Progress(total, stream=progress_stream)
+        created, reactivated, batches, rows = run_batched(connection, batch_size, progress=progress)
+    else:
+        with connection.begin():
+            created, reactivated = run_single(connection)
+        batches, rows = 1, 0
+    return created, reactivated, batches, rows

@@ -47,14 +47,26 @@ def indent(sql: str, prefix: str = "    ") -> str:
     return "\n".join(prefix + line if line else line for line in sql.splitlines())
 
 
-def membership_range(after_id: int | None = None, up_to_id: int | None = None) -> str:
-    """Extra predicate lines on ``gm.id`` for keyset batches: ``after_id < gm.id <= up_to_id``."""
-    parts = []
+def membership_source(after_id: int | None = None, up_to_id: int | None = None) -> str:
+    """The FROM clause of memberships with their group, course and user.
+
+    With a keyset batch (``after_id < gm.id <= up_to_id``) the batch is read first, by
+    primary key, behind an ``OFFSET 0`` fence, so the plan stays small even on tables
+    without statistics (right after a bulk load).
+    """
+    if after_id is None and up_to_id is None:
+        return MEMBERSHIP_SOURCE
+    bounds = []
     if after_id is not None:
-        parts.append(f"\n  AND gm.id > {int(after_id)}")
+        bounds.append(f"id > {int(after_id)}")
     if up_to_id is not None:
-        parts.append(f"\n  AND gm.id <= {int(up_to_id)}")
-    return "".join(parts)
+        bounds.append(f"id <= {int(up_to_id)}")
+    batch = f"""(
+    SELECT * FROM group_members
+    WHERE {" AND ".join(bounds)}
+    OFFSET 0
+) AS gm"""
+    return MEMBERSHIP_SOURCE.replace("group_members AS gm", batch, 1)
 
 
 def eligible_pairs_sql(after_id: int | None = None, up_to_id: int | None = None) -> str:
@@ -64,10 +76,10 @@ def eligible_pairs_sql(after_id: int | None = None, up_to_id: int | None = None)
     union over consecutive ranges is every eligible pair, which is what batching needs.
     """
     return f"""SELECT DISTINCT gm.user_id AS student_id, g.course_id
-FROM {MEMBERSHIP_SOURCE}
+FROM {membership_source(after_id, up_to_id)}
 WHERE {ACTIVE_MEMBERSHIP}
   AND {IS_STUDENT}
-  AND {SAME_SCHOOL}{membership_range(after_id, up_to_id)}"""
+  AND {SAME_SCHOOL}"""
 
 
 def classified_pairs_sql() -> str:

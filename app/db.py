@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import time
 
-from sqlalchemy import create_engine
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from app.errors import (
@@ -18,7 +20,10 @@ from app.errors import (
     SchemaError,
 )
 
+log = logging.getLogger(__name__)
+
 URL_ENV = "DATABASE_URL"
+LOCK_POLL_SECONDS = 0.5
 NO_URL_MESSAGE = (
     f"no database URL: set {URL_ENV} (for example postgresql://user:password@host:5432/dbname)"
 )
@@ -94,6 +99,10 @@ def translate_db_error(exc: BaseException) -> EnrollmentsError:
             f"statement timeout: {detail}; the statement wrote nothing; "
             "raise --statement-timeout or use --batch-size"
         )
+    if pgcode in ("40P01", "40001"):
+        return RetryableError(
+            f"{detail} (a concurrent writer); the transaction was rolled back; run again"
+        )
     if pgcode in ("42501", "25006"):
         return PermissionDeniedError(f"permission denied: {detail}")
     if pgcode.startswith("42"):
@@ -105,3 +114,33 @@ def translate_db_error(exc: BaseException) -> EnrollmentsError:
     ):
         return RetryableError(f"lost the connection to the database: {detail}; run again")
     return EnrollmentsError(f"database error: {detail}")
+
+
+def wait_for_advisory_lock(connection: Connection, key: int, holder: str) -> None:
+    """Take session advisory lock ``key``, waiting while ``holder`` has it.
+
+    Polled in short transactions (``connection`` must not be in one): a session blocked
+    inside a transaction holds a snapshot, and a concurrent CREATE INDEX CONCURRENTLY
+    waits for every such snapshot, which would deadlock.
+    """
+    try_lock = text("SELECT pg_try_advisory_lock(:key)")
+    logged = False
+    while True:
+        with connection.begin():
+            if connection.execute(try_lock, {"key": key}).scalar_one():
+                return
+        if not logged:
+            log.info("%s is running elsewhere; waiting for it to finish", holder)
+            logged = True
+        time.sleep(LOCK_POLL_SECONDS)
+
+
+def release_advisory_lock(connection: Connection, key: int) -> None:
+    """Release ``key``; quietly, since the connection may be the thing that failed."""
+    try:
+        if connection.in_transaction():
+            connection.rollback()
+        with connection.begin():
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    except Exception:
+        log.debug("advisory lock %d not released: the connection is gone", key)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -23,16 +22,22 @@ from alembic import context
 from alembic.util import CommandError
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from app.db import connect_error, make_engine, resolve_url
+from app.db import (
+    connect_error,
+    make_engine,
+    release_advisory_lock,
+    resolve_url,
+    translate_db_error,
+    wait_for_advisory_lock,
+)
 from app.errors import EnrollmentsError
 
 log = logging.getLogger("migrations")
 
 # pg_advisory_lock key for "an upgrade is running": the bytes of 'enroll1'.
 UPGRADE_LOCK_KEY = int.from_bytes(b"enroll1", "big")
-LOCK_POLL_SECONDS = 0.5
 _DURATION = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
 GATE_MODES = ("abort", "warn")
 
@@ -104,6 +109,26 @@ def online_connectable(config) -> Connection | Engine:
 
 
 @contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """A database error during the run becomes Alembic's one-line ``FAILED: ...``.
+
+    Lock and statement timeouts, a lost connection, permissions: the revision that was
+    running rolled back; ``alembic current`` shows the last one that completed.
+    """
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        # Cleanup after a lost connection (Alembic leaving an autocommit block) raises
+        # its own error; the cause worth reporting is the driver error behind it.
+        cause: BaseException = exc
+        while not isinstance(cause, DBAPIError) and cause.__context__ is not None:
+            cause = cause.__context__
+        raise CommandError(
+            f"{translate_db_error(cause)} (alembic current shows the last completed revision)"
+        ) from None
+
+
+@contextlib.contextmanager
 def connected(connectable) -> Iterator[Connection]:
     """A connection from ``connectable``; a connect failure becomes a one-line error.
 
@@ -130,19 +155,14 @@ def upgrade_lock(connection: Connection, settings: MigrationSettings) -> Iterato
     not bounded by ``lock_timeout`` (it is set afterwards): the second upgrade waits.
     """
     started_in_transaction = connection.in_transaction()
-    try_lock = text("SELECT pg_try_advisory_lock(:key)")
-    if not connection.execute(try_lock, {"key": UPGRADE_LOCK_KEY}).scalar_one():
-        if started_in_transaction:
+    if started_in_transaction:  # the caller's transaction: no waiting inside it
+        got = connection.execute(
+            text("SELECT pg_try_advisory_lock(:key)"), {"key": UPGRADE_LOCK_KEY}
+        ).scalar_one()
+        if not got:
             raise CommandError("another migration holds the upgrade lock")
-        log.info("another migration holds the upgrade lock; waiting for it to finish")
-        # Poll in short transactions rather than block in pg_advisory_lock(): a session
-        # waiting inside a transaction holds a snapshot, and CREATE INDEX CONCURRENTLY in
-        # the other upgrade would wait for it, a deadlock.
-        while True:
-            connection.commit()
-            time.sleep(LOCK_POLL_SECONDS)
-            if connection.execute(try_lock, {"key": UPGRADE_LOCK_KEY}).scalar_one():
-                break
+    else:
+        wait_for_advisory_lock(connection, UPGRADE_LOCK_KEY, "another alembic upgrade")
     for statement in settings.session_sql():
         connection.exec_driver_sql(statement)
     if not started_in_transaction:
@@ -150,11 +170,17 @@ def upgrade_lock(connection: Connection, settings: MigrationSettings) -> Iterato
     try:
         yield
     finally:
-        if connection.in_transaction() and not started_in_transaction:
-            connection.rollback()
-        with contextlib.suppress(DBAPIError):
+        with contextlib.suppress(SQLAlchemyError):  # the connection may be what failed
+            if connection.in_transaction() and not started_in_transaction:
+                connection.rollback()
             connection.exec_driver_sql("RESET lock_timeout")
             connection.exec_driver_sql("RESET statement_timeout")
-            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": UPGRADE_LOCK_KEY})
             if not started_in_transaction:
                 connection.commit()
+        if started_in_transaction:
+            with contextlib.suppress(SQLAlchemyError):
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": UPGRADE_LOCK_KEY}
+                )
+        else:
+            release_advisory_lock(connection, UPGRADE_LOCK_KEY)

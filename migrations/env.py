@@ -7,7 +7,13 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from app.migration_env import MigrationSettings, connected, online_connectable, upgrade_lock
+from app.migration_env import (
+    MigrationSettings,
+    connected,
+    one_line_errors,
+    online_connectable,
+    upgrade_lock,
+)
 from app.models import Base
 
 config = context.config
@@ -44,7 +50,11 @@ def run_migrations_online() -> None:
     The upgrade advisory lock is taken before ``context.configure()``, so a concurrent
     upgrade waits and then reads an up-to-date ``alembic_version``.
     """
-    with connected(online_connectable(config)) as connection, upgrade_lock(connection, settings):
+    with (
+        one_line_errors(),
+        connected(online_connectable(config)) as connection,
+        upgrade_lock(connection, settings),
+    ):
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
