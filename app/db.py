@@ -33,7 +33,7 @@ def parse_url(raw: str) -> URL:
     """Parse and check a PostgreSQL URL; ``postgresql://`` means psycopg2."""
     try:
         url = make_url(raw.strip())
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:
         raise ConfigError(f"malformed database URL: {exc}") from None
     if url.get_backend_name() != "postgresql":
         raise ConfigError(

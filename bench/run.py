@@ -319,6 +319,26 @@ def run_main_size(server: Server, args: argparse.Namespace) -> dict:
     results["writer_upgrade"] = writer.stop()
     server.drop(db)
 
+    db = server.copy("bench_legacy", "bench_upgrade_batched")
+    env = env_for(server, db)
+    writer = Writer(server.libpq(db), rate=args.writer_rate)
+    writer.start()
+    results["upgrade_batched"] = checked(
+        measure(
+            [
+                str(BIN / "alembic"),
+                "-x",
+                f"backfill_batch_size={args.batch_size}",
+                "upgrade",
+                "head",
+            ],
+            env,
+        ),
+        "alembic upgrade head (batched)",
+    )
+    results["writer_upgrade_batched"] = writer.stop()
+    server.drop(db)
+
     db = server.copy("bench_legacy", "bench_rowbyrow")
     m = checked(
         measure(
@@ -393,6 +413,7 @@ def report(r: dict, small: dict, args: argparse.Namespace, machine_line: str) ->
         return f"| {name} | {m.seconds:.2f} | {ratio} | {m.peak_mb:.0f} | {note} |"
 
     wb, wu, wi = r["writer_batched"], r["writer_upgrade"], r["writer_idle"]
+    wub = r["writer_upgrade_batched"]
     lines = [
         f"Generated: {r['counts']['group_members']:,} memberships, "
         f"{r['counts']['users']:,} users, {r['eligible_pairs']:,} eligible pairs, "
@@ -436,6 +457,8 @@ def report(r: dict, small: dict, args: argparse.Namespace, machine_line: str) ->
         f"{wb['max_ms']:.1f} | {wb['errors']} |",
         f"| `alembic upgrade head` | {wu['transactions']} | {wu['p99_ms']:.1f} | "
         f"{wu['max_ms']:.1f} | {wu['errors']} |",
+        f"| `alembic -x backfill_batch_size=... upgrade head` | {wub['transactions']} | "
+        f"{wub['p99_ms']:.1f} | {wub['max_ms']:.1f} | {wub['errors']} |",
         "",
         "Peak memory (MB) of each command at two sizes:",
         "",
@@ -493,6 +516,7 @@ def main() -> int:
     print(table)
     total = time.monotonic() - started
     today = datetime.date.today().isoformat()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(
         "# Benchmarks\n\n"
         "Produced by `python -m bench.run` (see README); the latest run replaces this file.\n"

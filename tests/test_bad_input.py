@@ -1,0 +1,257 @@
+"""Bad input: a one-line error naming the problem, a distinct exit code, no traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from app.errors import EX_CONFIG, EX_NOPERM, EX_SCHEMA, EX_UNAVAILABLE, EX_USAGE
+from tests.helpers import alembic, enrollments, psql, snapshot, upgrade
+
+
+def one_line(result) -> str:
+    """The single line a failed command printed (stdout and stderr together)."""
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def alembic_failure(result) -> str:
+    """Alembic's one FAILED line (its INFO lines may come before it)."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    failed = [line for line in (result.stdout + result.stderr).splitlines() if "FAILED" in line]
+    assert len(failed) == 1, result.stdout + result.stderr
+    return failed[0]
+
+
+def both_commands(url):
+    return {
+        "audit": enrollments(url, "audit"),
+        "backfill": enrollments(url, "backfill", "--commit"),
+    }
+
+
+def test_malformed_url():
+    for name, result in both_commands("postgresql://user@host:notaport/db").items():
+        assert result.returncode == EX_CONFIG, name
+        assert "malformed database URL" in one_line(result)
+    result = alembic("postgresql://user@host:notaport/db", "upgrade", "head")
+    assert result.returncode != 0
+    assert one_line(result).startswith("FAILED: malformed database URL")
+
+
+def test_wrong_scheme():
+    result = enrollments("mysql://root@localhost/db", "audit")
+    assert result.returncode == EX_CONFIG
+    assert "unsupported database URL scheme 'mysql'" in one_line(result)
+
+
+def test_no_url():
+    result = enrollments(None, "audit")
+    assert result.returncode == EX_CONFIG
+    assert "no database URL: set DATABASE_URL" in one_line(result)
+
+
+def test_host_unreachable():
+    url = "postgresql://postgres@127.0.0.1:1/school"
+    for name, result in both_commands(url).items():
+        assert result.returncode == EX_UNAVAILABLE, name
+        line = one_line(result)
+        assert "cannot connect to postgresql+psycopg2://postgres@127.0.0.1:1/school" in line
+        assert "Connection refused" in line
+    result = alembic(url, "upgrade", "head")
+    assert one_line(result).startswith("FAILED: cannot connect to")
+
+
+def test_database_missing(database_url):
+    url = database_url.set(database=f"{database_url.database}_missing")
+    for name, result in both_commands(url).items():
+        assert result.returncode == EX_UNAVAILABLE, name
+        assert "does not exist" in one_line(result)
+    assert "does not exist" in one_line(alembic(url, "upgrade", "head"))
+
+
+def test_wrong_password(tmp_path):
+    """A server of the test's own with password authentication (the shared ones trust)."""
+    from app.embedded import EmbeddedPostgres
+
+    with EmbeddedPostgres(tmp_path / "pgdata") as pg:
+        admin = create_engine(pg.url(), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql("CREATE ROLE app LOGIN PASSWORD 'right'")
+            hba = pg.data_dir / "pg_hba.conf"
+            hba.write_text("local all app scram-sha-256\n" + hba.read_text())
+            conn.exec_driver_sql("SELECT pg_reload_conf()")
+        admin.dispose()
+        url = pg.url().set(username="app", password="wrong")
+        for name, result in both_commands(url).items():
+            assert result.returncode == EX_UNAVAILABLE, name
+            line = one_line(result)
+            assert 'password authentication failed for user "app"' in line
+            assert ":wrong@" not in line  # the password is not shown
+        assert "password authentication failed" in one_line(alembic(url, "upgrade", "head"))
+
+
+def test_schema_not_migrated(database_url):
+    for name, result in both_commands(database_url).items():
+        assert result.returncode == EX_SCHEMA, name
+        assert "the database is not migrated" in one_line(result)
+
+
+def test_unknown_revision(database_url, legacy):
+    with legacy.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+    for name, result in both_commands(database_url).items():
+        assert result.returncode == EX_SCHEMA, name
+        assert "revision 0999, which this release does not know" in one_line(result)
+    result = alembic(database_url, "upgrade", "head")
+    assert "Can't locate revision identified by '0999'" in alembic_failure(result)
+
+
+def test_read_only_role(database_url, story):
+    with story.begin() as conn:
+        conn.execute(text("DROP ROLE IF EXISTS enrollments_reader"))
+        conn.execute(text("CREATE ROLE enrollments_reader LOGIN"))
+        conn.execute(text("GRANT SELECT ON ALL TABLES IN SCHEMA public TO enrollments_reader"))
+    before = snapshot(story)
+    url = database_url.set(username="enrollments_reader", password=None)
+    try:
+        audit = enrollments(url, "audit", "--json")
+        assert audit.returncode == 2
+        assert json.loads(audit.stdout)["missing"] == 3
+        dry = enrollments(url, "backfill")
+        assert dry.returncode == 0
+        result = enrollments(url, "backfill", "--commit")
+        assert result.returncode == EX_NOPERM
+        assert "permission denied for table course_enrollments" in one_line(result)
+        assert snapshot(story) == before
+    finally:
+        with story.begin() as conn:
+            conn.execute(text("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM enrollments_reader"))
+        admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("DROP OWNED BY enrollments_reader"))
+            conn.execute(text("DROP ROLE enrollments_reader"))
+        admin.dispose()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["audit", "--limit", "-1"], "--limit: must be 0 or a positive integer, not '-1'"),
+        (["backfill", "--batch-size", "0"], "--batch-size: must be a positive integer, not '0'"),
+        (["audit", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["backfill", "--lock-timeout", "soon"], "must be a PostgreSQL duration"),
+        (["launch"], "invalid choice: 'launch'"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_usage_errors(args, message):
+    result = enrollments("postgresql://unused@127.0.0.1:1/x", *args)
+    assert result.returncode == EX_USAGE
+    assert result.returncode not in (0, 1, 2)
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+ODD_NAMES = [
+    'O\'Brien "Bobby"',
+    "back\\slash \\n",
+    "100% sure %s %d %%",
+    "colon :name ::text :1",
+    "Zoë Ångström Øster 李小龍",
+    "$$ $gate$ dollar",
+]
+
+
+def odd_legacy_data(engine) -> None:
+    """Odd but possible: a course with 3,000 groups, a student in 300 groups, names with
+    quotes, backslashes, percent signs, colons, dollar quotes and non-ASCII letters, active
+    NULL, a teacher, an admin, a cross-school membership."""
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO schools (name) VALUES (:a), (:b)"), {"a": ODD_NAMES[0], "b": "B"}
+        )
+        conn.execute(
+            text("INSERT INTO courses (school_id, name) VALUES (1, :n), (1, :m), (2, :o)"),
+            {"n": ODD_NAMES[2], "m": ODD_NAMES[3], "o": ODD_NAMES[5]},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO groups (school_id, course_id, name)"
+                " SELECT 1, 1, 'G' || i FROM generate_series(1, 3000) i"
+            )
+        )
+        conn.execute(
+            text("INSERT INTO groups (school_id, course_id, name) VALUES (1, 2, :n), (2, 3, 'X')"),
+            {"n": ODD_NAMES[1]},
+        )
+        for i, name in enumerate(ODD_NAMES):
+            conn.execute(
+                text("INSERT INTO users (school_id, email, name, role) VALUES (1, :e, :n, :r)"),
+                {
+                    "e": f"{i}:%@x'y",
+                    "n": name,
+                    "r": ("student", "teacher", "admin")[i % 3] if i < 3 else "student",
+                },
+            )
+        # user 1 (student) in 300 groups of course 1; everyone in course 2's group;
+        # user 4 also in school 2's course (cross-school); user 6 with active NULL.
+        conn.execute(
+            text(
+                "INSERT INTO group_members (school_id, group_id, user_id)"
+                " SELECT 1, g, 1 FROM generate_series(1, 300) g"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO group_members (school_id, group_id, user_id, active)"
+                " SELECT 1, 3001, id, CASE WHEN id = 6 THEN NULL ELSE true END FROM users"
+            )
+        )
+        conn.execute(
+            text("INSERT INTO group_members (school_id, group_id, user_id) VALUES (2, 3002, 4)")
+        )
+
+
+def test_odd_legacy_data_online_and_offline(pg_server, database_url, legacy):
+    odd_legacy_data(legacy)
+    audit = enrollments(database_url, "audit", "--json")
+    data = json.loads(audit.stdout)
+    assert audit.returncode == 2
+    assert (data["eligible_pairs"], data["missing"]) == (4, 4)
+    assert data["anomalies"] == {"non_student": 2, "cross_school": 1}
+    assert {p["student_name"] for p in data["missing_pairs"]} == {
+        ODD_NAMES[0],
+        ODD_NAMES[3],
+        ODD_NAMES[4],
+    }
+    assert [p["groups"] for p in data["missing_pairs"] if p["course_id"] == 1] == [300]
+    text_report = enrollments(database_url, "audit")
+    for name in (ODD_NAMES[0], ODD_NAMES[1], ODD_NAMES[2], ODD_NAMES[4], ODD_NAMES[5]):
+        assert name in text_report.stdout
+
+    # Offline: the script is generated without reading data, so it stays valid; run it.
+    script = alembic(None, "upgrade", "0001:head", "--sql").stdout
+    applied = psql(pg_server, database_url, script)
+    assert applied.returncode == 0, applied.stderr
+    after = json.loads(enrollments(database_url, "audit", "--json").stdout)
+    assert (after["covered"], after["status"]) == (4, "warning")
+
+
+def test_odd_names_in_the_online_gate_message(database_url, legacy):
+    odd_legacy_data(legacy)
+    upgrade(legacy, "0004")
+    with legacy.begin() as conn:  # a gap behind the odd names, as an app without dual write
+        conn.execute(text("DELETE FROM course_enrollments"))
+    result = alembic(database_url, "upgrade", "head")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    for name in (ODD_NAMES[0], ODD_NAMES[3], ODD_NAMES[4]):
+        assert name in result.stdout
+    assert "100% sure" in result.stdout  # a course name with % signs, printed as is
+    assert alembic(database_url, "current").stdout.strip() == "0004"

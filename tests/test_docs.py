@@ -1,0 +1,120 @@
+"""The docs say what the project does: options, revisions, and commands that run."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from app.cli import build_parser
+from app.revision_list import render
+from tests.helpers import ROOT, VENV_BIN, libpq_url, load_story, upgrade
+
+DOCS = ROOT / "docs"
+
+
+def cli_options() -> dict[str, set[str]]:
+    parser = build_parser()
+    options = {"enrollments": {o for a in parser._actions for o in a.option_strings}}
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, command in sub.choices.items():
+        options[name] = {o for a in command._actions for o in a.option_strings}
+    return options
+
+
+def test_every_option_is_documented():
+    commands = (DOCS / "commands.md").read_text()
+    missing = [
+        f"{command} {option}"
+        for command, options in cli_options().items()
+        for option in options
+        if option not in ("-h", "--help") and f"`{option}" not in commands
+    ]
+    assert missing == []
+    for command in cli_options():
+        if command != "enrollments":
+            assert f"## `enrollments {command}`" in commands
+
+
+def test_every_x_option_is_documented():
+    from app.migration_env import MigrationSettings
+
+    commands = (DOCS / "commands.md").read_text()
+    for option in MigrationSettings.__dataclass_fields__:
+        assert f"`{option}`" in commands
+
+
+def test_migrations_doc_is_current():
+    assert (DOCS / "migrations.md").read_text() == render(), (
+        "docs/migrations.md is stale: python -m app.revision_list > docs/migrations.md"
+    )
+
+
+def test_readme_starts_with_the_two_commands():
+    readme = (ROOT / "README.md").read_text()
+    head = readme[: readme.index("## The deploy")]
+    assert "<!-- main-command -->" in head and "<!-- test-command -->" in head
+    assert "enrollments demo" in head and "pytest" in head
+    for link in re.findall(r"\]\((docs/[^)]+)\)", readme):
+        assert (ROOT / link).exists(), link
+
+
+def runnable_commands(doc: Path) -> list[tuple[str, int]]:
+    """(command, expected exit) for each line of the ```sh blocks marked <!-- run -->."""
+    commands = []
+    for block in re.findall(r"<!-- run -->\n```sh\n(.*?)```", doc.read_text(), re.S):
+        for line in block.strip().splitlines():
+            command, _, comment = line.partition("#")
+            match = re.search(r"exit (\d+)", comment)
+            commands.append((command.strip(), int(match.group(1)) if match else 0))
+    return commands
+
+
+def run_doc(doc: Path, pg_server, database_url, engine, tmp_path) -> list[str]:
+    upgrade(engine, "0001")
+    load_story(engine)
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=libpq_url(database_url),
+        ALEMBIC_CONFIG=str(ROOT / "alembic.ini"),
+        PATH=f"{VENV_BIN}:{pg_server.bin_dir}:{env.get('PATH', '')}",
+    )
+    ran = []
+    commands = runnable_commands(doc)
+    assert commands
+    for command, expected in commands:
+        proc = subprocess.run(
+            ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert proc.returncode == expected, f"{command}\n{proc.stdout}\n{proc.stderr}"
+        ran.append(command)
+    return ran
+
+
+def test_runbook_commands_run_as_written(pg_server, database_url, engine, tmp_path):
+    ran = run_doc(DOCS / "runbook.md", pg_server, database_url, engine, tmp_path)
+    assert "alembic upgrade head" in ran
+
+
+def test_dba_review_commands_run_as_written(pg_server, database_url, engine, tmp_path):
+    ran = run_doc(DOCS / "dba-review.md", pg_server, database_url, engine, tmp_path)
+    assert any(c.startswith("psql") for c in ran)
+    current = subprocess.run(
+        [str(VENV_BIN / "alembic"), "-c", str(ROOT / "alembic.ini"), "current"],
+        env={**os.environ, "DATABASE_URL": libpq_url(database_url)},
+        capture_output=True,
+        text=True,
+    )
+    assert current.stdout.strip() == "0005 (head)"
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/runbook.md", "docs/dba-review.md"])
+def test_docs_name_only_real_options(doc):
+    text = (ROOT / doc).read_text()
+    known = set().union(*cli_options().values())
+    for option in re.findall(r"enrollments (?:audit|backfill)[^`\n]*", text):
+        for flag in re.findall(r"--[a-z-]+", option):
+            assert flag in known, f"{doc}: {flag}"
