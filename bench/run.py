@@ -442,6 +442,12 @@ def report(r: dict, small: dict, args: argparse.Namespace, machine_line: str) ->
             None,
             "index, record table, backfill, gate; with the writer",
         ),
+        row(
+            f"`alembic -x backfill_batch_size={args.batch_size} upgrade head` from 0001",
+            r["upgrade_batched"],
+            None,
+            "the same, the backfill in committed batches; with the writer",
+        ),
         f"| row-by-row baseline (scaled) | {rb['scaled_seconds']:.0f} | "
         f"{rb['scaled_seconds'] / commit:.0f}x slower than --commit | {rb['peak_mb']:.0f} | "
         f"{rb['pairs']:,} pairs in {rb['seconds']:.1f}s, scaled to {r['eligible_pairs']:,} |",
