@@ -126,7 +126,6 @@ class BackfillResult:
     created: int
     reactivated: int
     batches: int
-    rows_scanned: int
     seconds: float
     after: CoverageReport
 
@@ -140,9 +139,6 @@ class BackfillResult:
         }
         data.update(self.after.counts_json())
         return data
-
-
-ProgressFn = Callable[[int, int, float], None]
 
 
 class Progress:
@@ -264,7 +260,7 @@ def backfill(
     # One backfill --commit at a time: a second one waits, then finds little to do.
     wait_for_advisory_lock(connection, BACKFILL_LOCK_KEY, "another enrollments backfill")
     try:
-        created, reactivated, batches, rows = _write(connection, batch_size, progress_stream)
+        created, reactivated, batches = _write(connection, batch_size, progress_stream)
     finally:
         release_advisory_lock(connection, BACKFILL_LOCK_KEY)
     log.info("backfill committed: %d created, %d reactivated", created, reactivated)
@@ -275,23 +271,20 @@ def backfill(
         created=created,
         reactivated=reactivated,
         batches=batches,
-        rows_scanned=rows,
         seconds=time.monotonic() - started,
         after=after,
     )
 
 
-def _write(
-    connection: Connection, batch_size: int | None, progress_stream
-) -> tuple[int, int, int, int]:
-    """(created, reactivated, batches, memberships walked), batched or in one transaction."""
+def _write(connection: Connection, batch_size: int | None, progress_stream) -> tuple[int, int, int]:
+    """(created, reactivated, batches), batched or in one transaction."""
     if batch_size:
         with connection.begin():
             total = count_memberships(connection)
         progress = Progress(total, stream=progress_stream)
-        created, reactivated, batches, rows = run_batched(connection, batch_size, progress=progress)
+        created, reactivated, batches, _ = run_batched(connection, batch_size, progress=progress)
     else:
         with connection.begin():
             created, reactivated = run_single(connection)
-        batches, rows = 1, 0
-    return created, reactivated, batches, rows
+        batches = 1
+    return created, reactivated, batches

@@ -195,7 +195,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 created=preview.missing,
                 reactivated=preview.inactive,
                 batches=0,
-                rows_scanned=0,
                 seconds=0.0,
                 after=preview,
             )

@@ -261,6 +261,21 @@ def eligible_pairs(server: Server, database: str) -> int:
     return int(n)
 
 
+def with_writer(
+    server: Server, args: argparse.Namespace, name: str, command: list[str]
+) -> tuple[Measured, dict[str, float]]:
+    """Time ``command`` on a fresh copy while the application writer runs beside it."""
+    db = server.copy("bench_legacy", f"bench_{name}")
+    writer = Writer(server.libpq(db), rate=args.writer_rate)
+    writer.start()
+    try:
+        measured = checked(measure(command, env_for(server, db)), name)
+    finally:
+        latencies = writer.stop()
+    server.drop(db)
+    return measured, latencies
+
+
 def run_main_size(server: Server, args: argparse.Namespace) -> dict:
     results: dict = {}
     counts, gen_seconds = build_template(server, "bench_legacy", args.students)
@@ -297,47 +312,14 @@ def run_main_size(server: Server, args: argparse.Namespace) -> dict:
     results["writer_idle"] = writer.stop()
     server.drop(db)
 
-    db = server.copy("bench_legacy", "bench_batched")
-    env = env_for(server, db)
-    writer = Writer(server.libpq(db), rate=args.writer_rate)
-    writer.start()
-    results["batched"] = checked(
-        measure(enrollments_cmd("backfill", "--commit", "--batch-size", str(args.batch_size)), env),
-        "batched",
-    )
-    results["writer_batched"] = writer.stop()
-    results["batched_after"] = checked(measure(enrollments_cmd("audit"), env), "audit", ok=(1,))
-    server.drop(db)
-
-    db = server.copy("bench_legacy", "bench_upgrade")
-    env = env_for(server, db)
-    writer = Writer(server.libpq(db), rate=args.writer_rate)
-    writer.start()
-    results["upgrade"] = checked(
-        measure([str(BIN / "alembic"), "upgrade", "head"], env), "alembic upgrade head"
-    )
-    results["writer_upgrade"] = writer.stop()
-    server.drop(db)
-
-    db = server.copy("bench_legacy", "bench_upgrade_batched")
-    env = env_for(server, db)
-    writer = Writer(server.libpq(db), rate=args.writer_rate)
-    writer.start()
-    results["upgrade_batched"] = checked(
-        measure(
-            [
-                str(BIN / "alembic"),
-                "-x",
-                f"backfill_batch_size={args.batch_size}",
-                "upgrade",
-                "head",
-            ],
-            env,
-        ),
-        "alembic upgrade head (batched)",
-    )
-    results["writer_upgrade_batched"] = writer.stop()
-    server.drop(db)
+    batched = ["backfill", "--commit", "--batch-size", str(args.batch_size)]
+    x_batched = ["-x", f"backfill_batch_size={args.batch_size}"]
+    for name, command in (
+        ("batched", enrollments_cmd(*batched)),
+        ("upgrade", [str(BIN / "alembic"), "upgrade", "head"]),
+        ("upgrade_batched", [str(BIN / "alembic"), *x_batched, "upgrade", "head"]),
+    ):
+        results[name], results[f"writer_{name}"] = with_writer(server, args, name, command)
 
     db = server.copy("bench_legacy", "bench_rowbyrow")
     m = checked(

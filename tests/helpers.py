@@ -159,3 +159,16 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
     code = main(list(args))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def at_0004_with_a_gap(database_url: URL, engine: Engine) -> list[tuple]:
+    """The story backfilled by 0004, then a membership that an application without the
+    dual write added alone (Nina in Physics). Returns course_enrollments at that point."""
+    upgrade(engine, "0001")
+    load_story(engine)
+    upgrade(engine, "0004")
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO group_members (school_id, group_id, user_id) VALUES (1, 3, 7)")
+        )
+    return enrollments_rows(engine)

@@ -121,3 +121,22 @@ def test_concurrent_application_insert_is_not_an_error(story, db, capsys):
     data = json.loads(out)
     assert (code, data["created"], data["missing"]) == (0, 2, 0)
     assert enrollments_rows(story) == sample_data.STORY_ENROLLMENTS_AFTER
+
+
+def test_progress_is_a_bar_on_a_terminal():
+    import io
+
+    from app.backfill import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = Progress(1_000, stream=screen)
+    progress(500, 10, 2)
+    progress(1_000, 20, 4)
+    shown = screen.getvalue()
+    assert shown.startswith("\r[###############...............] 500/1,000 memberships")
+    assert "\r[##############################] 1,000/1,000 memberships" in shown
+    assert "20 created, 4 reactivated" in shown and shown.endswith("\n")

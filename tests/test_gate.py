@@ -7,19 +7,15 @@ import time
 from sqlalchemy import text
 
 from app.migration_env import UPGRADE_LOCK_KEY
-from tests.helpers import ROOT, VENV_BIN, alembic, enrollments_rows, load_story, url_string
-
-
-def at_0004_with_a_gap(database_url, engine) -> list[tuple]:
-    """Story data backfilled by 0004, then a membership the application added alone."""
-    assert alembic(database_url, "upgrade", "0001").returncode == 0
-    load_story(engine)
-    assert alembic(database_url, "upgrade", "0004").returncode == 0
-    with engine.begin() as conn:
-        conn.execute(
-            text("INSERT INTO group_members (school_id, group_id, user_id) VALUES (1, 3, 7)")
-        )
-    return enrollments_rows(engine)
+from tests.helpers import (
+    ROOT,
+    VENV_BIN,
+    alembic,
+    at_0004_with_a_gap,
+    enrollments_rows,
+    load_story,
+    url_string,
+)
 
 
 def current(database_url) -> str:

@@ -5,7 +5,15 @@ import subprocess
 
 from sqlalchemy import create_engine, text
 
-from tests.helpers import ROOT, alembic, enrollments_rows, libpq_url, load_story, psql
+from tests.helpers import (
+    ROOT,
+    alembic,
+    at_0004_with_a_gap,
+    enrollments_rows,
+    libpq_url,
+    load_story,
+    psql,
+)
 
 
 def offline_sql(*args: str) -> str:
@@ -82,15 +90,7 @@ def test_offline_equals_online_on_legacy_data(pg_server, database_url, engine):
 
 
 def test_offline_gate_stops_psql_and_applies_nothing_after_it(pg_server, database_url, engine):
-    assert alembic(database_url, "upgrade", "0001").returncode == 0
-    load_story(engine)
-    assert alembic(database_url, "upgrade", "0004").returncode == 0
-    # An application without the dual write adds a membership and no enrollment.
-    with engine.begin() as conn:
-        conn.execute(
-            text("INSERT INTO group_members (school_id, group_id, user_id) VALUES (1, 3, 7)")
-        )
-    before = enrollments_rows(engine)
+    before = at_0004_with_a_gap(database_url, engine)
 
     applied = psql(pg_server, database_url, offline_sql("0004:head"))
 

@@ -2,7 +2,7 @@
 
 from sqlalchemy import text
 
-from tests.helpers import alembic
+from tests.helpers import LEGACY_TABLE_NAMES, alembic
 
 # (table, column) -> (type, nullable, default)
 CONTRACT_COLUMNS = {
@@ -142,15 +142,7 @@ def test_upgrade_0001_creates_exactly_the_contract_schema(database_url, engine):
             )
         }
 
-    assert tables == {
-        "alembic_version",
-        "schools",
-        "users",
-        "courses",
-        "groups",
-        "group_members",
-        "course_enrollments",
-    }
+    assert tables == {"alembic_version", *LEGACY_TABLE_NAMES}
     assert columns == CONTRACT_COLUMNS
     assert constraints == CONTRACT_CONSTRAINTS
     assert indexes == CONTRACT_INDEXES
