@@ -167,12 +167,17 @@ def open_connection(args: argparse.Namespace) -> Iterator[Connection]:
         engine.dispose()
 
 
+def snapshot_audit(connection: Connection, limit: int) -> CoverageReport:
+    """The audit in one read-only snapshot: counts and samples agree, nothing is written."""
+    connection = connection.execution_options(isolation_level="REPEATABLE READ")
+    with connection.begin():
+        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+        return audit(connection, limit=limit)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     with open_connection(args) as connection:
-        connection = connection.execution_options(isolation_level="REPEATABLE READ")
-        with connection.begin():
-            connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-            report = audit(connection, limit=args.limit)
+        report = snapshot_audit(connection, args.limit)
     if args.json:
         print(json.dumps(report.as_json(), ensure_ascii=False))
     else:
@@ -185,11 +190,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         if args.commit:
             result = backfill(connection, batch_size=args.batch_size)
             preview = None
-        else:
-            connection = connection.execution_options(isolation_level="REPEATABLE READ")
-            with connection.begin():
-                connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-                preview = audit(connection, limit=args.limit)
+        else:  # the dry run: what the audit counts missing is created, inactive reactivated
+            preview = snapshot_audit(connection, args.limit)
             result = BackfillResult(
                 committed=False,
                 created=preview.missing,
