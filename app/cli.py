@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import json
 import logging
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
@@ -22,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from app import __version__
 from app.backfill import BackfillResult, backfill
 from app.coverage import DEFAULT_SAMPLE_LIMIT, CoverageReport, PairSample, audit
-from app.db import connect_error, make_engine, resolve_url, translate_db_error
+from app.db import connect_error, is_duration, make_engine, resolve_url, translate_db_error
 from app.errors import (
     EX_INTERRUPTED,
     EX_SOFTWARE,
@@ -35,7 +34,6 @@ log = logging.getLogger("app")
 
 DEFAULT_LOCK_TIMEOUT = "5s"
 DEFAULT_STATEMENT_TIMEOUT = "15min"
-_DURATION = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
 
 
 # --- argument parsing -----------------------------------------------------------------
@@ -60,7 +58,7 @@ def non_negative_int(value: str) -> int:
 
 
 def duration(value: str) -> str:
-    if not _DURATION.match(value.strip()):
+    if not is_duration(value):
         raise argparse.ArgumentTypeError(
             f"must be a PostgreSQL duration such as 5s, 500ms, 10min or 0 (none), not {value!r}"
         )

@@ -29,6 +29,15 @@ NO_URL_MESSAGE = (
 )
 
 
+# A PostgreSQL duration as SET lock_timeout takes it: 0, 500ms, 5s, 2min, ...
+DURATION = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
+
+
+def is_duration(value: str) -> bool:
+    """Whether ``value`` is a duration we pass to PostgreSQL (checked: it is quoted in SQL)."""
+    return bool(DURATION.match(value.strip()))
+
+
 def parse_url(raw: str) -> URL:
     """Parse and check a PostgreSQL URL; ``postgresql://`` means psycopg2."""
     try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from app.db import (
     connect_error,
+    is_duration,
     make_engine,
     release_advisory_lock,
     resolve_url,
@@ -38,13 +38,12 @@ log = logging.getLogger("migrations")
 
 # pg_advisory_lock key for "an upgrade is running": the bytes of 'enroll1'.
 UPGRADE_LOCK_KEY = int.from_bytes(b"enroll1", "big")
-_DURATION = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
 GATE_MODES = ("abort", "warn")
 
 
 def _duration(name: str, value: str) -> str:
     value = value.strip()
-    if not _DURATION.match(value):
+    if not is_duration(value):
         raise CommandError(
             f"-x {name}={value!r} is not a PostgreSQL duration (for example 5s, 500ms, 2min)"
         )
@@ -62,7 +61,7 @@ class MigrationSettings:
 
     @classmethod
     def from_x_arguments(cls, x: dict[str, str]) -> MigrationSettings:
-        known = {"lock_timeout", "statement_timeout", "backfill_batch_size", "coverage_gate"}
+        known = set(cls.__dataclass_fields__)
         unknown = sorted(set(x) - known)
         if unknown:
             raise CommandError(
