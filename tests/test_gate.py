@@ -77,7 +77,7 @@ def test_a_later_revision_requires_coverage_with_one_line(tmp_path, database_url
     shutil.copytree(ROOT / "migrations", scripts, ignore=shutil.ignore_patterns("__pycache__"))
     (scripts / "versions" / "0006_phase2_example.py").write_text(
         '"""a later phase\n\nRevision ID: 0006\nRevises: 0005\n"""\n'
-        "from app.migration_helpers import require_full_coverage\n\n"
+        "from migrations.shared.v1.helpers import require_full_coverage\n\n"
         'revision = "0006"\ndown_revision = "0005"\nbranch_labels = None\ndepends_on = None\n\n\n'
         "def upgrade() -> None:\n"
         "    require_full_coverage(revision)\n"

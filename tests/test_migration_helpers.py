@@ -1,9 +1,9 @@
-"""app.migration_helpers on their own: the SQL they write, run as psql would run it."""
+"""The revision helpers on their own: the SQL they write, run as psql would run it."""
 
 import pytest
 from sqlalchemy import text
 
-from app import migration_helpers as helpers
+from migrations.shared.v1 import helpers
 from tests.helpers import enrollments_rows, psql, upgrade
 
 

@@ -12,7 +12,7 @@ left by an interrupted build is dropped and built again.
 
 from collections.abc import Sequence
 
-from app.migration_helpers import create_index_concurrently, drop_index_concurrently
+from migrations.shared.v1.helpers import create_index_concurrently, drop_index_concurrently
 
 # revision identifiers, used by Alembic.
 revision: str = "0002"

@@ -15,7 +15,7 @@ an interrupted run is finished by running the upgrade again.
 
 from collections.abc import Sequence
 
-from app.migration_helpers import backfill_enrollments, undo_backfill
+from migrations.shared.v1.helpers import backfill_enrollments, undo_backfill
 
 # revision identifiers, used by Alembic.
 revision: str = "0004"

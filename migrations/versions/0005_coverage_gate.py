@@ -14,7 +14,7 @@ overrides it for emergencies, loudly. Later revisions that need full coverage ca
 
 from collections.abc import Sequence
 
-from app.migration_helpers import require_full_coverage
+from migrations.shared.v1.helpers import require_full_coverage
 
 # revision identifiers, used by Alembic.
 revision: str = "0005"

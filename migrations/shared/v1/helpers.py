@@ -1,4 +1,4 @@
-"""Operations the revisions share: the backfill, its undo, the coverage gate, indexes.
+"""Version 1 (1.0.0, frozen): the backfill, its undo, the coverage gate, indexes.
 
 Each works online and offline. Offline (``alembic upgrade --sql``) it writes the same
 statements, as literal SQL a DBA can read and run with ``psql -v ON_ERROR_STOP=1``;
@@ -13,9 +13,14 @@ from alembic import context, op
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
-from app.backfill import CHANGES_TABLE, backfill_statements, execute_sql, run_batched
-from app.coverage import PAIR_KEY_SHIFT, audit, coverage_sql, indent
 from app.migration_env import MigrationSettings
+from migrations.shared.v1.backfill import (
+    CHANGES_TABLE,
+    backfill_statements,
+    execute_sql,
+    run_batched,
+)
+from migrations.shared.v1.definition import PAIR_KEY_SHIFT, audit, coverage_sql, indent
 
 log = logging.getLogger("migrations")
 

@@ -1,0 +1,46 @@
+"""Released revisions never change by accident: their offline SQL is pinned."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from migrations import pins
+from tests.helpers import ROOT
+
+
+def test_every_revision_writes_its_pinned_sql():
+    assert pins.problems(pins.revision_sql()) == []
+
+
+def test_every_pin_digest_has_a_reason():
+    reasons = pins.digests_with_reasons()
+    for pin in pins.revision_sql():
+        assert pin.digest in reasons.get(pin.revision, set()), pin.revision
+
+
+def test_the_pin_fails_when_a_helper_changes_its_sql(tmp_path):
+    """The same definition rewritten (``'student' = u.role``) is still a change."""
+    tree = tmp_path / "tree"
+    shutil.copytree(
+        ROOT / "migrations", tree / "migrations", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy(ROOT / "alembic.ini", tree / "alembic.ini")
+    helpers = [
+        p
+        for p in (tree / "migrations" / "shared").rglob("*.py")
+        if "u.role = 'student'" in p.read_text()
+    ]
+    assert helpers, "no helper holds the definition"
+    for path in helpers:
+        path.write_text(path.read_text().replace("u.role = 'student'", "'student' = u.role"))
+    result = subprocess.run(
+        [sys.executable, "-m", "migrations.pins"],
+        cwd=tree,  # the copy's migrations/ first, this checkout's app/ (plumbing) next
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert "0004: its SQL changed" in result.stderr
+    assert "0005: its SQL changed" in result.stderr
