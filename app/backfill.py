@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from app import lock
 from app.coverage import CoverageReport, coverage_counts, eligible_pairs_sql, indent
-from app.db import release_advisory_lock, wait_for_advisory_lock
 
 log = logging.getLogger(__name__)
 
@@ -243,10 +243,6 @@ def count_memberships(connection: Connection) -> int:
     return int(connection.execute(text("SELECT count(*) FROM group_members")).scalar_one())
 
 
-# pg_advisory_lock key for "a backfill --commit is running": the bytes of 'backfil'.
-BACKFILL_LOCK_KEY = int.from_bytes(b"backfil", "big")
-
-
 def backfill(
     connection: Connection,
     batch_size: int | None = None,
@@ -257,12 +253,12 @@ def backfill(
     (The dry run is the audit: what it counts missing is created, inactive reactivated.)
     """
     started = time.monotonic()
-    # One backfill --commit at a time: a second one waits, then finds little to do.
-    wait_for_advisory_lock(connection, BACKFILL_LOCK_KEY, "another enrollments backfill")
+    # One writer at a time (this, another backfill, an alembic upgrade): wait, then go on.
+    lock.take(connection, "enrollments backfill")
     try:
         created, reactivated, batches = _write(connection, batch_size, progress_stream)
     finally:
-        release_advisory_lock(connection, BACKFILL_LOCK_KEY)
+        lock.release(connection)
     log.info("backfill committed: %d created, %d reactivated", created, reactivated)
     with connection.begin():
         after = coverage_counts(connection)

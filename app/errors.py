@@ -5,6 +5,8 @@ Exit codes follow ``sysexits.h`` so that none collides with the audit's 0, 1 and
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 EX_USAGE = 64  # bad arguments
 EX_SCHEMA = 65  # the database is reachable but its schema is not one we know
 EX_UNAVAILABLE = 69  # cannot connect: host, password, database
@@ -45,3 +47,30 @@ class RetryableError(EnrollmentsError):
 
 class PermissionDeniedError(EnrollmentsError):
     exit_code = EX_NOPERM
+
+
+class UserInterruptError(EnrollmentsError):
+    """Ctrl-C: the running statement was cancelled on the server and rolled back."""
+
+    exit_code = EX_INTERRUPTED
+
+
+@dataclass(frozen=True)
+class Advice:
+    """How a tool names its own settings in advice: its flags, or Alembic's ``-x`` options."""
+
+    lock_timeout: str
+    statement_timeout: str
+    rerun: str
+
+
+CLI_ADVICE = Advice(
+    lock_timeout="--lock-timeout",
+    statement_timeout="--statement-timeout",
+    rerun="run the command again",
+)
+ALEMBIC_ADVICE = Advice(
+    lock_timeout="-x lock_timeout=DURATION",
+    statement_timeout="-x statement_timeout=DURATION",
+    rerun="run the alembic command again",
+)

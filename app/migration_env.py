@@ -1,9 +1,14 @@
-"""What ``migrations/env.py`` needs, kept out of it: settings, the URL, the upgrade lock.
+"""What ``migrations/env.py`` needs, kept out of it: settings, connection, lock, guards.
+
+This is plumbing shared by every revision, like Alembic itself: it never holds the SQL of a
+revision (that lives in ``migrations/shared/vN``), only how a run connects, locks, reports
+errors, and how the offline script guards itself.
 
 Settings come from ``alembic -x key=value``:
 
-- ``lock_timeout`` (default ``5s``): how long any statement may wait for a lock. Set for
-  the whole run, online and in the ``--sql`` script alike.
+- ``lock_timeout`` (default ``5s``): how long a statement may wait for a lock. Set for the
+  whole run, online and in the ``--sql`` script alike. (A concurrent index build does not
+  count its wait for older transactions against it.)
 - ``statement_timeout`` (default ``0``, none): a cap on each statement.
 - ``backfill_batch_size`` (default none): run the backfill revision in committed batches.
 - ``coverage_gate`` (``abort`` by default, or ``warn``): what the coverage gate does below
@@ -14,30 +19,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from alembic import context
 from alembic.util import CommandError
-from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from app import lock
 from app.db import (
     connect_error,
+    install_interrupt_handling,
+    interrupted,
     is_duration,
     make_engine,
-    release_advisory_lock,
     resolve_url,
     translate_db_error,
-    wait_for_advisory_lock,
 )
-from app.errors import EnrollmentsError
+from app.errors import ALEMBIC_ADVICE, EX_INTERRUPTED, EnrollmentsError
 
 log = logging.getLogger("migrations")
 
-# pg_advisory_lock key for "an upgrade is running": the bytes of 'enroll1'.
-UPGRADE_LOCK_KEY = int.from_bytes(b"enroll1", "big")
 GATE_MODES = ("abort", "warn")
 
 
@@ -61,7 +65,7 @@ class MigrationSettings:
 
     @classmethod
     def from_x_arguments(cls, x: dict[str, str]) -> MigrationSettings:
-        known = set(cls.__dataclass_fields__)
+        known = {f.name for f in fields(cls)}
         unknown = sorted(set(x) - known)
         if unknown:
             raise CommandError(
@@ -95,6 +99,19 @@ class MigrationSettings:
         ]
 
 
+def is_writing_command() -> bool:
+    """True for upgrade, downgrade and stamp; False for current, history, check, show.
+
+    Alembic gives a destination revision only to the commands that move the database.
+    """
+    try:
+        context.get_revision_argument()
+    except KeyError:
+        return False
+    return True
+
+
+# --- online ---------------------------------------------------------------------------
 def online_connectable(config) -> Connection | Engine:
     """The connection handed in by a test, else an engine for ``DATABASE_URL``."""
     connectable = config.attributes.get("connection")
@@ -104,7 +121,18 @@ def online_connectable(config) -> Connection | Engine:
         url = resolve_url(config.get_main_option("sqlalchemy.url") or None)
     except EnrollmentsError as exc:
         raise CommandError(str(exc)) from None
+    install_interrupt_handling()
     return make_engine(url, application_name="alembic")
+
+
+def _fail_interrupted() -> None:
+    """Ctrl-C: one line, exit 130 (Alembic's own ``FAILED:`` would exit 255)."""
+    print(
+        "FAILED: interrupted: the running statement was cancelled on the server and its "
+        "transaction rolled back (alembic current shows the last completed revision)",
+        flush=True,
+    )
+    raise SystemExit(EX_INTERRUPTED)
 
 
 @contextlib.contextmanager
@@ -112,18 +140,35 @@ def one_line_errors() -> Iterator[None]:
     """A database error during the run becomes Alembic's one-line ``FAILED: ...``.
 
     Lock and statement timeouts, a lost connection, permissions: the revision that was
-    running rolled back; ``alembic current`` shows the last one that completed.
+    running rolled back; ``alembic current`` shows the last one that completed. Any other
+    unexpected exception is one line too, naming its type (a bug to report).
     """
     try:
         yield
+    except KeyboardInterrupt:
+        _fail_interrupted()
+    except CommandError:
+        raise
     except SQLAlchemyError as exc:
         # Cleanup after a lost connection (Alembic leaving an autocommit block) raises
         # its own error; the cause worth reporting is the driver error behind it.
         cause: BaseException = exc
         while not isinstance(cause, DBAPIError) and cause.__context__ is not None:
             cause = cause.__context__
+        if interrupted():
+            _fail_interrupted()
         raise CommandError(
-            f"{translate_db_error(cause)} (alembic current shows the last completed revision)"
+            f"{translate_db_error(cause, ALEMBIC_ADVICE)} "
+            "(alembic current shows the last completed revision)"
+        ) from None
+    except EnrollmentsError as exc:
+        raise CommandError(str(exc)) from None
+    except Exception as exc:
+        if context.config.cmd_opts is None:  # called as a library (tests): let it through
+            raise
+        log.debug("unexpected error", exc_info=True)
+        raise CommandError(
+            f"internal error: {type(exc).__name__}: {exc} (a bug; please report it)"
         ) from None
 
 
@@ -145,41 +190,140 @@ def connected(connectable) -> Iterator[Connection]:
         yield connection
 
 
-@contextlib.contextmanager
-def upgrade_lock(connection: Connection, settings: MigrationSettings) -> Iterator[None]:
-    """Hold the upgrade advisory lock and the session settings for the whole run.
+def _report(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
-    Taken before ``context.configure()`` so that a second ``alembic upgrade`` reads
-    ``alembic_version`` only after the first one has finished. The wait for the lock is
-    not bounded by ``lock_timeout`` (it is set afterwards): the second upgrade waits.
+
+@contextlib.contextmanager
+def migration_session(connection: Connection, settings: MigrationSettings) -> Iterator[None]:
+    """Hold the enrollments lock (writing commands only) and the session settings.
+
+    The lock is taken before ``context.configure()``, so a second ``alembic upgrade`` reads
+    ``alembic_version`` only after the first one has finished. Its wait is not bounded by
+    ``lock_timeout`` (set afterwards). Read-only commands (current, check, history) take
+    no lock and never wait.
     """
-    started_in_transaction = connection.in_transaction()
-    if started_in_transaction:  # the caller's transaction: no waiting inside it
-        got = connection.execute(
-            text("SELECT pg_try_advisory_lock(:key)"), {"key": UPGRADE_LOCK_KEY}
-        ).scalar_one()
-        if not got:
-            raise CommandError("another migration holds the upgrade lock")
-    else:
-        wait_for_advisory_lock(connection, UPGRADE_LOCK_KEY, "another alembic upgrade")
+    writing = is_writing_command()
+    in_caller_transaction = connection.in_transaction()
+    if writing and in_caller_transaction:  # the caller's transaction: no waiting inside it
+        if not connection.exec_driver_sql(lock.TRY_SQL).scalar_one():
+            holder = lock.describe_holder(connection)
+            raise CommandError(f"the enrollments lock is held by {holder}")
+    elif writing:
+        lock.take(connection, "alembic", report=_report)
     for statement in settings.session_sql():
         connection.exec_driver_sql(statement)
-    if not started_in_transaction:
+    if not in_caller_transaction:
         connection.commit()
     try:
         yield
     finally:
         with contextlib.suppress(SQLAlchemyError):  # the connection may be what failed
-            if connection.in_transaction() and not started_in_transaction:
+            if connection.in_transaction() and not in_caller_transaction:
                 connection.rollback()
             connection.exec_driver_sql("RESET lock_timeout")
             connection.exec_driver_sql("RESET statement_timeout")
-            if not started_in_transaction:
+            if not in_caller_transaction:
                 connection.commit()
-        if started_in_transaction:
+        if writing and in_caller_transaction:
             with contextlib.suppress(SQLAlchemyError):
-                connection.execute(
-                    text("SELECT pg_advisory_unlock(:key)"), {"key": UPGRADE_LOCK_KEY}
-                )
-        else:
-            release_advisory_lock(connection, UPGRADE_LOCK_KEY)
+                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({lock.LOCK_KEY})")
+        elif writing:
+            lock.release(connection)
+
+
+# --- offline --------------------------------------------------------------------------
+def _is_downgrade(script, start: str | None, destination: str | None) -> bool:
+    if start is None:
+        return False
+    if destination is None:
+        return True
+    return destination in {rev.revision for rev in script.walk_revisions("base", start)}
+
+
+def _command(script, start: str | None, destination: str | None) -> str:
+    verb = "downgrade" if _is_downgrade(script, start, destination) else "upgrade"
+    return f"alembic {verb} {{found}}:{destination or 'base'} --sql"
+
+
+def start_check_sql(script, start: str | None, destination: str | None) -> str:
+    """A DO block that stops the script unless the database stands where it starts.
+
+    From ``start`` it needs ``alembic_version`` to hold exactly ``start``; from base it
+    needs no ``alembic_version`` and no legacy tables (those are stamped, not created).
+    """
+    again = _command(script, start, destination)
+    if start is None:
+        body = f"""    IF to_regclass('alembic_version') IS NOT NULL THEN
+        SELECT coalesce(string_agg(version_num, ', '), 'no revision') INTO found
+        FROM alembic_version;
+        RAISE EXCEPTION 'this script starts from an empty database, but this one is under Alembic already (at %); nothing was changed', found
+            USING HINT = 'write the script from its revision: ' || replace('{again}', '{{found}}', found)
+                || ', or run alembic upgrade {destination or "head"} online';
+    END IF;
+    IF to_regclass('schools') IS NOT NULL THEN
+        RAISE EXCEPTION 'this database has the legacy tables but no alembic_version: it was never stamped; nothing was changed'
+            USING HINT = 'run alembic stamp 0001 once (it records that the legacy schema is there), then write the script with '
+                || replace('{again}', '{{found}}', '0001');
+    END IF;"""
+    else:
+        body = f"""    IF to_regclass('alembic_version') IS NOT NULL THEN
+        SELECT string_agg(version_num, ', ') INTO found FROM alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '{start}' THEN
+        RAISE EXCEPTION 'this script starts at revision {start}, but the database is at %; nothing was changed',
+            coalesce(found, 'no revision (no alembic_version)')
+            USING HINT = CASE
+                WHEN found IS NULL
+                THEN 'an empty database takes alembic upgrade head --sql; a legacy database is stamped first: alembic stamp 0001'
+                WHEN found = '{destination or ""}'
+                THEN 'the database is at {destination or "base"} already: there is nothing to run'
+                ELSE 'write the script from where the database is: ' || replace('{again}', '{{found}}', found)
+            END;
+    END IF;"""
+    return f"""-- Stop unless the database stands at {start or "base (an empty database)"}, where this script starts.
+DO $start$
+DECLARE
+    found text;
+BEGIN
+{body}
+END
+$start$"""
+
+
+def moved_check_sql(heads: set[str]) -> str:
+    """A DO block that stops the script unless ``alembic_version`` now holds ``heads``."""
+    want = ", ".join(sorted(heads))
+    return f"""-- Stop unless the revision above moved alembic_version to {want or "base"}.
+DO $moved$
+BEGIN
+    IF (SELECT coalesce(string_agg(version_num, ', ' ORDER BY version_num), '') FROM alembic_version)
+       IS DISTINCT FROM '{want}' THEN
+        RAISE EXCEPTION 'alembic_version did not move to {want or "base"}: the database is not where this script expects';
+    END IF;
+END
+$moved$"""
+
+
+STOP_ON_ERROR = """\\set ON_ERROR_STOP on
+-- psql stops at the first error, however it was started (the checks below rely on it)"""
+
+
+def write_offline_prologue(settings: MigrationSettings) -> None:
+    """The top of the script: stop on error, session settings, the lock, the start check."""
+    script = context.script
+    start = context.get_starting_revision_argument()
+    destination = context.get_revision_argument()
+    impl = context.get_context().impl
+    impl.static_output(STOP_ON_ERROR)
+    for statement in settings.session_sql():
+        context.execute(statement)
+    where = f"{start or 'base'}:{destination or 'base'}"
+    impl.static_output(lock.take_or_raise_sql(f"alembic {where} --sql") + ";")
+    impl.static_output(start_check_sql(script, start, destination) + ";")
+
+
+def after_each_revision(ctx, step, heads, run_args) -> None:
+    """``on_version_apply``: offline, check that the version moved before committing."""
+    if ctx.as_sql:
+        ctx.impl.static_output(moved_check_sql(set(heads)) + ";")

@@ -1,8 +1,9 @@
 """Typed declarative models of the schema at ``head``.
 
-Used by the application and by pytest-alembic's ``test_model_definitions_match_ddl``.
-Revisions never import this module: they declare ``sa.table()`` snapshots instead, so
-that a revision does the same in a year as it does today.
+Used by the application and by pytest-alembic's ``test_model_definitions_match_ddl``
+(``migrations/env.py`` gives it to autogenerate). Revisions never import ``app/``: what
+they run lives in their versioned helpers (``migrations/shared/vN``) and is pinned
+(``migrations/pinned/``), so that a revision does the same in a year as it does today.
 
 Constraint names are written out and equal PostgreSQL's own defaults, so a production
 database created by the legacy application and one created by revision ``0001`` agree.

@@ -13,6 +13,37 @@ from alembic.script import ScriptDirectory
 
 ROOT = Path(__file__).resolve().parent.parent
 
+PREFACE = """## History and the live tool
+
+- `migrations/` is history. A revision imports its helpers from one version,
+  `migrations/shared/vN/`, and nothing from `app/`. A helper version used by a released
+  revision is never edited: a change of behaviour is a new version beside it.
+- The SQL every revision writes, upgrade and downgrade, is pinned in
+  `migrations/pinned/NNNN.sql`. `tests/test_pins.py` fails when a revision writes anything
+  else, and when a pin's digest has no row with a reason in `migrations/pinned/CHANGES.md`.
+  A released revision changes only to fix a defect: `python -m migrations.pins --write`,
+  and a row in CHANGES.md saying which defect, in the same commit.
+- `app/` is the live tool, free to change: the definition the commands use
+  (`app/coverage.py`), their statements, and plumbing the revisions share (settings,
+  connections, the enrollments lock, error messages), none of which holds a revision's SQL.
+
+## Changing the definition of an eligible pair
+
+One edit in `app/`, plus one new revision with a new helper version:
+
+1. Change the fragments in `app/coverage.py`; the commands use them at once.
+2. Copy the newest helper version to `migrations/shared/vN+1/` and make the same change
+   there. Never edit a version a released revision uses.
+3. Add a revision (`alembic revision -m "..."`) that uses vN+1: it runs the backfill
+   and the coverage gate with the new definition.
+4. `python -m migrations.pins --write` pins the new revision; its row in CHANGES.md says
+   why. The old revisions' pins do not move.
+
+`tests/test_definition_agreement.py` fails until the newest revision's gate and
+`app/coverage.py` agree.
+
+"""
+
 
 def _body(doc: str) -> str:
     """The docstring after the header of Alembic's template (message, ids, date)."""
@@ -32,6 +63,7 @@ def render() -> str:
         "Generated from `migrations/versions/` by `python -m app.revision_list > "
         "docs/migrations.md`; a test fails when this file is stale.",
         "",
+        PREFACE,
         "| revision | revises | what |",
         "|---|---|---|",
     ]

@@ -1,11 +1,16 @@
-"""Checks that the database has the schema the commands read, before they read it."""
+"""Checks that the database has the schema the commands read, before they read it.
+
+Tables are found with ``to_regclass`` and columns in ``pg_attribute``, which every role
+can see, and privileges are asked with ``has_table_privilege``: a role that may not read a
+table is told so (exit 77), never that the database is "not migrated".
+"""
 
 from __future__ import annotations
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from app.errors import SchemaError
+from app.errors import PermissionDeniedError, SchemaError
 
 # Revision ids this release knows; tests/test_schema_check.py keeps it equal to the scripts.
 KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005")
@@ -18,36 +23,55 @@ REQUIRED_COLUMNS = {
     "group_members": ("id", "group_id", "user_id", "active"),
     "course_enrollments": ("id", "course_id", "student_id", "active"),
 }
+WRITTEN_TABLES = {"course_enrollments": ("INSERT", "UPDATE")}
+
+TABLES_SQL = """SELECT t.name,
+    to_regclass(t.name) IS NOT NULL AS present,
+    CASE WHEN to_regclass(t.name) IS NOT NULL
+         THEN has_table_privilege(to_regclass(t.name), 'SELECT') END AS readable,
+    CASE WHEN to_regclass(t.name) IS NOT NULL
+         THEN has_table_privilege(to_regclass(t.name), 'INSERT')
+              AND has_table_privilege(to_regclass(t.name), 'UPDATE') END AS writable,
+    ARRAY(SELECT a.attname::text FROM pg_attribute AS a
+          WHERE a.attrelid = to_regclass(t.name) AND a.attnum > 0 AND NOT a.attisdropped)
+        AS columns
+FROM unnest(CAST(:names AS text[])) AS t(name)"""
 
 
-def check_schema(connection: Connection) -> str | None:
-    """Raise :class:`SchemaError` unless the legacy tables are there; return the revision.
+def check_schema(connection: Connection, writes: bool = False) -> str | None:
+    """Raise unless the legacy tables are there and readable; return the revision.
 
-    A database never put under Alembic (``alembic_version`` missing) is accepted: that is
+    With ``writes``, the role must also be allowed to write ``course_enrollments``. A
+    database never put under Alembic (``alembic_version`` missing) is accepted: that is
     production before ``alembic stamp 0001``. A revision this release does not know is not.
     """
-    rows = connection.execute(
-        text(
-            "SELECT table_name, column_name FROM information_schema.columns"
-            " WHERE table_schema = current_schema()"
-            " AND table_name IN ('schools', 'users', 'courses', 'groups', 'group_members',"
-            " 'course_enrollments', 'alembic_version')"
-        )
-    ).all()
-    present: dict[str, set[str]] = {}
-    for table, column in rows:
-        present.setdefault(table, set()).add(column)
-    missing_tables = [t for t in REQUIRED_COLUMNS if t not in present]
-    if missing_tables:
+    names = [*REQUIRED_COLUMNS, "alembic_version"]
+    tables = {row.name: row for row in connection.execute(text(TABLES_SQL), {"names": names})}
+    missing = [t for t in REQUIRED_COLUMNS if not tables[t].present]
+    if missing:
         raise SchemaError(
-            f"table(s) {', '.join(missing_tables)} missing: the database is not migrated; "
+            f"table(s) {', '.join(missing)} missing: the database is not migrated; "
             "run alembic upgrade head (or alembic stamp 0001 on a legacy database)"
         )
+    role = connection.execute(text("SELECT current_user")).scalar_one()
+    unreadable = [t for t in names if tables[t].present and not tables[t].readable]
+    if unreadable:
+        raise PermissionDeniedError(
+            f"permission denied: role {role} may not read {', '.join(unreadable)}; "
+            "grant it SELECT, or use a role that may"
+        )
+    if writes:
+        unwritable = [t for t in WRITTEN_TABLES if not tables[t].writable]
+        if unwritable:
+            raise PermissionDeniedError(
+                f"permission denied: role {role} may not write {', '.join(unwritable)} "
+                "(INSERT and UPDATE); use a role that may"
+            )
     for table, columns in REQUIRED_COLUMNS.items():
-        lacking = [c for c in columns if c not in present[table]]
+        lacking = [c for c in columns if c not in tables[table].columns]
         if lacking:
             raise SchemaError(f"table {table} lacks column(s) {', '.join(lacking)}")
-    if "alembic_version" not in present:
+    if not tables["alembic_version"].present:
         return None
     versions = [r[0] for r in connection.execute(text("SELECT version_num FROM alembic_version"))]
     unknown = [v for v in versions if v not in KNOWN_REVISIONS]

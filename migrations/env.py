@@ -1,6 +1,6 @@
 """Alembic environment for the Phase 1 revisions: offline (``--sql``) and online.
 
-Shaped like Alembic's own template; the helpers live in ``app.migration_env``.
+Shaped like Alembic's own template; the plumbing lives in ``app.migration_env``.
 """
 
 from logging.config import fileConfig
@@ -9,10 +9,12 @@ from alembic import context
 
 from app.migration_env import (
     MigrationSettings,
+    after_each_revision,
     connected,
+    migration_session,
     one_line_errors,
     online_connectable,
-    upgrade_lock,
+    write_offline_prologue,
 )
 from app.models import Base
 
@@ -26,10 +28,12 @@ settings = MigrationSettings.from_x_arguments(context.get_x_argument(as_dictiona
 
 
 def run_migrations_offline() -> None:
-    """Write the migration as SQL for psql; needs no database.
+    """Write the migration as a psql script; needs no database.
 
     The ``named`` paramstyle keeps literal SQL as written: ``%`` is not doubled, so
-    PL/pgSQL ``RAISE`` formats reach psql intact.
+    PL/pgSQL ``RAISE`` formats reach psql intact. The script guards itself: it stops on
+    the first error, takes the enrollments lock, checks where the database stands before
+    the first revision and that the version moved after each.
     """
     context.configure(
         dialect_name="postgresql",
@@ -37,9 +41,9 @@ def run_migrations_offline() -> None:
         literal_binds=True,
         target_metadata=target_metadata,
         transaction_per_migration=True,
+        on_version_apply=after_each_revision,
     )
-    for statement in settings.session_sql():
-        context.execute(statement)
+    write_offline_prologue(settings)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -47,13 +51,13 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     """Run the migration on ``DATABASE_URL``, or on the connection a test hands in.
 
-    The upgrade advisory lock is taken before ``context.configure()``, so a concurrent
-    upgrade waits and then reads an up-to-date ``alembic_version``.
+    Writing commands take the enrollments lock before ``context.configure()``, so a
+    concurrent upgrade waits and then reads an up-to-date ``alembic_version``.
     """
     with (
         one_line_errors(),
         connected(online_connectable(config)) as connection,
-        upgrade_lock(connection, settings),
+        migration_session(connection, settings),
     ):
         context.configure(
             connection=connection,

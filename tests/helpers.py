@@ -172,3 +172,92 @@ def at_0004_with_a_gap(database_url: URL, engine: Engine) -> list[tuple]:
             text("INSERT INTO group_members (school_id, group_id, user_id) VALUES (1, 3, 7)")
         )
     return enrollments_rows(engine)
+
+
+# --- processes in the background and waiting on the database -----------------------------
+class Background:
+    """A console script of this project running beside the test, its output read as it
+    comes, so that a test can wait for a line it prints (an event, not a sleep)."""
+
+    def __init__(self, args: list[str], database_url: URL | str | None, **env: str) -> None:
+        import threading
+
+        environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        if database_url is not None:
+            environ["DATABASE_URL"] = (
+                database_url if isinstance(database_url, str) else url_string(database_url)
+            )
+        environ.update(env)
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / args[0]), *args[1:]],
+            cwd=ROOT,
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._changed = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream, lines), daemon=True)
+            for stream, lines in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream, lines: list[str]) -> None:
+        for line in stream:
+            with self._changed:
+                lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def output(self) -> str:
+        return "".join(self.out) + "".join(self.err)
+
+    def wait_for(self, needle: str, timeout: float = 60) -> str:
+        """Block until a line containing ``needle`` is printed; return that line."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.out + self.err:
+                    if needle in line:
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or (
+                    self.proc.poll() is not None and not any(r.is_alive() for r in self._readers)
+                ):
+                    raise AssertionError(f"never printed {needle!r}:\n{self.output}")
+                self._changed.wait(min(left, 0.5))
+
+    def finish(self, timeout: float = 120) -> Run:
+        self.proc.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=10)
+        return Run(self.proc.returncode, "".join(self.out), "".join(self.err))
+
+
+def wait_until(engine: Engine, sql: str, timeout: float = 60, **params) -> object:
+    """Poll a catalog query (pg_stat_activity, pg_locks) until it returns a truthy value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with engine.connect() as conn:
+            value = conn.execute(text(sql), params).scalar()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {sql}")
+        time.sleep(0.05)
+
+
+WAITING_ON_LOCK = (
+    "SELECT pid FROM pg_stat_activity WHERE application_name = :app"
+    " AND wait_event_type = 'Lock' AND datname = current_database() LIMIT 1"
+)

@@ -127,7 +127,10 @@ def test_read_only_role(database_url, story):
         assert dry.returncode == 0
         result = enrollments(url, "backfill", "--commit")
         assert result.returncode == EX_NOPERM
-        assert "permission denied for table course_enrollments" in one_line(result)
+        assert (
+            "permission denied: role enrollments_reader may not write course_enrollments"
+            in one_line(result)
+        )
         assert snapshot(story) == before
     finally:
         with story.begin() as conn:
@@ -255,3 +258,82 @@ def test_odd_names_in_the_online_gate_message(database_url, legacy):
         assert name in result.stdout
     assert "100% sure" in result.stdout  # a course name with % signs, printed as is
     assert alembic(database_url, "current").stdout.strip() == "0004"
+
+
+# --- messages that name the right thing ---------------------------------------------------
+def test_alembic_advice_names_its_own_options(database_url, story):
+    import psycopg2
+
+    from tests.helpers import libpq_url
+
+    upgrade(story, "0003")
+    holder = psycopg2.connect(libpq_url(database_url))
+    holder.cursor().execute(
+        "SELECT 1 FROM course_enrollments WHERE course_id = 1 AND student_id = 2 FOR UPDATE"
+    )
+    try:
+        result = alembic(
+            database_url,
+            "-x",
+            "lock_timeout=30s",
+            "-x",
+            "statement_timeout=300ms",
+            "upgrade",
+            "head",
+        )
+    finally:
+        holder.rollback()
+        holder.close()
+    line = alembic_failure(result)
+    assert "statement timeout" in line and "raise -x statement_timeout=DURATION" in line
+    assert "--statement-timeout" not in line and "--batch-size" not in line
+
+
+def test_cli_advice_names_its_own_flags(database_url, story):
+    import psycopg2
+
+    from tests.helpers import libpq_url
+
+    holder = psycopg2.connect(libpq_url(database_url))
+    holder.cursor().execute("LOCK TABLE course_enrollments IN ACCESS EXCLUSIVE MODE")
+    try:
+        result = enrollments(database_url, "backfill", "--commit", "--lock-timeout", "200ms")
+    finally:
+        holder.rollback()
+        holder.close()
+    line = one_line(result)
+    assert result.returncode == 75
+    assert "raise --lock-timeout" in line and "-x " not in line
+
+
+def test_a_role_that_may_not_read_a_table_is_told_so(database_url, story):
+    with story.begin() as conn:
+        conn.execute(text("DROP ROLE IF EXISTS enrollments_partial"))
+        conn.execute(text("CREATE ROLE enrollments_partial LOGIN"))
+        conn.execute(text("GRANT SELECT ON schools, users, courses, groups TO enrollments_partial"))
+    url = database_url.set(username="enrollments_partial", password=None)
+    try:
+        for name, result in both_commands(url).items():
+            assert result.returncode == EX_NOPERM, name
+            line = one_line(result)
+            assert "role enrollments_partial may not read group_members" in line
+            assert "not migrated" not in line and "stamp" not in line
+        failed = alembic_failure(alembic(url, "upgrade", "head"))
+        assert "permission denied" in failed and "stamp" not in failed
+    finally:
+        admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("DROP OWNED BY enrollments_partial"))
+            conn.execute(text("DROP ROLE enrollments_partial"))
+        admin.dispose()
+
+
+def test_an_unstamped_legacy_database_is_told_to_stamp(database_url, story):
+    with story.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
+    before = snapshot(story)
+    line = alembic_failure(alembic(database_url, "upgrade", "head"))
+    assert "this database was never stamped; run alembic stamp 0001 once" in line
+    assert snapshot(story) == before
+    assert alembic(database_url, "stamp", "0001").returncode == 0
+    assert alembic(database_url, "upgrade", "head").returncode == 0

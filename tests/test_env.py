@@ -38,4 +38,5 @@ def test_unknown_x_option_is_refused():
 def test_lock_timeout_is_set_in_the_offline_script():
     result = alembic(None, "-x", "lock_timeout=750ms", "upgrade", "head", "--sql")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("SET lock_timeout = '750ms';")
+    assert "\nSET lock_timeout = '750ms';\n" in result.stdout
+    assert result.stdout.startswith("\\set ON_ERROR_STOP on\n")

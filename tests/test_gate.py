@@ -2,14 +2,14 @@
 
 import shutil
 import subprocess
-import time
 
 from sqlalchemy import text
 
-from app.migration_env import UPGRADE_LOCK_KEY
+from app import lock
 from tests.helpers import (
     ROOT,
     VENV_BIN,
+    Background,
     alembic,
     at_0004_with_a_gap,
     enrollments_rows,
@@ -105,44 +105,22 @@ def test_a_later_revision_requires_coverage_with_one_line(tmp_path, database_url
 def test_two_concurrent_upgrades_one_applies_the_other_waits(database_url, engine):
     assert alembic(database_url, "upgrade", "0001").returncode == 0
     load_story(engine)
-    env = {"DATABASE_URL": url_string(database_url), "PATH": ""}
     with engine.connect() as holder:
-        # Hold the upgrade lock so that both upgrades start and queue behind it; they
-        # poll for it, so wait until both have said so.
-        holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": UPGRADE_LOCK_KEY})
+        # Hold the enrollments lock so that both upgrades start and queue behind it; each
+        # says so (naming the holder) once it has tried the lock.
+        holder.execute(text(lock.TRY_SQL))
         holder.commit()
-        procs = [
-            subprocess.Popen(
-                [str(VENV_BIN / "alembic"), "upgrade", "head"],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(2)
-        ]
-        deadline = time.monotonic() + 30
-        polling = 0
-        while polling < 2 and time.monotonic() < deadline:
-            polling = holder.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE application_name = 'alembic' AND datname = current_database()"
-                )
-            ).scalar()
-            holder.commit()
-            time.sleep(0.1)
-        assert polling == 2
-        time.sleep(1.0)  # both have tried the lock once and are polling
-        holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": UPGRADE_LOCK_KEY})
+        procs = [Background(["alembic", "upgrade", "head"], database_url) for _ in range(2)]
+        for proc in procs:
+            line = proc.wait_for("waiting for the enrollments lock")
+            assert "held by pid" in line
+        holder.execute(text("SELECT pg_advisory_unlock_all()"))
         holder.commit()
-        outputs = [p.communicate(timeout=120) for p in procs]
+        results = [proc.finish() for proc in procs]
 
-    assert [p.returncode for p in procs] == [0, 0], outputs
-    applied = [err for _, err in outputs if "Running upgrade 0003 -> 0004" in err]
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    applied = [r for r in results if "Running upgrade 0003 -> 0004" in r.stderr]
     assert len(applied) == 1
-    assert all("waiting for it to finish" in err for _, err in outputs)
     assert current(database_url) == "0005 (head)"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM enrollment_backfill_changes")).scalar() == 5

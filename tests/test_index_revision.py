@@ -61,3 +61,76 @@ def test_index_script_runs_twice(pg_server, database_url, engine):
         result = psql(pg_server, database_url, "COMMIT;" + body.replace("BEGIN;", "", 1))
         assert result.returncode == 0, result.stderr
     assert index_state(engine)[0][0] is True
+
+
+def test_an_old_transaction_elsewhere_makes_the_build_wait_not_fail(database_url, engine):
+    """An 8-second REPEATABLE READ transaction (a report, a pg_dump) during the upgrade:
+    1.0.0's build gave up after lock_timeout (5 s) and left an INVALID index."""
+    import time
+
+    import psycopg2
+
+    from tests.helpers import Background, libpq_url, wait_until
+
+    upgrade(engine, "0001")
+    load_story(engine)
+    report = psycopg2.connect(libpq_url(database_url), application_name="a long report")
+    report.set_session(isolation_level="REPEATABLE READ")
+    cur = report.cursor()
+    cur.execute("SELECT count(*) FROM group_members")  # the snapshot is taken
+    opened = time.monotonic()
+    report_pid = report.get_backend_pid()
+    try:
+        run = Background(["alembic", "upgrade", "head"], database_url)
+        wait_until(
+            engine,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'alembic'"
+            " AND wait_event_type = 'Lock' AND query LIKE 'CREATE INDEX CONCURRENTLY%'",
+        )
+        # While it waits, a read-only command answers at once (it never takes the lock).
+        quiet = time.monotonic()
+        current = alembic(database_url, "current")
+        assert current.stdout.strip() == "0001" and time.monotonic() - quiet < 1.5
+        line = run.wait_for("waits for 1 older transaction(s) to finish")
+        assert f"pid {report_pid} (a long report, idle in transaction" in line
+        time.sleep(max(0.0, 8 - (time.monotonic() - opened)))  # the report runs for 8 s
+    finally:
+        report.rollback()
+        report.close()
+    result = run.finish()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert index_state(engine)[0][0] is True
+    assert alembic(database_url, "current").stdout.strip() == "0005 (head)"
+
+
+def test_the_script_drops_an_invalid_index_concurrently_and_builds_it(
+    pg_server, database_url, engine
+):
+    upgrade(engine, "0001")
+    load_story(engine)
+    failed = psql(
+        pg_server,
+        database_url,
+        f"CREATE UNIQUE INDEX CONCURRENTLY {INDEX} ON course_enrollments (active);",
+    )
+    assert failed.returncode != 0 and index_state(engine)[0][0] is False
+
+    result = psql(pg_server, database_url, alembic(None, "upgrade", "0001:0002", "--sql").stdout)
+
+    assert result.returncode == 0, result.stderr
+    valid, definition = index_state(engine)[0]
+    assert valid and definition.endswith("(course_id, active)")
+
+
+def test_online_recovery_drops_the_invalid_index_concurrently(pg_server, database_url, engine):
+    upgrade(engine, "0001")
+    load_story(engine)
+    psql(
+        pg_server,
+        database_url,
+        f"CREATE UNIQUE INDEX CONCURRENTLY {INDEX} ON course_enrollments (active);",
+    )
+    result = alembic(database_url, "upgrade", "0002")
+    assert result.returncode == 0, result.stderr
+    assert f"{INDEX} is INVALID (an interrupted build): dropping it concurrently" in result.stderr
+    assert index_state(engine)[0][0] is True

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0002; digest dff2fafe458e.
+-- Pinned offline SQL of revision 0002; digest 1154ed807648.
 -- Written by `python -m migrations.pins --write`. tests/test_pins.py fails when the
 -- revision writes anything else. A released revision changes only to fix a defect: rewrite
 -- this file in the same commit and give the reason in migrations/pinned/CHANGES.md.
@@ -9,21 +9,35 @@
 
 COMMIT;
 
--- Drop ix_course_enrollment_course_active if an interrupted CREATE INDEX CONCURRENTLY left it INVALID,
--- so that the build below starts again instead of skipping it.
-DO $$
+-- If an interrupted CREATE INDEX CONCURRENTLY left ix_course_enrollment_course_active INVALID, drop it without
+-- blocking writes: this query yields that DROP INDEX CONCURRENTLY and psql's \gexec runs
+-- it (it yields nothing when the index is valid or absent).
+SELECT format('DROP INDEX CONCURRENTLY IF EXISTS %I.%I', n.nspname, c.relname)
+FROM pg_index AS i
+JOIN pg_class AS c ON c.oid = i.indexrelid
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE i.indexrelid = to_regclass('ix_course_enrollment_course_active') AND NOT i.indisvalid
+\gexec
+
+-- Build ix_course_enrollment_course_active without blocking writes to course_enrollments. The build waits for
+-- every older transaction: lock_timeout must not cut that wait short.
+SET lock_timeout = 0;
+
+CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_course_enrollment_course_active ON course_enrollments (course_id, active);
+
+SET lock_timeout = '5s';
+
+-- Stop before recording this revision unless ix_course_enrollment_course_active is there and valid.
+DO $valid$
 BEGIN
-    IF EXISTS (
-        SELECT 1 FROM pg_index
-        WHERE indexrelid = to_regclass('ix_course_enrollment_course_active') AND NOT indisvalid
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_index WHERE indexrelid = to_regclass('ix_course_enrollment_course_active') AND indisvalid
     ) THEN
-        DROP INDEX ix_course_enrollment_course_active;
+        RAISE EXCEPTION 'index ix_course_enrollment_course_active is missing or INVALID after its build'
+            USING HINT = 'run the script of this revision again: it drops an INVALID index and builds it anew';
     END IF;
 END
-$$;
-
--- Build ix_course_enrollment_course_active without blocking writes to course_enrollments.
-CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_course_enrollment_course_active ON course_enrollments (course_id, active);
+$valid$;
 
 BEGIN;
 

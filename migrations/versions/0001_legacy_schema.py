@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.shared.v2.legacy import refuse_unstamped_legacy_schema
+
 # revision identifiers, used by Alembic.
 revision: str = "0001"
 down_revision: str | None = None
@@ -22,7 +24,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    """Apply the legacy schema."""
+    """Apply the legacy schema (refused where it exists already: stamp it instead)."""
+    refuse_unstamped_legacy_schema()
     op.create_table(
         "schools",
         sa.Column("id", sa.Integer(), nullable=False),

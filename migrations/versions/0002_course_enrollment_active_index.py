@@ -6,13 +6,17 @@ Create Date: 2026-11-25 21:40:00
 
 Schema only. The app's "active students of a course" query reads
 ``course_enrollments`` by (course_id, active). Built with CREATE INDEX CONCURRENTLY in
-an autocommit block so writes go on during the build; re-runnable, and an INVALID index
-left by an interrupted build is dropped and built again.
+an autocommit block so writes go on during the build; re-runnable.
+
+Fixed in 1.1 (helpers v2): the build waits for older transactions without a
+``lock_timeout`` (saying every few seconds which pids it waits for) instead of failing
+and leaving an INVALID index; an INVALID leftover is dropped with ``DROP INDEX
+CONCURRENTLY``; ``indisvalid`` is checked before the revision is recorded.
 """
 
 from collections.abc import Sequence
 
-from migrations.shared.v1.helpers import create_index_concurrently, drop_index_concurrently
+from migrations.shared.v2.indexes import create_index_concurrently, drop_index_concurrently
 
 # revision identifiers, used by Alembic.
 revision: str = "0002"

@@ -1,0 +1,148 @@
+"""The offline script guards itself: where it starts, that each revision moved the version,
+the enrollments lock, and stopping at the first error however psql was started."""
+
+import subprocess
+
+from sqlalchemy import text
+
+from app import lock
+from app.migration_env import moved_check_sql
+from tests.helpers import Background, alembic, libpq_url, psql, snapshot, upgrade
+
+
+def offline_sql(*args: str) -> str:
+    result = alembic(None, *args, "--sql")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def version(engine) -> list[str]:
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))]
+
+
+def test_a_script_for_another_start_applies_nothing_and_names_the_real_revision(
+    pg_server, database_url, story
+):
+    # The DBA guide's example range, applied to a database still at 0001 (already
+    # backfilled by the command): 1.0.0 printed UPDATE 0 and exited 0.
+    before = snapshot(story)
+
+    result = psql(pg_server, database_url, offline_sql("upgrade", "0004:head"))
+
+    assert result.returncode != 0
+    assert "this script starts at revision 0004, but the database is at 0001" in result.stderr
+    assert "alembic upgrade 0001:0005 --sql" in result.stderr
+    assert version(story) == ["0001"]
+    assert snapshot(story) == before
+    with story.connect() as conn:
+        assert (
+            conn.execute(text("SELECT to_regclass('enrollment_backfill_changes')")).scalar() is None
+        )
+
+
+def test_the_same_script_applied_twice_stops_the_second_time(pg_server, database_url, story):
+    script = offline_sql("upgrade", "0001:head")
+    first = psql(pg_server, database_url, script)
+    assert first.returncode == 0, first.stderr
+    after_first = snapshot(story)
+
+    second = psql(pg_server, database_url, script)
+
+    assert second.returncode != 0
+    assert "this script starts at revision 0001, but the database is at 0005" in second.stderr
+    assert "the database is at 0005 already: there is nothing to run" in second.stderr
+    assert snapshot(story) == after_first
+    assert version(story) == ["0005"]
+
+
+def test_it_stops_even_when_psql_was_started_without_on_error_stop(pg_server, database_url, story):
+    before = snapshot(story)
+    result = subprocess.run(
+        [pg_server.tool("psql"), "-X", "-q", "-d", libpq_url(database_url)],
+        input=offline_sql("upgrade", "0004:head"),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert result.stderr.count("ERROR:") == 1  # stopped at the start check, ran nothing after
+    assert version(story) == ["0001"] and snapshot(story) == before
+
+
+def test_from_base_on_an_unstamped_legacy_database_names_the_stamp(pg_server, database_url, story):
+    with story.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
+    before = snapshot(story)
+
+    result = psql(pg_server, database_url, offline_sql("upgrade", "head"))
+
+    assert result.returncode != 0
+    assert "has the legacy tables but no alembic_version: it was never stamped" in result.stderr
+    assert "run alembic stamp 0001 once" in result.stderr
+    assert "alembic upgrade 0001:0005 --sql" in result.stderr
+    assert snapshot(story) == before
+
+
+def test_from_base_on_a_database_under_alembic_names_its_revision(pg_server, database_url, story):
+    result = psql(pg_server, database_url, offline_sql("upgrade", "head"))
+    assert result.returncode != 0
+    assert "starts from an empty database, but this one is under Alembic already (at 0001)" in (
+        result.stderr
+    )
+
+
+def test_a_downgrade_script_checks_its_start_too(pg_server, database_url, story):
+    upgrade(story, "0003")
+    result = psql(pg_server, database_url, offline_sql("downgrade", "0005:0004"))
+    assert result.returncode != 0
+    assert "this script starts at revision 0005, but the database is at 0003" in result.stderr
+    assert "alembic downgrade 0003:0004 --sql" in result.stderr
+    assert version(story) == ["0003"]
+
+
+def test_the_script_refuses_while_someone_holds_the_enrollments_lock(
+    pg_server, database_url, story
+):
+    before = snapshot(story)
+    with story.connect() as holder:
+        holder.execute(text(lock.TRY_SQL))
+        holder.execute(text(f"SELECT {lock.SINCE_SQL}"))
+        holder.commit()
+        pid = holder.execute(text("SELECT pg_backend_pid()")).scalar()
+        holder.commit()
+
+        result = psql(pg_server, database_url, offline_sql("upgrade", "0001:head"))
+
+    assert result.returncode != 0
+    assert f"the enrollments lock is held by pid {pid}" in result.stderr
+    assert "nothing was changed" in result.stderr
+    assert snapshot(story) == before and version(story) == ["0001"]
+
+
+def test_the_moved_check_stops_when_the_version_did_not_move(pg_server, database_url, legacy):
+    result = psql(pg_server, database_url, moved_check_sql({"0002"}) + ";")
+    assert result.returncode != 0
+    assert "alembic_version did not move to 0002" in result.stderr
+    ok = psql(pg_server, database_url, moved_check_sql({"0001"}) + ";")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_every_revision_is_followed_by_the_moved_check():
+    script = offline_sql("upgrade", "head")
+    for revision in ("0001", "0002", "0003", "0004", "0005"):
+        assert f"-- Stop unless the revision above moved alembic_version to {revision}." in script
+
+
+def test_online_upgrade_waits_for_a_running_script(pg_server, database_url, story):
+    """A DBA's psql session holding the lock makes a pipeline's upgrade wait, saying who."""
+    with story.connect() as dba:
+        dba.execute(text(lock.TRY_SQL))
+        dba.execute(text(f"SELECT {lock.SINCE_SQL}"))
+        dba.commit()
+        upgrade_run = Background(["alembic", "upgrade", "head"], database_url)
+        line = upgrade_run.wait_for("waiting for the enrollments lock")
+        assert "held by pid" in line and " since " in line
+        dba.execute(text("SELECT pg_advisory_unlock_all()"))
+        dba.commit()
+    assert upgrade_run.finish().returncode == 0
+    assert version(story) == ["0005"]

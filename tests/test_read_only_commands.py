@@ -1,0 +1,35 @@
+"""Read-only Alembic commands never wait on the enrollments lock (an upgrade holds it)."""
+
+import time
+
+import pytest
+from sqlalchemy import text
+
+from app import lock
+from tests.helpers import alembic, upgrade
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["current"], "0005 (head)"),
+        (["history", "--indicate-current"], "(head) (current)"),
+        (["heads"], "0005 (head)"),
+        (["check"], "No new upgrade operations detected"),
+        (["show", "current"], "Revision ID: 0005"),
+    ],
+)
+def test_answers_at_once_while_the_lock_is_held(database_url, engine, args, expect):
+    upgrade(engine, "head")
+    started = time.monotonic()
+    quiet = alembic(database_url, *args)
+    quiet_seconds = time.monotonic() - started
+    with engine.connect() as holder:
+        holder.execute(text(lock.TRY_SQL))
+        holder.commit()
+        started = time.monotonic()
+        busy = alembic(database_url, *args)
+        busy_seconds = time.monotonic() - started
+    assert busy.returncode == quiet.returncode == 0, busy.stdout + busy.stderr
+    assert expect in busy.stdout + busy.stderr
+    assert busy_seconds < quiet_seconds + 1.0
