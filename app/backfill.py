@@ -1,123 +1,245 @@
-"""Backfill ``course_enrollments`` from active ``group_members``: set-based and idempotent.
+"""``enrollments backfill --commit``: batched, race-free, recorded, resumable.
 
-Two statements per run (or per batch): reactivate the inactive enrollments of eligible
-pairs, then create the missing ones. Both are safe while the application writes: the
-``INSERT`` relies on ``uq_course_enrollment_once`` (``ON CONFLICT DO NOTHING``), so a pair
-the application enrolls at the same moment is neither duplicated nor an error. Nothing here
-deactivates, enrolls an anomaly, or touches an enrollment with no membership behind it.
+Batches by default (``app.batching``: sized toward 200 ms, paced on the replicas' lag,
+retried, split on a statement timeout). Each batch takes the next slice of
+``group_members`` by primary key and, in one transaction, finds the slice's active
+memberships of eligible pairs lacking an active enrollment (every table read by index),
+locks them ``FOR SHARE`` in id order, reactivates the inactive enrollments (locked ``FOR
+UPDATE`` in id order) and creates the missing ones in (course, student) order, ``ON
+CONFLICT DO NOTHING``. A deactivation by the application
+waits for the batch and then sees its enrollment, or came first and drops out: the
+backfill never re-enrolls a student who just left.
 
-The statements are plain SQL text, the same for the command, for the backfill revision
-online, and for the script ``alembic upgrade --sql`` writes.
+From revision 0003 on it records each change with the row version it wrote
+(``enrollment_backfill_changes``), so that ``alembic downgrade 0003`` undoes it exactly,
+and keeps a checkpoint per batch (``enrollment_backfill_runs``), so that a cut run resumes.
+Below 0003 neither table exists: it still works, and says so in one warning line.
+
+It holds the enrollments lock (``app.lock``), like ``alembic upgrade``: never two at once.
+The statements are this module's own, built on the live definition of ``app.coverage``;
+the revisions run their frozen copy (``migrations/shared/vN/backfill.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sys
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from app import lock
-from app.coverage import CoverageReport, coverage_counts, eligible_pairs_sql, indent
+from app.batching import BatchSettings, Progress, StepResult, run_batches, transaction
+from app.coverage import ACTIVE_MEMBERSHIP, ELIGIBLE, CoverageReport, indent
 
 log = logging.getLogger(__name__)
 
-CHANGES_TABLE = "enrollment_backfill_changes"
-
-
-def _recorded(statement: str, revision: str | None, action: str, returning: str) -> str:
-    """Wrap a writing statement so that it also records what it changed for ``revision``."""
-    if revision is None:
-        return statement
-    return f"""WITH changed AS (
-{indent(statement)}
-    RETURNING {returning}
+CHANGES = "enrollment_backfill_changes"
+RUNS = "enrollment_backfill_runs"
+SOURCE = "'enrollments backfill'"
+BEFORE_ANY_ID = -2147483649  # below every int4 id
+SYNC_TRIGGERS = (
+    "course_enrollments_sync_on_insert",
+    "course_enrollments_sync_on_update",
+    "course_enrollments_sync_on_user",
+    "course_enrollments_sync_on_group",
+    "course_enrollments_sync_on_course",
 )
-INSERT INTO {CHANGES_TABLE} (revision, enrollment_id, course_id, student_id, action)
-SELECT '{revision}', id, course_id, student_id, '{action}' FROM changed
-ON CONFLICT (revision, enrollment_id) DO NOTHING"""
+NOT_UNDOABLE = (
+    "no enrollment_backfill_changes table (the database is below revision 0003): these "
+    "changes cannot be undone by a downgrade, and a cut run starts over; alembic upgrade "
+    "0003 first makes them undoable and resumable"
+)
 
 
-def reactivate_sql(
-    after_id: int | None = None, up_to_id: int | None = None, revision: str | None = None
-) -> str:
-    """UPDATE that reactivates the inactive enrollments of eligible pairs."""
-    statement = f"""UPDATE course_enrollments AS ce
-SET active = true
-FROM (
-{indent(eligible_pairs_sql(after_id, up_to_id))}
-) AS p
-WHERE ce.course_id = p.course_id
-  AND ce.student_id = p.student_id
-  AND NOT ce.active"""
-    body = _recorded(statement, revision, "reactivated", "ce.id, ce.course_id, ce.student_id")
-    return (
-        "-- Backfill 1 of 2: reactivate the inactive course_enrollments of eligible pairs\n"
-        "-- (a student's active membership in a group of a course of the student's school).\n"
-        + body
+@dataclass(frozen=True)
+class Bookkeeping:
+    """What of the backfill's own tables this database has."""
+
+    record: bool  # enrollment_backfill_changes
+    row_xmin: bool  # ... with the row version column (1.1)
+    runs: bool  # enrollment_backfill_runs
+    sync_trigger: bool
+
+    @classmethod
+    def of(cls, connection: Connection) -> Bookkeeping:
+        row = connection.execute(
+            text(
+                f"""SELECT to_regclass('{CHANGES}') IS NOT NULL AS record,
+    EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{CHANGES}')
+            AND attname = 'row_xmin' AND NOT attisdropped) AS row_xmin,
+    to_regclass('{RUNS}') IS NOT NULL AS runs,
+    (SELECT count(DISTINCT tgname) FROM pg_trigger
+     WHERE tgname IN ({", ".join(f"'{t}'" for t in SYNC_TRIGGERS)}) AND NOT tgisinternal)
+        = {len(SYNC_TRIGGERS)} AS sync_trigger"""
+            )
+        ).one()
+        return cls(row.record, row.row_xmin, row.runs, row.sync_trigger)
+
+
+# --- the statements -------------------------------------------------------------------
+# Each lookup of a batch is a LATERAL ... OFFSET 0 subquery: a parameterized index scan in
+# the order written, whatever the statistics (the planner can neither pull it up nor put
+# it on the outer side).
+LOOKUPS = """CROSS JOIN LATERAL (
+    SELECT x.course_id FROM groups AS x WHERE x.id = gm.group_id OFFSET 0
+) AS g
+CROSS JOIN LATERAL (
+    SELECT x.school_id FROM courses AS x WHERE x.id = g.course_id OFFSET 0
+) AS c
+CROSS JOIN LATERAL (
+    SELECT x.role, x.school_id FROM users AS x WHERE x.id = gm.user_id OFFSET 0
+) AS u
+LEFT JOIN LATERAL (
+    SELECT x.id, x.active FROM course_enrollments AS x
+    WHERE x.course_id = g.course_id AND x.student_id = gm.user_id OFFSET 0
+) AS ce ON true"""
+
+JOINS = """JOIN groups AS g ON g.id = gm.group_id
+JOIN courses AS c ON c.id = g.course_id
+JOIN users AS u ON u.id = gm.user_id
+LEFT JOIN course_enrollments AS ce
+    ON ce.course_id = g.course_id AND ce.student_id = gm.user_id"""
+
+
+def _candidates(source: str, lookups: str) -> str:
+    return f"""candidates AS MATERIALIZED (
+    -- active memberships of eligible pairs that lack an active enrollment
+    SELECT gm.id, gm.user_id AS student_id, gm.group_id, g.course_id, ce.id AS enrollment_id
+    FROM {source}
+{indent(lookups)}
+    WHERE {ELIGIBLE} AND ce.active IS NOT TRUE
+)"""
+
+
+def _writes(books: Bookkeeping, run: int | None, checkpoint: str, which: str) -> str:
+    """From ``candidates`` on: lock, reactivate, create, record, move the checkpoint."""
+    xmin = ", row_xmin" if books.row_xmin else ""
+    parts = [
+        f"""locked AS MATERIALIZED (
+    -- locked until this transaction ends, in id order: a deactivation by the application
+    -- waits for it, or came first and makes the row drop out here
+    SELECT gm.id, gm.user_id, gm.group_id
+    FROM group_members AS gm
+    WHERE {which} AND {ACTIVE_MEMBERSHIP}
+    ORDER BY gm.id
+    FOR SHARE
+),
+pairs AS (
+    SELECT DISTINCT k.student_id, k.course_id, k.enrollment_id
+    FROM locked AS l
+    JOIN candidates AS k ON k.id = l.id AND k.student_id = l.user_id AND k.group_id = l.group_id
+),
+to_reactivate AS MATERIALIZED (
+    SELECT e.id
+    FROM course_enrollments AS e
+    WHERE e.id = ANY (ARRAY(
+            SELECT p.enrollment_id FROM pairs AS p WHERE p.enrollment_id IS NOT NULL
+        ))
+      AND NOT e.active
+    ORDER BY e.id
+    FOR UPDATE
+),
+reactivated AS (
+    UPDATE course_enrollments AS e
+    SET active = true
+    WHERE e.id = ANY (ARRAY(SELECT r.id FROM to_reactivate AS r)) AND NOT e.active
+    RETURNING e.id, e.course_id, e.student_id, e.xmin::text::bigint AS row_xmin
+),
+created AS (
+    INSERT INTO course_enrollments (course_id, student_id, active)
+    SELECT p.course_id, p.student_id, true
+    FROM pairs AS p
+    WHERE p.enrollment_id IS NULL
+    ORDER BY p.course_id, p.student_id
+    ON CONFLICT (course_id, student_id) DO NOTHING
+    RETURNING id, course_id, student_id, xmin::text::bigint AS row_xmin
+)"""
+    ]
+    if books.record:
+        parts.append(
+            f"""recorded AS (
+    INSERT INTO {CHANGES} (revision, enrollment_id, course_id, student_id, action{xmin})
+    SELECT {SOURCE}, id, course_id, student_id, 'reactivated'{xmin} FROM reactivated
+    UNION ALL
+    SELECT {SOURCE}, id, course_id, student_id, 'created'{xmin} FROM created
+    ON CONFLICT DO NOTHING
+)"""
+        )
+    if run is not None:
+        parts.append(
+            f"""progress AS (
+    UPDATE {RUNS}
+    SET checkpoint = coalesce({checkpoint}, checkpoint),
+        batches = batches + 1,
+        created = created + (SELECT count(*) FROM created),
+        reactivated = reactivated + (SELECT count(*) FROM reactivated)
+    WHERE id = {int(run)}
+)"""
+        )
+    return ",\n".join(parts)
+
+
+BY_ID = "gm.id = ANY (ARRAY(SELECT k.id FROM candidates AS k))"  # a batch: by primary key
+BY_JOIN = "gm.id IN (SELECT k.id FROM candidates AS k)"  # one statement: a hashed semi-join
+
+COUNTS = """(SELECT count(*) FROM created) AS created,
+    (SELECT count(*) FROM reactivated) AS reactivated"""
+
+
+def batch_sql(after: int, size: int, books: Bookkeeping, run: int | None) -> str:
+    """One batch: at most ``size`` memberships with an id above ``after``, every table read
+    by index."""
+    slice_rows = (
+        "slice AS s\n    CROSS JOIN LATERAL (\n"
+        "        SELECT x.id, x.user_id, x.group_id, x.active FROM group_members AS x\n"
+        "        WHERE x.id = s.id OFFSET 0\n    ) AS gm"
     )
+    return f"""WITH slice AS MATERIALIZED (
+    SELECT id FROM group_members WHERE id > {int(after)} ORDER BY id LIMIT {int(size)}
+),
+{_candidates(slice_rows, LOOKUPS)},
+{_writes(books, run, "(SELECT max(id) FROM slice)", BY_ID)}
+SELECT (SELECT max(id) FROM slice) AS last_id, (SELECT count(*) FROM slice) AS memberships,
+    {COUNTS}"""
 
 
-def create_sql(
-    after_id: int | None = None, up_to_id: int | None = None, revision: str | None = None
-) -> str:
-    """INSERT of an active enrollment for each eligible pair that has none.
+def one_statement_sql(books: Bookkeeping, run: int | None) -> str:
+    """The whole backfill in one statement (``--one-statement``): plain joins, for the
+    planner to hash over the whole tables."""
+    return f"""WITH {_candidates("group_members AS gm", JOINS)},
+{_writes(books, run, "(SELECT max(id) FROM group_members)", BY_JOIN)}
+SELECT {COUNTS}"""
 
-    The anti-join skips existing pairs without spending sequence values on them; ``ON
-    CONFLICT`` covers a pair the application inserts meanwhile. Rows go in (student,
-    course) order so that ids are the same however the script is run.
+
+def start_run_sql(books: Bookkeeping) -> str:
+    """The run to resume (the newest unfinished one, when sound), else a new one.
+
+    Sound: it started with the sync trigger installed, or the trigger is still missing.
     """
-    statement = f"""INSERT INTO course_enrollments (course_id, student_id, active)
-SELECT p.course_id, p.student_id, true
-FROM (
-{indent(eligible_pairs_sql(after_id, up_to_id))}
-) AS p
-WHERE NOT EXISTS (
-    SELECT 1 FROM course_enrollments AS ce
-    WHERE ce.course_id = p.course_id AND ce.student_id = p.student_id
+    return f"""WITH unfinished AS (
+    SELECT id, checkpoint, sync_trigger FROM {RUNS}
+    WHERE finished_at IS NULL ORDER BY id DESC LIMIT 1
+),
+resumable AS (
+    SELECT id, checkpoint FROM unfinished WHERE sync_trigger OR NOT {books.sync_trigger}
+),
+closed AS (
+    UPDATE {RUNS} SET finished_at = now()
+    WHERE finished_at IS NULL AND id NOT IN (SELECT id FROM resumable)
+),
+started AS (
+    INSERT INTO {RUNS} (source, sync_trigger)
+    SELECT {SOURCE}, {books.sync_trigger} WHERE NOT EXISTS (SELECT 1 FROM resumable)
+    RETURNING id
 )
-ORDER BY p.student_id, p.course_id
-ON CONFLICT (course_id, student_id) DO NOTHING"""
-    body = _recorded(statement, revision, "created", "id, course_id, student_id")
-    return (
-        "-- Backfill 2 of 2: create an active course_enrollment for each eligible pair\n"
-        "-- that has none; ON CONFLICT skips a pair the application enrolled meanwhile.\n" + body
-    )
+SELECT id, coalesce(checkpoint, {BEFORE_ANY_ID}) AS after, true AS resumed FROM resumable
+UNION ALL
+SELECT id, {BEFORE_ANY_ID}, false FROM started"""
 
 
-def backfill_statements(
-    after_id: int | None = None, up_to_id: int | None = None, revision: str | None = None
-) -> tuple[str, str]:
-    """(reactivate, create): the two statements of one backfill run or batch."""
-    return (
-        reactivate_sql(after_id, up_to_id, revision),
-        create_sql(after_id, up_to_id, revision),
-    )
-
-
-def execute_sql(connection: Connection, sql: str) -> int:
-    """Run literal SQL exactly as written (no parameter parsing); return its rowcount."""
-    result = connection.exec_driver_sql(sql, execution_options={"no_parameters": True})
-    return max(result.rowcount, 0)
-
-
-def next_batch_end(connection: Connection, after_id: int, batch_size: int) -> tuple[int, int]:
-    """The keyset step: (last id, row count) of the next ``batch_size`` memberships."""
-    row = connection.execute(
-        text(
-            "SELECT max(id), count(*) FROM ("
-            " SELECT id FROM group_members WHERE id > :after ORDER BY id LIMIT :n) AS batch"
-        ),
-        {"after": after_id, "n": batch_size},
-    ).one()
-    return (int(row[0]) if row[0] is not None else after_id), int(row[1])
-
-
+# --- the command ----------------------------------------------------------------------
 @dataclass
 class BackfillResult:
     """What a backfill did (or, in a dry run, would do) and the coverage after it."""
@@ -128,6 +250,7 @@ class BackfillResult:
     batches: int
     seconds: float
     after: CoverageReport
+    resumed_after: int | None = None
 
     def as_json(self) -> dict[str, object]:
         data: dict[str, object] = {
@@ -141,146 +264,79 @@ class BackfillResult:
         return data
 
 
-class Progress:
-    """Progress of a batched run: a bar on a terminal, a log line otherwise."""
-
-    def __init__(self, total: int, stream=None, interval: float = 5.0) -> None:
-        self.total = total
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.interval = interval
-        self.started = time.monotonic()
-        self.last_log = 0.0
-
-    def __call__(self, done: int, created: int, reactivated: int) -> None:
-        now = time.monotonic()
-        elapsed = max(now - self.started, 1e-9)
-        rate = done / elapsed
-        if self.tty:
-            width = 30
-            filled = int(width * done / self.total) if self.total else width
-            self.stream.write(
-                f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{self.total:,} "
-                f"memberships, {rate:,.0f}/s, {created:,} created, {reactivated:,} reactivated"
-            )
-            if done >= self.total:
-                self.stream.write("\n")
-            self.stream.flush()
-        elif now - self.last_log >= self.interval or done >= self.total:
-            self.last_log = now
-            log.info(
-                "backfill progress: %d/%d memberships (%.0f/s), %d created, %d reactivated",
-                done,
-                self.total,
-                rate,
-                created,
-                reactivated,
-            )
-
-
-def run_single(connection: Connection, revision: str | None = None) -> tuple[int, int]:
-    """Both statements in the caller's transaction; returns (created, reactivated)."""
-    reactivate, create = backfill_statements(revision=revision)
-    reactivated = execute_sql(connection, reactivate)
-    created = execute_sql(connection, create)
-    return created, reactivated
-
-
-@contextlib.contextmanager
-def batch_transaction(connection: Connection) -> Iterator[None]:
-    """One transaction per batch.
-
-    On a connection in AUTOCOMMIT (Alembic's ``autocommit_block``, which keeps its own
-    SQLAlchemy transaction object open) the transaction is driven with plain
-    BEGIN/COMMIT; otherwise with ``connection.begin()``.
-    """
-    if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
-        connection.exec_driver_sql("BEGIN")
-        try:
-            yield
-        except BaseException:
-            with contextlib.suppress(Exception):
-                connection.exec_driver_sql("ROLLBACK")
-            raise
-        connection.exec_driver_sql("COMMIT")
-        return
-    with connection.begin():
-        yield
-
-
-def run_batched(
-    connection: Connection,
-    batch_size: int,
-    revision: str | None = None,
-    progress: Callable[[int, int, int], None] | None = None,
-) -> tuple[int, int, int, int]:
-    """Walk ``group_members`` by primary key, committing each batch.
-
-    ``connection`` must not be in a transaction: each batch is its own, so no lock is held
-    for long, and an interrupted run is finished by running it again (what was committed
-    stays; the statements skip it). Returns (created, reactivated, batches, rows).
-    """
-    created = reactivated = batches = rows = 0
-    after_id = 0
-    while True:
-        with batch_transaction(connection):
-            up_to_id, count = next_batch_end(connection, after_id, batch_size)
-            if count == 0:
-                break
-            reactivate, create = backfill_statements(after_id, up_to_id, revision)
-            reactivated += execute_sql(connection, reactivate)
-            created += execute_sql(connection, create)
-        batches += 1
-        rows += count
-        after_id = up_to_id
-        log.debug("batch %d: memberships up to id %d", batches, up_to_id)
-        if progress is not None:
-            progress(rows, created, reactivated)
-    return created, reactivated, batches, rows
-
-
-def count_memberships(connection: Connection) -> int:
-    return int(connection.execute(text("SELECT count(*) FROM group_members")).scalar_one())
+@dataclass(frozen=True)
+class Written:
+    created: int
+    reactivated: int
+    batches: int
+    resumed_after: int | None
 
 
 def backfill(
     connection: Connection,
-    batch_size: int | None = None,
+    settings: BatchSettings,
+    one_statement: bool = False,
     progress_stream=None,
-) -> BackfillResult:
-    """``enrollments backfill --commit``; ``connection`` is outside any transaction.
-
-    (The dry run is the audit: what it counts missing is created, inactive reactivated.)
-    """
-    started = time.monotonic()
-    # One writer at a time (this, another backfill, an alembic upgrade): wait, then go on.
+) -> Written:
+    """Write the backfill; ``connection`` is outside any transaction."""
     lock.take(connection, "enrollments backfill")
     try:
-        created, reactivated, batches = _write(connection, batch_size, progress_stream)
+        with transaction(connection):
+            books = Bookkeeping.of(connection)
+        if not books.record:
+            log.warning("%s", NOT_UNDOABLE)
+        run, after, resumed = None, BEFORE_ANY_ID, False
+        if books.runs:
+            with transaction(connection):
+                row = connection.exec_driver_sql(start_run_sql(books)).one()
+            run, after, resumed = int(row.id), int(row.after), bool(row.resumed)
+            if resumed:
+                log.info("resuming the cut run %d after membership id %d", run, after)
+        if one_statement:
+            with transaction(connection):
+                row = connection.exec_driver_sql(one_statement_sql(books, run)).one()
+            written = Written(int(row.created), int(row.reactivated), 1, None)
+        else:
+            written = _batched(connection, settings, books, run, after, progress_stream)
+            written = Written(
+                written.created, written.reactivated, written.batches, after if resumed else None
+            )
+        if run is not None:
+            with transaction(connection):
+                connection.exec_driver_sql(
+                    f"UPDATE {RUNS} SET finished_at = now() WHERE id = {run}"
+                )
     finally:
         lock.release(connection)
-    log.info("backfill committed: %d created, %d reactivated", created, reactivated)
-    with connection.begin():
-        after = coverage_counts(connection)
-    return BackfillResult(
-        committed=True,
-        created=created,
-        reactivated=reactivated,
-        batches=batches,
-        seconds=time.monotonic() - started,
-        after=after,
-    )
+    return written
 
 
-def _write(connection: Connection, batch_size: int | None, progress_stream) -> tuple[int, int, int]:
-    """(created, reactivated, batches), batched or in one transaction."""
-    if batch_size:
-        with connection.begin():
-            total = count_memberships(connection)
-        progress = Progress(total, stream=progress_stream)
-        created, reactivated, batches, _ = run_batched(connection, batch_size, progress=progress)
-    else:
-        with connection.begin():
-            created, reactivated = run_single(connection)
-        batches = 1
-    return created, reactivated, batches
+def _batched(
+    connection: Connection,
+    settings: BatchSettings,
+    books: Bookkeeping,
+    run: int | None,
+    after: int,
+    progress_stream,
+) -> Written:
+    def step(conn: Connection, lo: int, size: int) -> StepResult:
+        row = conn.exec_driver_sql(
+            batch_sql(lo, size, books, run), execution_options={"no_parameters": True}
+        ).one()
+        return StepResult(
+            last_key=row.last_id,
+            rows=int(row.memberships),
+            counts={"created": int(row.created), "reactivated": int(row.reactivated)},
+        )
+
+    with transaction(connection):
+        total = connection.execute(
+            text(f"SELECT count(*) FROM group_members WHERE id > {int(after)}")
+        ).scalar_one()
+    progress = Progress("backfill", total, stream=progress_stream)
+    started = time.monotonic()
+    totals = run_batches(connection, step, after, settings, progress)
+    created, reactivated = totals.counts.get("created", 0), totals.counts.get("reactivated", 0)
+    progress.close(f"{created:,} created, {reactivated:,} reactivated")
+    log.debug("%d batches in %.1f s", totals.batches, time.monotonic() - started)
+    return Written(created, reactivated, totals.batches, None)

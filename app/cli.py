@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
@@ -20,9 +21,11 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from app import __version__
 from app.backfill import BackfillResult, backfill
+from app.batching import BatchSettings
 from app.coverage import DEFAULT_SAMPLE_LIMIT, CoverageReport, PairSample, audit
 from app.db import (
     connect_error,
+    duration_seconds,
     install_interrupt_handling,
     is_duration,
     make_engine,
@@ -41,6 +44,7 @@ log = logging.getLogger("app")
 
 DEFAULT_LOCK_TIMEOUT = "5s"
 DEFAULT_STATEMENT_TIMEOUT = "15min"
+DEFAULT_MAX_REPLICA_LAG = "10s"
 
 
 # --- argument parsing -----------------------------------------------------------------
@@ -138,7 +142,20 @@ def build_parser() -> Parser:
         "--batch-size",
         type=positive_int,
         metavar="N",
-        help="walk group_members N rows at a time, committing each batch (for live databases)",
+        help="a fixed number of memberships per batch (default: adaptive, toward 200 ms a batch)",
+    )
+    p_backfill.add_argument(
+        "--one-statement",
+        action="store_true",
+        help="write everything in one statement (one transaction) instead of batches",
+    )
+    p_backfill.add_argument(
+        "--max-replica-lag",
+        type=duration,
+        default=DEFAULT_MAX_REPLICA_LAG,
+        metavar="DURATION",
+        help="before each batch, wait while a standby is further behind "
+        f"(default {DEFAULT_MAX_REPLICA_LAG}; 0: do not wait)",
     )
     add_connection_options(p_backfill)
 
@@ -193,7 +210,26 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_backfill(args: argparse.Namespace) -> int:
     with open_connection(args) as connection:
         if args.commit:
-            result = backfill(connection, batch_size=args.batch_size)
+            started = time.monotonic()
+            settings = BatchSettings(
+                fixed_size=args.batch_size,
+                max_replica_lag=duration_seconds(args.max_replica_lag),
+            )
+            written = backfill(connection, settings, one_statement=args.one_statement)
+            log.info(
+                "backfill committed: %d created, %d reactivated",
+                written.created,
+                written.reactivated,
+            )
+            result = BackfillResult(
+                committed=True,
+                created=written.created,
+                reactivated=written.reactivated,
+                batches=written.batches,
+                seconds=time.monotonic() - started,
+                after=snapshot_audit(connection, 0),
+                resumed_after=written.resumed_after,
+            )
             preview = None
         else:  # the dry run: what the audit counts missing is created, inactive reactivated
             preview = snapshot_audit(connection, args.limit)
@@ -224,7 +260,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # --- text output ----------------------------------------------------------------------
 def _pairs_table(title: str, pairs: list[PairSample], total: int, role: bool = False) -> str:
-    if not total:
+    if not total or not pairs:  # nothing of this kind, or --limit 0
         return ""
     lines = [f"{title} (first {len(pairs)} of {total:,}):"]
     header = f"  {'student':>9} {'course':>8} {'groups':>6}  "

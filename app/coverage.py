@@ -7,7 +7,7 @@ that this definition and the newest revision's gate agree. Changing the definiti
 edit here plus one new revision with a new helper version (docs/migrations.md). Each
 query is SQL text with no bound parameters (only integers this module formats itself).
 
-Definitions (../shared/CONTRACT.md):
+Definitions:
 
 - active membership: a ``group_members`` row whose ``active`` is true (NULL is inactive);
 - eligible pair: a distinct (student, course) from active memberships, joined through
@@ -16,6 +16,12 @@ Definitions (../shared/CONTRACT.md):
 - covered / inactive / missing: the pair has an active / an inactive / no enrollment;
 - anomalies: (user, course) pairs from active memberships that are not eligible, by kind
   ``non_student`` (role is not student) and ``cross_school`` (student of another school).
+
+The audit counts every pair in one pass, and the uncovered ones also by *bucket* (a range
+of student ids; at most 65,536 buckets whatever the ids). Its samples are then read from
+the first buckets that hold any, through ``ix_member_user``: the server never collects the
+gaps, so its memory does not grow with their number. Pairs are (student_id, course_id)
+throughout.
 """
 
 from __future__ import annotations
@@ -28,19 +34,25 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 # --- the definition -------------------------------------------------------------------
-# The tables as this module reads them (aliases used by every fragment below).
-MEMBERSHIP_SOURCE = """group_members AS gm
-JOIN groups AS g ON g.id = gm.group_id
-JOIN courses AS c ON c.id = g.course_id
-JOIN users AS u ON u.id = gm.user_id"""
+# Every statement spells the tables with the same aliases: gm (the membership), g (its
+# group), c (the group's course), u (the member), ce (the pair's enrollment).
 ACTIVE_MEMBERSHIP = "gm.active IS TRUE"
 IS_STUDENT = "u.role = 'student'"
 SAME_SCHOOL = "u.school_id = c.school_id"
+ELIGIBLE = f"{ACTIVE_MEMBERSHIP} AND {IS_STUDENT} AND {SAME_SCHOOL}"
+STATUS = f"""CASE
+    WHEN NOT ({IS_STUDENT}) THEN 'non_student'
+    WHEN NOT ({SAME_SCHOOL}) THEN 'cross_school'
+    WHEN ce.active THEN 'covered'
+    WHEN ce.id IS NOT NULL THEN 'inactive'
+    ELSE 'missing'
+END"""
 
 STATUSES = ("covered", "inactive", "missing", "non_student", "cross_school")
 ANOMALY_KINDS = ("non_student", "cross_school")
 SAMPLED_STATUSES = ("missing", "inactive", *ANOMALY_KINDS)
 DEFAULT_SAMPLE_LIMIT = 10
+MAX_BUCKETS = 65_536
 
 
 def indent(sql: str, prefix: str = "    ") -> str:
@@ -48,62 +60,32 @@ def indent(sql: str, prefix: str = "    ") -> str:
     return "\n".join(prefix + line if line else line for line in sql.splitlines())
 
 
-def membership_source(after_id: int | None = None, up_to_id: int | None = None) -> str:
-    """The FROM clause of memberships with their group, course and user.
-
-    With a keyset batch (``after_id < gm.id <= up_to_id``) the batch is read first, by
-    primary key, behind an ``OFFSET 0`` fence, so the plan stays small even on tables
-    without statistics (right after a bulk load).
-    """
-    if after_id is None and up_to_id is None:
-        return MEMBERSHIP_SOURCE
-    bounds = []
-    if after_id is not None:
-        bounds.append(f"id > {int(after_id)}")
-    if up_to_id is not None:
-        bounds.append(f"id <= {int(up_to_id)}")
-    batch = f"""(
-    SELECT * FROM group_members
-    WHERE {" AND ".join(bounds)}
-    OFFSET 0
-) AS gm"""
-    return MEMBERSHIP_SOURCE.replace("group_members AS gm", batch, 1)
-
-
-def eligible_pairs_sql(after_id: int | None = None, up_to_id: int | None = None) -> str:
-    """SELECT of the distinct eligible (student_id, course_id) pairs.
-
-    With a membership id range, only the pairs behind memberships in that range: the
-    union over consecutive ranges is every eligible pair, which is what batching needs.
-    """
+def eligible_pairs_sql() -> str:
+    """SELECT of the distinct eligible (student_id, course_id) pairs."""
     return f"""SELECT DISTINCT gm.user_id AS student_id, g.course_id
-FROM {membership_source(after_id, up_to_id)}
-WHERE {ACTIVE_MEMBERSHIP}
-  AND {IS_STUDENT}
-  AND {SAME_SCHOOL}"""
+FROM group_members AS gm
+JOIN groups AS g ON g.id = gm.group_id
+JOIN courses AS c ON c.id = g.course_id
+JOIN users AS u ON u.id = gm.user_id
+WHERE {ELIGIBLE}"""
 
 
 def classified_pairs_sql() -> str:
     """SELECT of every (user, course) pair behind active memberships, with its status.
 
-    Columns: ``student_id``, ``course_id`` and ``status``: one of :data:`STATUSES`. The
-    memberships are reduced to distinct pairs first and the users and courses joined
-    after: the cheapest plan PostgreSQL finds for 1.5 million memberships (see
-    docs/benchmarks.md).
+    Columns: ``student_id``, ``course_id``, ``status`` (one of :data:`STATUSES`) and
+    ``memberships`` (the active memberships behind the pair). The memberships are reduced
+    to pairs first and the users, courses and enrollments joined after.
     """
-    return f"""SELECT p.student_id, p.course_id,
-    CASE
-        WHEN NOT ({IS_STUDENT}) THEN 'non_student'
-        WHEN NOT ({SAME_SCHOOL}) THEN 'cross_school'
-        WHEN ce.active THEN 'covered'
-        WHEN ce.id IS NOT NULL THEN 'inactive'
-        ELSE 'missing'
-    END AS status
+    where = ACTIVE_MEMBERSHIP
+    return f"""SELECT p.student_id, p.course_id, p.memberships,
+{indent(STATUS)} AS status
 FROM (
-    SELECT DISTINCT gm.user_id AS student_id, g.course_id
+    SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
     FROM group_members AS gm
     JOIN groups AS g ON g.id = gm.group_id
-    WHERE {ACTIVE_MEMBERSHIP}
+    WHERE {where}
+    GROUP BY gm.user_id, g.course_id
 ) AS p
 JOIN users AS u ON u.id = p.student_id
 JOIN courses AS c ON c.id = p.course_id
@@ -111,66 +93,68 @@ LEFT JOIN course_enrollments AS ce
     ON ce.course_id = p.course_id AND ce.student_id = p.student_id"""
 
 
-PAIR_KEY_SHIFT = 4294967296  # pair key = student_id * 2^32 + course_id (ids are int4)
+def counts_sql() -> str:
+    """One row per (status, bucket): pairs, and the active memberships behind them.
 
-
-def coverage_sql(sample_limit: int = 0) -> str:
-    """One row: the counts, and the first ``sample_limit`` pairs of each non-covered status.
-
-    A single pass over the memberships. The samples are pair keys (``student_id * 2^32 +
-    course_id``, see :func:`split_pair_key`), the smallest first; only the uncovered and
-    anomalous pairs are collected for them. The gate and the audit both use this.
+    Covered pairs are not bucketed. ``lo`` and ``width`` place bucket b at student ids
+    [lo + b * width, lo + (b + 1) * width); width is at least 4,096 ids, and wide enough
+    that there are at most :data:`MAX_BUCKETS` buckets.
     """
-    limit = int(sample_limit)
-    samples = "".join(
-        f""",
-    ARRAY(SELECT k FROM unnest({status}_keys) AS k ORDER BY k LIMIT {limit}) AS first_{status}"""
-        for status in SAMPLED_STATUSES
-    )
-    collect = "".join(
-        f""",
-        array_agg(pair_key) FILTER (WHERE status = '{status}') AS {status}_keys"""
-        for status in SAMPLED_STATUSES
-    )
-    return f"""SELECT active_memberships, eligible_pairs, covered, inactive, missing,
-    non_student, cross_school{samples if limit > 0 else ""}
+    return f"""WITH bounds AS (
+    SELECT coalesce(min(id), 0)::bigint AS lo,
+        greatest(4096, ceil((coalesce(max(id), 0)::numeric - coalesce(min(id), 0) + 1)
+            / {MAX_BUCKETS}))::bigint AS width
+    FROM users
+)
+SELECT k.status,
+    CASE WHEN k.status = 'covered' THEN NULL ELSE (k.student_id - b.lo) / b.width END AS bucket,
+    count(*) AS pairs, sum(k.memberships) AS memberships, min(b.lo) AS lo, min(b.width) AS width
 FROM (
-    SELECT
-        (SELECT count(*) FROM group_members AS gm WHERE {ACTIVE_MEMBERSHIP})
-            AS active_memberships,
-        count(*) FILTER (WHERE status IN ('covered', 'inactive', 'missing')) AS eligible_pairs,
-        count(*) FILTER (WHERE status = 'covered') AS covered,
-        count(*) FILTER (WHERE status = 'inactive') AS inactive,
-        count(*) FILTER (WHERE status = 'missing') AS missing,
-        count(*) FILTER (WHERE status = 'non_student') AS non_student,
-        count(*) FILTER (WHERE status = 'cross_school') AS cross_school{
-        collect if limit > 0 else ""
-    }
+{indent(classified_pairs_sql())}
+) AS k, bounds AS b
+GROUP BY 1, 2"""
+
+
+def samples_sql(user_range: tuple[int, int], statuses: tuple[str, ...], limit: int) -> str:
+    """The first ``limit`` pairs of each of ``statuses`` among the students in
+    ``user_range``, by (student, course), with names and the memberships behind each.
+
+    The students' memberships are read through ``ix_member_user``, and each lookup is a
+    ``LATERAL ... OFFSET 0`` subquery: an index scan per pair, whatever the statistics.
+    """
+    wanted = ", ".join(f"'{s}'" for s in statuses)
+    lo, hi = int(user_range[0]), int(user_range[1])
+    return f"""SELECT * FROM (
+    SELECT k.*, row_number() OVER (PARTITION BY k.status ORDER BY k.student_id, k.course_id) AS n
     FROM (
-        SELECT pairs.*, pairs.student_id::bigint * {PAIR_KEY_SHIFT} + pairs.course_id AS pair_key
+        SELECT p.student_id, p.course_id, p.memberships, u.name AS student_name, u.email,
+            u.role, c.name AS course_name,
+{indent(STATUS, "            ")} AS status
         FROM (
-{indent(classified_pairs_sql(), "            ")}
-        ) AS pairs
-    ) AS pairs
-) AS coverage"""
-
-
-def split_pair_key(key: int) -> tuple[int, int]:
-    """(student_id, course_id) of a pair key."""
-    return key // PAIR_KEY_SHIFT, key % PAIR_KEY_SHIFT
-
-
-def pair_details_sql(pairs: list[tuple[int, int]]) -> str:
-    """Names, email and the active memberships behind each of a few (student, course) pairs."""
-    values = ", ".join(f"({int(s)}, {int(c)})" for s, c in pairs)
-    return f"""SELECT k.student_id, k.course_id, u.name AS student_name, u.email, u.role,
-    c.name AS course_name,
-    (SELECT count(*) FROM group_members AS gm JOIN groups AS g ON g.id = gm.group_id
-     WHERE gm.user_id = k.student_id AND g.course_id = k.course_id
-       AND {ACTIVE_MEMBERSHIP}) AS groups
-FROM (VALUES {values}) AS k (student_id, course_id)
-JOIN users AS u ON u.id = k.student_id
-JOIN courses AS c ON c.id = k.course_id"""
+            SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
+            FROM group_members AS gm
+            CROSS JOIN LATERAL (
+                SELECT x.course_id FROM groups AS x WHERE x.id = gm.group_id OFFSET 0
+            ) AS g
+            WHERE {ACTIVE_MEMBERSHIP} AND gm.user_id >= {lo} AND gm.user_id < {hi}
+            GROUP BY gm.user_id, g.course_id
+        ) AS p
+        CROSS JOIN LATERAL (
+            SELECT x.name, x.email, x.role, x.school_id FROM users AS x
+            WHERE x.id = p.student_id OFFSET 0
+        ) AS u
+        CROSS JOIN LATERAL (
+            SELECT x.name, x.school_id FROM courses AS x WHERE x.id = p.course_id OFFSET 0
+        ) AS c
+        LEFT JOIN LATERAL (
+            SELECT x.id, x.active FROM course_enrollments AS x
+            WHERE x.course_id = p.course_id AND x.student_id = p.student_id OFFSET 0
+        ) AS ce ON true
+    ) AS k
+    WHERE k.status IN ({wanted})
+) AS s
+WHERE s.n <= {int(limit)}
+ORDER BY s.status, s.student_id, s.course_id"""
 
 
 # --- the report -----------------------------------------------------------------------
@@ -263,7 +247,7 @@ class CoverageReport:
             f"{self.eligible_pairs:,} eligible (student, course) pairs have an active "
             f"enrollment; {self.missing:,} missing, {self.inactive:,} inactive; "
             f"anomalies: {self.anomalies['non_student']:,} non_student, "
-            f"{self.anomalies['cross_school']:,} cross_school"
+            f"{self.anomalies['cross_school']:,} cross_school pairs"
         )
 
 
@@ -275,46 +259,61 @@ def coverage_counts(connection: Connection) -> CoverageReport:
 def audit(connection: Connection, limit: int = DEFAULT_SAMPLE_LIMIT) -> CoverageReport:
     """The coverage report: counts, and up to ``limit`` samples of each kind of gap.
 
-    One pass over the memberships (:func:`coverage_sql`), then a lookup of names for the
-    few sampled pairs. Memory here is bounded by ``limit``, whatever the table sizes.
+    Run it in a REPEATABLE READ transaction for counts and samples from one snapshot (the
+    commands do). Memory here and in the server is bounded by ``limit`` and the number of
+    buckets, whatever the number of gaps.
     """
-    row = connection.execute(text(coverage_sql(limit))).mappings().one()
+    pairs = dict.fromkeys(STATUSES, 0)
+    memberships = 0
+    buckets: dict[int, set[str]] = {}
+    lo = width = 0
+    for row in connection.execute(text(counts_sql())):
+        pairs[row.status] += int(row.pairs)
+        memberships += int(row.memberships)
+        lo, width = int(row.lo), int(row.width)
+        if row.bucket is not None:
+            buckets.setdefault(int(row.bucket), set()).add(row.status)
     report = CoverageReport(
-        active_memberships=int(row["active_memberships"]),
-        eligible_pairs=int(row["eligible_pairs"]),
-        covered=int(row["covered"]),
-        inactive=int(row["inactive"]),
-        missing=int(row["missing"]),
-        anomalies={kind: int(row[kind]) for kind in ANOMALY_KINDS},
+        active_memberships=memberships,
+        eligible_pairs=pairs["covered"] + pairs["inactive"] + pairs["missing"],
+        covered=pairs["covered"],
+        inactive=pairs["inactive"],
+        missing=pairs["missing"],
+        anomalies={kind: pairs[kind] for kind in ANOMALY_KINDS},
     )
-    if limit <= 0:
-        return report
-    wanted = {
-        status: [split_pair_key(k) for k in row[f"first_{status}"]] for status in SAMPLED_STATUSES
-    }
-    pairs = [pair for keys in wanted.values() for pair in keys]
-    if not pairs:
-        return report
-    details = {
-        (r["student_id"], r["course_id"]): r
-        for r in connection.execute(text(pair_details_sql(pairs))).mappings()
-    }
-    samples = {
-        status: [
-            PairSample(
-                student_id=s,
-                course_id=c,
-                student_name=details[(s, c)]["student_name"],
-                email=details[(s, c)]["email"],
-                course_name=details[(s, c)]["course_name"],
-                groups=int(details[(s, c)]["groups"]),
-                role=details[(s, c)]["role"],
-            )
-            for s, c in keys
-        ]
-        for status, keys in wanted.items()
-    }
-    report.missing_pairs = samples["missing"]
-    report.inactive_pairs = samples["inactive"]
-    report.anomaly_pairs = {kind: samples[kind] for kind in ANOMALY_KINDS}
+    if limit > 0:
+        samples = _samples(connection, buckets, lo, width, limit)
+        report.missing_pairs = samples["missing"]
+        report.inactive_pairs = samples["inactive"]
+        report.anomaly_pairs = {kind: samples[kind] for kind in ANOMALY_KINDS}
     return report
+
+
+def _samples(
+    connection: Connection, buckets: dict[int, set[str]], lo: int, width: int, limit: int
+) -> dict[str, list[PairSample]]:
+    """The first ``limit`` pairs of each sampled status, bucket by bucket in id order."""
+    found: dict[str, list[PairSample]] = {status: [] for status in SAMPLED_STATUSES}
+    for bucket in sorted(buckets):
+        wanted = tuple(
+            s for s in SAMPLED_STATUSES if s in buckets[bucket] and len(found[s]) < limit
+        )
+        if not wanted:
+            continue
+        user_range = (lo + bucket * width, lo + (bucket + 1) * width)
+        for row in connection.execute(text(samples_sql(user_range, wanted, limit))):
+            if len(found[row.status]) < limit:
+                found[row.status].append(
+                    PairSample(
+                        student_id=row.student_id,
+                        course_id=row.course_id,
+                        student_name=row.student_name,
+                        email=row.email,
+                        course_name=row.course_name,
+                        groups=int(row.memberships),
+                        role=row.role,
+                    )
+                )
+        if all(len(v) >= limit for v in found.values()):
+            break
+    return found

@@ -42,6 +42,17 @@ def is_duration(value: str) -> bool:
     return bool(DURATION.match(value.strip()))
 
 
+UNIT_SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration_seconds(value: str) -> float:
+    """A duration in seconds (a bare number is milliseconds, as PostgreSQL reads it)."""
+    match = re.match(r"^(\d+)\s*(us|ms|s|min|h|d)?$", value.strip())
+    if match is None:
+        raise ValueError(f"not a duration: {value!r}")
+    return int(match.group(1)) * UNIT_SECONDS[match.group(2) or "ms"]
+
+
 def parse_url(raw: str) -> URL:
     """Parse and check a PostgreSQL URL; ``postgresql://`` means psycopg2."""
     try:

@@ -10,9 +10,16 @@ Settings come from ``alembic -x key=value``:
   whole run, online and in the ``--sql`` script alike. (A concurrent index build does not
   count its wait for older transactions against it.)
 - ``statement_timeout`` (default ``0``, none): a cap on each statement.
-- ``backfill_batch_size`` (default none): run the backfill revision in committed batches.
+- ``backfill_batch_size`` (default: adaptive): a fixed number of memberships per batch of
+  the backfill and of its undo, instead of sizes that follow a 200 ms target.
+- ``backfill_one_statement`` (``no``): ``yes`` runs the backfill as one statement (one
+  transaction) instead of batches.
+- ``max_replica_lag`` (default ``10s``): before each batch, wait while a standby is further
+  behind; ``0`` does not wait.
 - ``coverage_gate`` (``abort`` by default, or ``warn``): what the coverage gate does below
   100%. ``warn`` is for emergencies and is logged loudly.
+- ``drop_legacy_schema`` (``no``): ``yes`` lets ``downgrade base`` drop legacy tables that
+  hold rows (tests, empty databases).
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from app import lock
+from app.batching import BatchSettings
 from app.db import (
     connect_error,
+    duration_seconds,
     install_interrupt_handling,
     interrupted,
     is_duration,
@@ -43,6 +52,7 @@ from app.errors import ALEMBIC_ADVICE, EX_INTERRUPTED, EnrollmentsError
 log = logging.getLogger("migrations")
 
 GATE_MODES = ("abort", "warn")
+MAX_BATCH = 1_000_000
 
 
 def _duration(name: str, value: str) -> str:
@@ -54,6 +64,18 @@ def _duration(name: str, value: str) -> str:
     return value
 
 
+YES = ("yes", "true", "on", "1")
+NO = ("no", "false", "off", "0")
+
+
+def _flag(name: str, value: str | None) -> bool:
+    if value is None:
+        return False
+    if value.lower() in YES + NO:
+        return value.lower() in YES
+    raise CommandError(f"-x {name}={value!r} must be yes or no")
+
+
 @dataclass(frozen=True)
 class MigrationSettings:
     """The ``-x`` options of one alembic run, checked."""
@@ -61,7 +83,10 @@ class MigrationSettings:
     lock_timeout: str = "5s"
     statement_timeout: str = "0"
     backfill_batch_size: int | None = None
+    backfill_one_statement: bool = False
+    max_replica_lag: str = "10s"
     coverage_gate: str = "abort"
+    drop_legacy_schema: bool = False
 
     @classmethod
     def from_x_arguments(cls, x: dict[str, str]) -> MigrationSettings:
@@ -72,8 +97,10 @@ class MigrationSettings:
                 f"unknown -x option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
             )
         batch = x.get("backfill_batch_size")
-        if batch is not None and (not batch.isdigit() or int(batch) <= 0):
-            raise CommandError(f"-x backfill_batch_size={batch!r} must be a positive integer")
+        if batch is not None and (not batch.isdigit() or not 0 < int(batch) <= MAX_BATCH):
+            raise CommandError(
+                f"-x backfill_batch_size={batch!r} must be an integer from 1 to {MAX_BATCH:,}"
+            )
         gate = x.get("coverage_gate", "abort")
         if gate not in GATE_MODES:
             raise CommandError(f"-x coverage_gate={gate!r} must be one of {', '.join(GATE_MODES)}")
@@ -83,13 +110,26 @@ class MigrationSettings:
                 "statement_timeout", x.get("statement_timeout", cls.statement_timeout)
             ),
             backfill_batch_size=int(batch) if batch else None,
+            backfill_one_statement=_flag("backfill_one_statement", x.get("backfill_one_statement")),
+            max_replica_lag=_duration(
+                "max_replica_lag", x.get("max_replica_lag", cls.max_replica_lag)
+            ),
             coverage_gate=gate,
+            drop_legacy_schema=_flag("drop_legacy_schema", x.get("drop_legacy_schema")),
         )
 
     @classmethod
     def current(cls) -> MigrationSettings:
         """The settings of the alembic run in progress (for use inside revisions)."""
         return cls.from_x_arguments(context.get_x_argument(as_dictionary=True))
+
+    @property
+    def batch(self) -> BatchSettings:
+        """How the backfill and its undo batch: adaptive unless a size is given."""
+        return BatchSettings(
+            fixed_size=self.backfill_batch_size,
+            max_replica_lag=duration_seconds(self.max_replica_lag),
+        )
 
     def session_sql(self) -> list[str]:
         """``SET`` statements for the migration session, online and offline alike."""
@@ -164,7 +204,7 @@ def one_line_errors() -> Iterator[None]:
     except EnrollmentsError as exc:
         raise CommandError(str(exc)) from None
     except Exception as exc:
-        if context.config.cmd_opts is None:  # called as a library (tests): let it through
+        if getattr(context.config.cmd_opts, "cmd", None) is None:  # a library call: let it be
             raise
         log.debug("unexpected error", exc_info=True)
         raise CommandError(

@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -128,10 +129,12 @@ class CourseEnrollment(Base):
 
 
 class EnrollmentBackfillChange(Base):
-    """Revision 0003: what a backfill revision changed, so its downgrade can undo exactly that.
+    """Revision 0003: what a backfill changed, so that a downgrade undoes exactly that.
 
-    No foreign key to ``course_enrollments``: a row deleted since must still be recorded,
-    so the downgrade can tell it was changed since.
+    One row per enrollment (its first backfill change), with the row version the backfill
+    wrote (``row_xmin``; none for rows 1.0.0 recorded). No foreign key to
+    ``course_enrollments``: a record of a row deleted since must survive, so the downgrade
+    can tell it was changed since.
     """
 
     __tablename__ = "enrollment_backfill_changes"
@@ -140,6 +143,7 @@ class EnrollmentBackfillChange(Base):
         CheckConstraint(
             "action IN ('created', 'reactivated')", name="ck_enrollment_backfill_changes_action"
         ),
+        Index("uq_enrollment_backfill_changes_enrollment", "enrollment_id", unique=True),
     )
 
     revision: Mapped[str] = mapped_column(String(32), nullable=False)
@@ -150,3 +154,23 @@ class EnrollmentBackfillChange(Base):
     changed_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+    row_xmin: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class EnrollmentBackfillRun(Base):
+    """Revision 0003: each backfill run, by the command or a revision, and its checkpoint
+    (the last membership id of its last committed batch), so that a cut run resumes."""
+
+    __tablename__ = "enrollment_backfill_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(32), nullable=False)
+    started_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    checkpoint: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    sync_trigger: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    batches: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    created: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    reactivated: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))

@@ -34,8 +34,9 @@ One edit in `app/`, plus one new revision with a new helper version:
 1. Change the fragments in `app/coverage.py`; the commands use them at once.
 2. Copy the newest helper version to `migrations/shared/vN+1/` and make the same change
    there. Never edit a version a released revision uses.
-3. Add a revision (`alembic revision -m "..."`) that uses vN+1: it runs the backfill
-   and the coverage gate with the new definition.
+3. Add a revision (`alembic revision -m "..."`) that uses vN+1: it replaces the sync
+   trigger's functions (`CREATE OR REPLACE`), runs a catch-up backfill and the coverage
+   gate with the new definition.
 4. `python -m migrations.pins --write` pins the new revision; its row in CHANGES.md says
    why. The old revisions' pins do not move.
 

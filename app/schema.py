@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from app.errors import PermissionDeniedError, SchemaError
 
 # Revision ids this release knows; tests/test_schema_check.py keeps it equal to the scripts.
-KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005")
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
 
 REQUIRED_COLUMNS = {
     "schools": ("id",),

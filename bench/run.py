@@ -14,9 +14,7 @@ import argparse
 import datetime
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,14 +22,20 @@ from pathlib import Path
 
 import psycopg2
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL
 
-from app.db import parse_url
-from app.embedded import EmbeddedPostgres, client_bin_dir
-from bench.generate import generate
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+from bench.server import (
+    BIN,
+    ROOT,
+    Measured,
+    Server,
+    build_template,
+    checked,
+    enrollments_cmd,
+    env_for,
+    measure,
+    median_of,
+    psql_cmd,
+)
 
 FLOOR_AUDIT = """SELECT count(*) FROM (
     SELECT DISTINCT gm.user_id, g.course_id
@@ -49,43 +53,6 @@ JOIN users u ON u.id = gm.user_id JOIN courses c ON c.id = g.course_id
 WHERE gm.active AND u.role = 'student' AND u.school_id = c.school_id
 ON CONFLICT (course_id, student_id) DO UPDATE SET active = true
 WHERE NOT course_enrollments.active"""
-
-
-@dataclass
-class Measured:
-    seconds: float
-    peak_mb: float
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def measure(command: list[str], env: dict[str, str] | None = None) -> Measured:
-    """Run a command: its wall time and its own peak RSS (see bench/peak.py)."""
-    with (
-        tempfile.TemporaryFile("w+") as out,
-        tempfile.TemporaryFile("w+") as err,
-        tempfile.NamedTemporaryFile("r") as peak,
-    ):
-        started = time.monotonic()
-        proc = subprocess.run(
-            [sys.executable, "-m", "bench.peak", peak.name, *command],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=err,
-        )
-        seconds = time.monotonic() - started
-        out.seek(0)
-        err.seek(0)
-        peak_kb = int(peak.read() or 0)
-        return Measured(seconds, peak_kb / 1024, proc.returncode, out.read(), err.read())
-
-
-def median_of(runs: int, command: list[str], env: dict[str, str] | None = None) -> Measured:
-    """The run with the median time of ``runs`` (for read-only commands)."""
-    measured = sorted((measure(command, env) for _ in range(runs)), key=lambda m: m.seconds)
-    return measured[len(measured) // 2]
 
 
 @dataclass(eq=False)
@@ -162,94 +129,6 @@ class Writer(threading.Thread):
             "max_ms": lat[-1] * 1000,
             "errors": len(self.errors),
         }
-
-
-class Server:
-    """Where the bench databases live: the embedded server or DATABASE_URL's server."""
-
-    def __init__(self) -> None:
-        self.embedded = None
-        if os.environ.get("DATABASE_URL"):
-            self.admin = parse_url(os.environ["DATABASE_URL"])
-        else:
-            self.embedded = EmbeddedPostgres()
-            self.admin = self.embedded.url()
-        self.psql = str(client_bin_dir() / "psql")
-
-    def url(self, database: str) -> URL:
-        return self.admin.set(database=database)
-
-    def libpq(self, database: str) -> str:
-        return self.url(database).set(drivername="postgresql").render_as_string(False)
-
-    def sql(self, statement: str, database: str | None = None) -> None:
-        engine = create_engine(
-            self.url(database) if database else self.admin, isolation_level="AUTOCOMMIT"
-        )
-        with engine.connect() as conn:
-            conn.exec_driver_sql(statement)
-        engine.dispose()
-
-    def copy(self, template: str, name: str) -> str:
-        self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        self.sql(f"CREATE DATABASE {name} TEMPLATE {template}")
-        return name
-
-    def drop(self, name: str) -> None:
-        self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-    def close(self) -> None:
-        if self.embedded:
-            self.embedded.stop()
-
-
-def build_template(server: Server, name: str, students: int) -> tuple[dict[str, int], float]:
-    from alembic import command
-    from alembic.config import Config
-
-    server.drop(name)
-    server.sql(f"CREATE DATABASE {name}")
-    engine = create_engine(server.url(name))
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["connection"] = engine
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "0001")
-    started = time.monotonic()
-    with engine.begin() as conn:
-        counts = generate(conn, students)
-    engine.dispose()
-    server.sql("VACUUM ANALYZE", name)
-    return counts, time.monotonic() - started
-
-
-def env_for(server: Server, database: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["DATABASE_URL"] = server.url(database).render_as_string(hide_password=False)
-    return env
-
-
-def enrollments_cmd(*args: str) -> list[str]:
-    return [str(BIN / "enrollments"), *args]
-
-
-def psql_cmd(server: Server, database: str, sql: str) -> list[str]:
-    return [
-        server.psql,
-        "-X",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-d",
-        server.libpq(database),
-        "-c",
-        sql,
-    ]
-
-
-def checked(m: Measured, what: str, ok=(0,)) -> Measured:
-    if m.returncode not in ok:
-        raise SystemExit(f"bench: {what} exited {m.returncode}: {m.stderr.strip()[-500:]}")
-    return m
 
 
 def eligible_pairs(server: Server, database: str) -> int:

@@ -8,10 +8,12 @@ created empty and dropped afterwards.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Iterator
 
 import pytest
+from alembic.config import Config as AlembicConfig
 from pytest_alembic import Config
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine
@@ -58,12 +60,18 @@ def alembic_engine(engine: Engine) -> Engine:
     return engine
 
 
+def alembic_config_with(*x: str) -> AlembicConfig:
+    """An Alembic config as ``alembic -x ...`` would make it (``-x`` options in cmd_opts)."""
+    return AlembicConfig(str(ROOT / "alembic.ini"), cmd_opts=argparse.Namespace(x=list(x)))
+
+
 @pytest.fixture
 def alembic_config() -> Config:
     # Legacy data with gaps at 0001, so test_upgrade and the up/down tests run the
-    # backfill and the gate over real rows.
+    # backfill and the gate over real rows. Their downgrade to base drops the legacy
+    # tables with that data: that takes -x drop_legacy_schema=yes.
     return Config(
-        config_options={"file": str(ROOT / "alembic.ini")},
+        alembic_config=alembic_config_with("drop_legacy_schema=yes"),
         at_revision_data={"0001": story_rows()},
     )
 

@@ -162,15 +162,14 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def at_0004_with_a_gap(database_url: URL, engine: Engine) -> list[tuple]:
-    """The story backfilled by 0004, then a membership that an application without the
-    dual write added alone (Nina in Physics). Returns course_enrollments at that point."""
+    """The story backfilled by 0004 (sync trigger installed), then a gap the trigger does
+    not close: the application deletes an enrollment (Ada in Physics) while her membership
+    stays active. Returns course_enrollments at that point."""
     upgrade(engine, "0001")
     load_story(engine)
     upgrade(engine, "0004")
     with engine.begin() as conn:
-        conn.execute(
-            text("INSERT INTO group_members (school_id, group_id, user_id) VALUES (1, 3, 7)")
-        )
+        conn.execute(text("DELETE FROM course_enrollments WHERE course_id = 2 AND student_id = 1"))
     return enrollments_rows(engine)
 
 
@@ -261,3 +260,130 @@ WAITING_ON_LOCK = (
     "SELECT pid FROM pg_stat_activity WHERE application_name = :app"
     " AND wait_event_type = 'Lock' AND datname = current_database() LIMIT 1"
 )
+
+
+def _head() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini"))).get_current_head()
+
+
+HEAD = _head()  # the newest revision
+
+
+class Application:
+    """Writes like the application, in a thread, until stopped.
+
+    Each transaction adds a student and a membership in one of the groups (the legacy
+    application writes only ``group_members``; with ``dual_write`` it also enrolls the
+    pair, as the Phase 1 application does). Every 5th also enrolls an existing pair that
+    may be a gap (racing the backfill); every 7th deactivates one of the students it added
+    earlier: the membership, then the enrollment, as the application does when a student
+    leaves. Commit times come from the server's clock, to compare with the backfill's.
+    """
+
+    def __init__(self, url: URL, dual_write: bool = False, pause: float = 0.005) -> None:
+        import threading
+
+        self.url = libpq_url(url)
+        self.dual_write = dual_write
+        self.pause = pause
+        self.stop_event = threading.Event()
+        self.errors: list[str] = []
+        self.commits: list = []  # server timestamps
+        self.deactivated: list[tuple[int, int]] = []  # (student, course) that left
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self) -> Application:
+        self.thread.start()
+        return self
+
+    def run(self) -> None:
+        import time
+
+        import psycopg2
+
+        conn = psycopg2.connect(self.url, application_name="application")
+        cur = conn.cursor()
+        cur.execute("SELECT id, school_id, course_id FROM groups ORDER BY id")
+        groups = cur.fetchall()
+        cur.execute("SELECT coalesce(max(id), 1) FROM group_members")
+        max_member = cur.fetchone()[0]
+        conn.commit()
+        added: list[tuple[int, int, int]] = []  # (user, group, course)
+        i = 0
+        while not self.stop_event.is_set():
+            i += 1
+            group_id, school_id, course_id = groups[(i * 7919) % len(groups)]
+            try:
+                cur.execute(
+                    "INSERT INTO users (school_id, email, name) VALUES (%s, %s, %s) RETURNING id",
+                    (school_id, f"app{i}-{time.monotonic_ns()}@example", f"New {i}"),
+                )
+                user_id = cur.fetchone()[0]
+                cur.execute(
+                    "INSERT INTO group_members (school_id, group_id, user_id) VALUES (%s, %s, %s)",
+                    (school_id, group_id, user_id),
+                )
+                if self.dual_write:
+                    cur.execute(
+                        "INSERT INTO course_enrollments (course_id, student_id) VALUES (%s, %s)"
+                        " ON CONFLICT (course_id, student_id) DO NOTHING",
+                        (course_id, user_id),
+                    )
+                    if i % 5 == 0:  # an existing pair, maybe a gap the backfill is closing
+                        cur.execute(
+                            "INSERT INTO course_enrollments (course_id, student_id)"
+                            " SELECT g.course_id, gm.user_id FROM group_members gm"
+                            " JOIN groups g ON g.id = gm.group_id"
+                            " JOIN users u ON u.id = gm.user_id"
+                            " JOIN courses c ON c.id = g.course_id"
+                            " WHERE gm.active AND u.role = 'student' AND u.school_id = c.school_id"
+                            " AND gm.id = %s ON CONFLICT (course_id, student_id) DO NOTHING",
+                            (1 + (i * 104729) % max_member,),
+                        )
+                if i % 7 == 0 and added:
+                    left_user, left_group, left_course = added.pop(0)
+                    cur.execute(
+                        "UPDATE group_members SET active = false"
+                        " WHERE user_id = %s AND group_id = %s",
+                        (left_user, left_group),
+                    )
+                    cur.execute(
+                        "UPDATE course_enrollments SET active = false"
+                        " WHERE student_id = %s AND course_id = %s",
+                        (left_user, left_course),
+                    )
+                    self.deactivated.append((left_user, left_course))
+                cur.execute("SELECT clock_timestamp()")
+                stamp = cur.fetchone()[0]
+                conn.commit()
+                self.commits.append(stamp)
+                added.append((user_id, group_id, course_id))
+            except psycopg2.Error as exc:
+                conn.rollback()
+                self.errors.append(str(exc).splitlines()[0])
+            time.sleep(self.pause)
+        conn.close()
+
+    def stop(self) -> Application:
+        self.stop_event.set()
+        self.thread.join()
+        return self
+
+    def commits_between(self, start, end) -> int:
+        return sum(1 for stamp in self.commits if start < stamp < end)
+
+
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def at_release_1_0_0(server: PostgresForTests, url: URL, engine: Engine, revision: str) -> None:
+    """Bring a database at 0001 to ``revision`` exactly as release 1.0.0 did: its own
+    offline script, run with psql (tests/fixtures/release_1_0_0)."""
+    script = (FIXTURES / "release_1_0_0" / f"upgrade_0001_{revision}.sql").read_text()
+    result = psql(server, url, script)
+    assert result.returncode == 0, result.stderr
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == revision

@@ -1,10 +1,12 @@
 """``enrollments backfill``: dry run, --commit, batches, idempotence, what it never does."""
 
+import io
 import json
 
 from sqlalchemy import create_engine, text
 
 from app import sample_data
+from app.batching import Progress
 from tests.helpers import cli, enrollments, enrollments_rows, load_story, snapshot, upgrade
 
 
@@ -86,7 +88,8 @@ def test_batched_and_single_statement_end_identical(pg_server, story, db, capsys
 def test_batched_run_logs_progress_when_not_a_terminal(story, database_url):
     result = enrollments(database_url, "backfill", "--commit", "--batch-size", "5")
     assert result.returncode == 0, result.stderr
-    assert "backfill progress: 13/13 memberships" in result.stderr
+    assert "INFO app.batching: backfill: 13/13 (100%)" in result.stderr
+    assert "ETA" in result.stderr and "3 created, 2 reactivated" in result.stderr
     assert "created           " in result.stdout
 
 
@@ -123,20 +126,27 @@ def test_concurrent_application_insert_is_not_an_error(story, db, capsys):
     assert enrollments_rows(story) == sample_data.STORY_ENROLLMENTS_AFTER
 
 
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 def test_progress_is_a_bar_on_a_terminal():
-    import io
+    progress = Progress("backfill", 1_000, stream=(screen := Terminal()))
+    progress.advance(500, "10 created")
+    progress.advance(500, "20 created")
+    progress.close()
+    shown = screen.getvalue()  # tqdm redraws at most every 0.1 s: first and last frames
+    assert shown.startswith("\rbackfill:   0%|") and "0/1000" in shown
+    assert "backfill: 100%|" in shown and "1000/1000" in shown and "rows/s" in shown
+    assert "20 created" in shown
 
-    from app.backfill import Progress
 
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    screen = Terminal()
-    progress = Progress(1_000, stream=screen)
-    progress(500, 10, 2)
-    progress(1_000, 20, 4)
+def test_progress_never_passes_100_percent_when_rows_arrive_meanwhile():
+    progress = Progress("backfill", 10, stream=(screen := Terminal()))
+    progress.advance(15)  # the application inserted 5 memberships during the run
+    progress.close()
     shown = screen.getvalue()
-    assert shown.startswith("\r[###############...............] 500/1,000 memberships")
-    assert "\r[##############################] 1,000/1,000 memberships" in shown
-    assert "20 created, 4 reactivated" in shown and shown.endswith("\n")
+    assert "15/15" in shown and "15/10" not in shown
+    assert "150%" not in shown
+    assert progress.line().startswith("backfill: 15/15 (100%)")

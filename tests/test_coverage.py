@@ -104,8 +104,8 @@ def test_coverage_percent_never_rounds_up_to_100(covered, eligible, percent):
 
 def test_statements_have_no_bind_markers_or_percent_signs():
     for sql in (
-        coverage.coverage_sql(10),
-        coverage.pair_details_sql([(1, 2), (3, 4)]),
-        coverage.eligible_pairs_sql(3, 7),
+        coverage.counts_sql(),
+        coverage.samples_sql((-2147483648, 2147483647), coverage.SAMPLED_STATUSES, 10),
+        coverage.eligible_pairs_sql(),
     ):
         assert "%" not in sql and ":" not in sql.replace("::", "")

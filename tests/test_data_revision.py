@@ -98,7 +98,9 @@ def test_downgrade_leaves_rows_changed_since_alone(database_url, engine):
     result = alembic(database_url, "downgrade", "0003")
 
     assert result.returncode == 0, result.stderr
-    assert "1 recorded enrollments changed since the upgrade" in result.stderr
+    assert "1 recorded enrollments were changed since the backfill and are left as they are" in (
+        result.stderr
+    )
     rows = enrollments_rows(engine)
     assert (2, 1, False) in rows  # left as the application set it
     assert (2, 3, True) not in rows and (4, 5, True) not in rows  # deleted

@@ -1,10 +1,11 @@
 """``enrollments demo``: the README's main command (CI runs it whole; here its edges)."""
 
 import os
+import re
 import subprocess
 
 from app.errors import EX_CONFIG
-from tests.helpers import ROOT, VENV_BIN
+from tests.helpers import HEAD, ROOT, VENV_BIN
 
 
 def test_demo_without_the_embedded_extra_says_how_to_install_it(tmp_path):
@@ -29,8 +30,9 @@ def test_demo_tells_the_story_and_exits_0():
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     headings = [line for line in out.splitlines() if line.startswith("=== ")]
-    assert len(headings) == 6
+    assert len(headings) == 7
     assert "coverage                             28.57%" in out
-    assert "alembic current: 0005 (head)" in out
-    assert "coverage                            100.00%" in out
+    assert re.search(rf"\$ alembic current\n{HEAD} \(head\)\n(INFO .*\n)*\(exit 0\)\n", out)
+    assert out.count("coverage                            100.00%") == 2
+    assert "the sync trigger enrolled both" in out
     assert "every step behaved as expected" in out

@@ -11,7 +11,7 @@ import pytest
 
 from app.cli import build_parser
 from app.revision_list import render
-from tests.helpers import ROOT, VENV_BIN, libpq_url, load_story, upgrade
+from tests.helpers import HEAD, ROOT, VENV_BIN, libpq_url, load_story, upgrade
 
 DOCS = ROOT / "docs"
 
@@ -108,7 +108,7 @@ def test_dba_review_commands_run_as_written(pg_server, database_url, engine, tmp
         capture_output=True,
         text=True,
     )
-    assert current.stdout.strip() == "0005 (head)"
+    assert current.stdout.strip() == f"{HEAD} (head)"
 
 
 @pytest.mark.parametrize("doc", ["README.md", "docs/runbook.md", "docs/dba-review.md"])

@@ -40,3 +40,19 @@ def test_lock_timeout_is_set_in_the_offline_script():
     assert result.returncode == 0, result.stderr
     assert "\nSET lock_timeout = '750ms';\n" in result.stdout
     assert result.stdout.startswith("\\set ON_ERROR_STOP on\n")
+
+
+def test_an_unexpected_exception_is_one_failed_line(tmp_path, database_url):
+    """A bug inside env.py (here: taking the lock raises) ends in Alembic's one FAILED
+    line, naming the exception, not in a traceback."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import app.lock\n"
+        "def broken(connection):\n"
+        "    raise RuntimeError('boom')\n"
+        "app.lock.try_take = broken\n"
+    )
+    result = alembic(database_url, "upgrade", "head", PYTHONPATH=str(tmp_path))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+    assert failed == ["FAILED: internal error: RuntimeError: boom (a bug; please report it)"]

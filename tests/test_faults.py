@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 
 import psycopg2
@@ -13,8 +12,10 @@ from sqlalchemy import create_engine, text
 
 from bench.generate import generate
 from tests.helpers import (
+    HEAD,
     ROOT,
     VENV_BIN,
+    Application,
     alembic,
     enrollments,
     enrollments_rows,
@@ -172,7 +173,7 @@ def test_connection_cut_during_upgrade(pg_server, database_url, generated, batch
 
         rerun = alembic(database_url, *x, "upgrade", "head")
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-        assert alembic(database_url, "current").stdout.strip() == "0005 (head)"
+        assert alembic(database_url, "current").stdout.strip() == f"{HEAD} (head)"
         assert pair_set(generated) == pair_set(twin_engine)
     finally:
         twin_engine.dispose()
@@ -213,84 +214,39 @@ def test_upgrade_lock_wait_times_out_and_changes_nothing(story, database_url):
     assert snapshot(story) == before
 
 
-class Application(threading.Thread):
-    """Writes like the application: new students with membership and enrollment (dual
-    write), and enrollments of pairs that are gaps right now, the same pairs the backfill
-    is creating. ON CONFLICT DO NOTHING, as the application's dual write does."""
-
-    def __init__(self, url) -> None:
-        super().__init__(daemon=True)
-        self.url = libpq_url(url)
-        self.stop_event = threading.Event()
-        self.errors: list[str] = []
-        self.transactions = 0
-
-    def run(self) -> None:
-        conn = psycopg2.connect(self.url)
-        cur = conn.cursor()
-        i = 0
-        while not self.stop_event.is_set():
-            i += 1
-            try:
-                cur.execute(
-                    "INSERT INTO users (school_id, email, name) VALUES (1, %s, 'New') RETURNING id",
-                    (f"app{i}@example",),
-                )
-                user_id = cur.fetchone()[0]
-                cur.execute(
-                    "INSERT INTO group_members (school_id, group_id, user_id) VALUES (1, 1, %s)",
-                    (user_id,),
-                )
-                cur.execute(
-                    "INSERT INTO course_enrollments (course_id, student_id)"
-                    " SELECT course_id, %s FROM groups WHERE id = 1"
-                    " ON CONFLICT (course_id, student_id) DO NOTHING",
-                    (user_id,),
-                )
-                cur.execute(
-                    "INSERT INTO course_enrollments (course_id, student_id)"
-                    " SELECT g.course_id, gm.user_id FROM group_members gm"
-                    " JOIN groups g ON g.id = gm.group_id JOIN users u ON u.id = gm.user_id"
-                    " JOIN courses c ON c.id = g.course_id"
-                    " WHERE gm.active AND u.role = 'student' AND u.school_id = c.school_id"
-                    " AND gm.id = %s ON CONFLICT (course_id, student_id) DO NOTHING",
-                    (1 + (i * 7919) % 10_000,),
-                )
-                conn.commit()
-                self.transactions += 1
-            except psycopg2.Error as exc:
-                conn.rollback()
-                self.errors.append(str(exc).splitlines()[0])
-            time.sleep(0.002)
-        conn.close()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.join()
+def server_now(engine):
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT clock_timestamp()")).scalar()
 
 
 @pytest.mark.parametrize(
     "command",
     [
         ["enrollments", "backfill", "--commit", "--batch-size", "200"],
-        ["enrollments", "backfill", "--commit"],
+        ["enrollments", "backfill", "--commit", "--one-statement"],
         ["alembic", "-x", "backfill_batch_size=200", "upgrade", "head"],
-        ["alembic", "upgrade", "head"],
+        ["alembic", "-x", "backfill_one_statement=yes", "upgrade", "head"],
     ],
-    ids=["backfill-batched", "backfill-single", "upgrade-batched", "upgrade-single"],
+    ids=["backfill-batched", "backfill-one-statement", "upgrade-batched", "upgrade-one-statement"],
 )
 def test_application_writes_during_backfill(database_url, generated, command):
-    app = Application(database_url)
-    app.start()
+    """The application (dual write, enrolling gaps the backfill is closing, students
+    leaving) writes throughout: no error on either side, no duplicate, nobody who left
+    re-enrolled, full coverage, and its writes really overlapped the backfill."""
+    app = Application(database_url, dual_write=True).start()
     try:
-        time.sleep(0.2)
+        while len(app.commits) < 5:
+            app.stop_event.wait(0.01)
+        started = server_now(generated)
         result = start(command, database_url)
         out, err = result.communicate(timeout=120)
+        finished = server_now(generated)
     finally:
         app.stop()
     assert result.returncode == 0, out + err
     assert "duplicate key" not in out + err
-    assert app.errors == [] and app.transactions > 0
+    assert app.errors == [] and app.commits_between(started, finished) > 0
+    assert app.deactivated
     audit = enrollments(database_url, "audit", "--json")
     assert json.loads(audit.stdout)["coverage_percent"] == 100.0
     with generated.connect() as conn:
@@ -300,7 +256,17 @@ def test_application_writes_during_backfill(database_url, generated, command):
                 " GROUP BY course_id, student_id HAVING count(*) > 1) d"
             )
         ).scalar()
-    assert duplicates == 0
+        resurrected = [
+            pair
+            for pair in app.deactivated
+            if conn.execute(
+                text(
+                    "SELECT active FROM course_enrollments WHERE student_id = :s AND course_id = :c"
+                ),
+                {"s": pair[0], "c": pair[1]},
+            ).scalar()
+        ]
+    assert duplicates == 0 and resurrected == []
 
 
 def test_two_backfills_at_once(pg_server, database_url, generated):

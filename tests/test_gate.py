@@ -1,4 +1,4 @@
-"""The coverage gate (0005) online, its override, its reuse, and the upgrade lock."""
+"""The coverage gate (0005) online, its override, its reuse, and the enrollments lock."""
 
 import shutil
 import subprocess
@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from app import lock
 from tests.helpers import (
+    HEAD,
     ROOT,
     VENV_BIN,
     Background,
@@ -30,10 +31,16 @@ def test_gate_aborts_below_full_coverage_and_applies_nothing(database_url, engin
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     out = result.stdout
-    assert "FAILED: coverage gate before revision 0005: coverage 87.50%: 7 of 8 eligible" in out
-    assert "1 missing, 0 inactive" in out
-    assert "missing: student 7 (Nina Null <nina@north.example>) in course 2 (Physics)" in out
-    assert "enrollments backfill --commit, then alembic upgrade head again" in out
+    assert (
+        "FAILED: coverage gate before revision 0005: coverage 85.71%: 6 of 7 eligible (student,"
+        " course) pairs have an active enrollment; 1 missing, 0 inactive; nothing of revision"
+        " 0005 was applied" in out
+    )
+    assert (
+        "first uncovered pairs: (student 1 Ada Lovelace <ada@north.example>, course 2 Physics,"
+        " missing, 1 group(s))" in out
+    )
+    assert "To fix: run enrollments backfill --commit, then alembic upgrade head again." in out
     assert current(database_url) == "0004"
     assert enrollments_rows(engine) == before
 
@@ -49,7 +56,7 @@ def test_gate_passes_after_the_fix_it_names(database_url, engine):
     assert fix.returncode == 0, fix.stderr
     result = alembic(database_url, "upgrade", "head")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert current(database_url) == "0005 (head)"
+    assert current(database_url) == f"{HEAD} (head)"
 
 
 def test_anomalies_alone_do_not_block_but_warn(database_url, engine):
@@ -57,28 +64,33 @@ def test_anomalies_alone_do_not_block_but_warn(database_url, engine):
     load_story(engine)  # a teacher, an admin and a cross-school member in groups
     result = alembic(database_url, "upgrade", "head")
     assert result.returncode == 0, result.stdout
-    assert "coverage gate: 2 non_student and 1 cross_school memberships are not enrolled" in (
-        result.stderr
+    assert (
+        "coverage gate: 2 non_student and 1 cross_school pairs (anomalies) are not enrolled"
+        in result.stderr
     )
-    assert current(database_url) == "0005 (head)"
+    assert current(database_url) == f"{HEAD} (head)"
 
 
 def test_override_lets_the_upgrade_through_loudly(database_url, engine):
     at_0004_with_a_gap(database_url, engine)
     result = alembic(database_url, "-x", "coverage_gate=warn", "upgrade", "head")
     assert result.returncode == 0, result.stdout
-    assert "COVERAGE GATE OVERRIDDEN (-x coverage_gate=warn)" in result.stderr
-    assert "COVERAGE GATE FAILED BUT OVERRIDDEN" in result.stderr
-    assert current(database_url) == "0005 (head)"
+    assert "COVERAGE GATE OVERRIDDEN (-x coverage_gate=warn) before revision 0005" in result.stderr
+    assert "1 missing, 0 inactive; OVERRIDDEN by -x coverage_gate=warn: the upgrade goes on" in (
+        result.stderr
+    )
+    assert "was applied" not in result.stderr
+    assert current(database_url) == f"{HEAD} (head)"
 
 
 def test_a_later_revision_requires_coverage_with_one_line(tmp_path, database_url, engine):
     scripts = tmp_path / "migrations"
     shutil.copytree(ROOT / "migrations", scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0006_phase2_example.py").write_text(
-        '"""a later phase\n\nRevision ID: 0006\nRevises: 0005\n"""\n'
-        "from migrations.shared.v1.helpers import require_full_coverage\n\n"
-        'revision = "0006"\ndown_revision = "0005"\nbranch_labels = None\ndepends_on = None\n\n\n'
+    (scripts / "versions" / "0099_phase2_example.py").write_text(
+        f'"""a later phase\n\nRevision ID: 0099\nRevises: {HEAD}\n"""\n'
+        "from migrations.shared.v2.gate import require_full_coverage\n\n"
+        f'revision = "0099"\ndown_revision = "{HEAD}"\nbranch_labels = None\n'
+        "depends_on = None\n\n\n"
         "def upgrade() -> None:\n"
         "    require_full_coverage(revision)\n"
         '    raise AssertionError("must not get here")\n\n\n'
@@ -92,14 +104,16 @@ def test_a_later_revision_requires_coverage_with_one_line(tmp_path, database_url
         .replace("prepend_sys_path = %(here)s", f"prepend_sys_path = {ROOT}")
     )
     at_0004_with_a_gap(database_url, engine)
-    assert alembic(database_url, "-c", str(ini), "-x", "coverage_gate=warn", "upgrade", "0005")
+    forced = alembic(database_url, "-c", str(ini), "-x", "coverage_gate=warn", "upgrade", HEAD)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
 
     result = alembic(database_url, "-c", str(ini), "upgrade", "head")
 
     assert result.returncode != 0
-    assert "coverage gate before revision 0006" in result.stdout
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+    assert failed and failed[0].startswith("FAILED: coverage gate before revision 0099")
     assert "must not get here" not in result.stdout + result.stderr
-    assert alembic(database_url, "-c", str(ini), "current").stdout.strip() == "0005"
+    assert alembic(database_url, "-c", str(ini), "current").stdout.strip() == HEAD
 
 
 def test_two_concurrent_upgrades_one_applies_the_other_waits(database_url, engine):
@@ -121,6 +135,6 @@ def test_two_concurrent_upgrades_one_applies_the_other_waits(database_url, engin
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
     applied = [r for r in results if "Running upgrade 0003 -> 0004" in r.stderr]
     assert len(applied) == 1
-    assert current(database_url) == "0005 (head)"
+    assert current(database_url) == f"{HEAD} (head)"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM enrollment_backfill_changes")).scalar() == 5

@@ -1,34 +1,61 @@
-"""The revision helpers on their own: the SQL they write, run as psql would run it."""
+"""The revision helpers (migrations/shared/v2) on their own: the SQL they write, run as
+psql would run it, or online."""
 
 import pytest
 from sqlalchemy import text
 
-from migrations.shared.v1 import helpers
+from migrations.shared.v2 import backfill, gate, indexes, sync
 from tests.helpers import enrollments_rows, psql, upgrade
 
 
 def test_gate_block_raises_below_full_coverage(pg_server, database_url, story):
-    result = psql(pg_server, database_url, helpers.gate_sql("0099", "abort") + ";")
+    upgrade(story, "0004")
+    with story.begin() as conn:  # the application deletes two enrollments, deactivates one
+        conn.execute(
+            text("DELETE FROM course_enrollments WHERE student_id IN (1, 3) AND course_id = 2")
+        )
+        conn.execute(
+            text(
+                "UPDATE course_enrollments SET active = false"
+                " WHERE student_id = 2 AND course_id = 1"
+            )
+        )
+    result = psql(pg_server, database_url, gate.gate_sql("0099", "abort") + ";")
     assert result.returncode != 0
-    assert "coverage gate before revision 0099: 5 of 7 eligible pairs lack" in result.stderr
-    assert "(student 1, course 2, missing), (student 3, course 2, missing)" in result.stderr
-    assert "(student 2, course 1, inactive)" in result.stderr
+    assert "coverage gate before revision 0099: coverage 57.14%: 4 of 7 eligible" in result.stderr
+    assert (
+        "(student 1 Ada Lovelace <ada@north.example>, course 2 Physics, missing, 1 group(s)), "
+        "(student 2 Zoë O'Connor <zoe@north.example>, course 1 Mathématiques 101, inactive, "
+        "1 group(s)), (student 3 " in result.stderr
+    )
     assert "HINT:  run enrollments backfill --commit" in result.stderr
 
 
+def test_gate_block_refuses_without_the_sync_trigger(pg_server, database_url, legacy):
+    result = psql(pg_server, database_url, gate.gate_sql("0099", "abort") + ";")
+    assert result.returncode != 0
+    assert "the sync trigger is not installed, so coverage would not hold" in result.stderr
+
+
 def test_gate_block_in_warn_mode_only_warns(pg_server, database_url, story):
-    result = psql(pg_server, database_url, helpers.gate_sql("0099", "warn") + ";")
+    result = psql(pg_server, database_url, gate.gate_sql("0099", "warn") + ";")
     assert result.returncode == 0
-    assert "WARNING:  coverage gate before revision 0099" in result.stderr
+    assert "WARNING:  coverage gate before revision 0099: coverage 28.57%" in result.stderr
+    assert "OVERRIDDEN by -x coverage_gate=warn" in result.stderr
     assert "WARNING:  coverage gate: 2 non_student and 1 cross_school" in result.stderr
 
 
-def test_gate_block_passes_silently_when_covered_and_clean(pg_server, database_url, legacy):
-    result = psql(pg_server, database_url, helpers.gate_sql("0099", "abort") + ";")
-    assert (result.returncode, result.stderr) == (0, "")
+def test_gate_block_passes_with_a_notice_when_covered_and_clean(pg_server, database_url, legacy):
+    upgrade(legacy, "0004")
+    result = psql(pg_server, database_url, gate.gate_sql("0099", "abort") + ";")
+    assert result.returncode == 0
+    assert result.stderr.strip() == (
+        "NOTICE:  coverage gate before revision 0099 passed: 0 of 0 eligible pairs covered"
+    )
 
 
 def test_online_gate_lists_at_most_ten_pairs(story):
+    upgrade(story, "0004")
     with story.begin() as conn:
         conn.execute(text("DELETE FROM course_enrollments"))
         conn.execute(
@@ -42,36 +69,62 @@ def test_online_gate_lists_at_most_ten_pairs(story):
                 "INSERT INTO group_members (school_id, group_id, user_id)"
                 " SELECT 1, 3, id FROM users WHERE email LIKE 'extra%'"
             )
-        )
-    with story.connect() as conn, pytest.raises(helpers.CoverageGateError) as failure:
-        helpers.check_coverage(conn, "0099")
+        )  # the sync trigger enrolls these at once; the 7 deleted above stay missing
+    with story.connect() as conn, pytest.raises(gate.CoverageGateError) as failure:
+        gate.check_coverage(conn, "0099")
     message = str(failure.value)
-    assert message.count("\n  missing: ") == 10
-    assert "coverage 0.00%: 0 of 27 eligible" in message
-    assert helpers.FIX_COMMAND in message
+    assert message.count(", missing, ") == 7 and message.count("(student ") == 7
+    assert "coverage 74.07%: 20 of 27 eligible" in message
+    assert gate.FIX in message
 
 
-def test_drop_invalid_index_block_leaves_a_valid_index_alone(pg_server, database_url, engine):
+def test_drop_invalid_index_query_leaves_a_valid_index_alone(pg_server, database_url, engine):
     upgrade(engine, "0002")
     result = psql(
         pg_server,
         database_url,
-        helpers.drop_invalid_index_sql("ix_course_enrollment_course_active") + ";",
+        indexes.drop_invalid_sql(indexes_name := "ix_course_enrollment_course_active"),
     )
-    assert result.returncode == 0
+    assert result.returncode == 0, result.stderr
     with engine.connect() as conn:
-        assert conn.execute(
-            text("SELECT to_regclass('ix_course_enrollment_course_active') IS NOT NULL")
-        ).scalar()
+        assert conn.execute(text(f"SELECT to_regclass('{indexes_name}') IS NOT NULL")).scalar()
 
 
-def test_undo_statements_touch_only_recorded_rows_still_as_left(database_url, story):
+def test_the_undo_touches_only_recorded_rows_still_as_left(database_url, story):
     upgrade(story, "0004")
     with story.begin() as conn:
-        # Not the revision's: an enrollment the application added after the backfill.
+        # Not the backfill's: an enrollment the application added after it.
         conn.execute(text("INSERT INTO course_enrollments (course_id, student_id) VALUES (4, 1)"))
-        deleted, deactivated, forgotten = (
-            conn.exec_driver_sql(sql).rowcount for sql in helpers.undo_backfill_statements("0004")
-        )
-    assert (deleted, deactivated, forgotten) == (3, 2, 5)
+        row = conn.exec_driver_sql(
+            backfill.undo_batch_sql(str(backfill.BEFORE_ANY_ID), "100")
+        ).one()
+    assert (row.records, row.deleted, row.deactivated) == (5, 3, 2)
     assert (4, 1, True) in enrollments_rows(story)
+
+
+def test_sync_trigger_installs_and_drops_idempotently(pg_server, database_url, legacy):
+    upgrade(legacy, "0003")
+    for _ in range(2):
+        result = psql(
+            pg_server,
+            database_url,
+            sync.functions_sql()
+            + "\n"
+            + ";\n".join(sync.install_table_sql(t) for t in sync.TABLES)
+            + ";",
+        )
+        assert result.returncode == 0, result.stderr
+    with legacy.connect() as conn:
+        assert conn.execute(text(sync.installed_sql())).scalar() is True
+    for _ in range(2):
+        result = psql(
+            pg_server,
+            database_url,
+            ";\n".join(sync.drop_table_block(t) for t in sync.TABLES)
+            + ";\n"
+            + sync.drop_functions_sql()
+            + ";",
+        )
+        assert result.returncode == 0, result.stderr
+    with legacy.connect() as conn:
+        assert conn.execute(text(sync.installed_sql())).scalar() is False

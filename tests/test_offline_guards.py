@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from app import lock
 from app.migration_env import moved_check_sql
-from tests.helpers import Background, alembic, libpq_url, psql, snapshot, upgrade
+from tests.helpers import HEAD, Background, alembic, libpq_url, psql, snapshot, upgrade
 
 
 def offline_sql(*args: str) -> str:
@@ -32,7 +32,7 @@ def test_a_script_for_another_start_applies_nothing_and_names_the_real_revision(
 
     assert result.returncode != 0
     assert "this script starts at revision 0004, but the database is at 0001" in result.stderr
-    assert "alembic upgrade 0001:0005 --sql" in result.stderr
+    assert f"alembic upgrade 0001:{HEAD} --sql" in result.stderr
     assert version(story) == ["0001"]
     assert snapshot(story) == before
     with story.connect() as conn:
@@ -50,10 +50,10 @@ def test_the_same_script_applied_twice_stops_the_second_time(pg_server, database
     second = psql(pg_server, database_url, script)
 
     assert second.returncode != 0
-    assert "this script starts at revision 0001, but the database is at 0005" in second.stderr
-    assert "the database is at 0005 already: there is nothing to run" in second.stderr
+    assert f"this script starts at revision 0001, but the database is at {HEAD}" in second.stderr
+    assert f"the database is at {HEAD} already: there is nothing to run" in second.stderr
     assert snapshot(story) == after_first
-    assert version(story) == ["0005"]
+    assert version(story) == [HEAD]
 
 
 def test_it_stops_even_when_psql_was_started_without_on_error_stop(pg_server, database_url, story):
@@ -79,7 +79,7 @@ def test_from_base_on_an_unstamped_legacy_database_names_the_stamp(pg_server, da
     assert result.returncode != 0
     assert "has the legacy tables but no alembic_version: it was never stamped" in result.stderr
     assert "run alembic stamp 0001 once" in result.stderr
-    assert "alembic upgrade 0001:0005 --sql" in result.stderr
+    assert f"alembic upgrade 0001:{HEAD} --sql" in result.stderr
     assert snapshot(story) == before
 
 
@@ -129,7 +129,7 @@ def test_the_moved_check_stops_when_the_version_did_not_move(pg_server, database
 
 def test_every_revision_is_followed_by_the_moved_check():
     script = offline_sql("upgrade", "head")
-    for revision in ("0001", "0002", "0003", "0004", "0005"):
+    for revision in ("0001", "0002", "0003", "0004", "0005", "0006"):
         assert f"-- Stop unless the revision above moved alembic_version to {revision}." in script
 
 
@@ -145,4 +145,4 @@ def test_online_upgrade_waits_for_a_running_script(pg_server, database_url, stor
         dba.execute(text("SELECT pg_advisory_unlock_all()"))
         dba.commit()
     assert upgrade_run.finish().returncode == 0
-    assert version(story) == ["0005"]
+    assert version(story) == [HEAD]

@@ -6,6 +6,7 @@ import subprocess
 from sqlalchemy import create_engine, text
 
 from tests.helpers import (
+    HEAD,
     ROOT,
     alembic,
     at_0004_with_a_gap,
@@ -56,7 +57,7 @@ def test_offline_script_builds_the_same_schema_as_online(pg_server, database_url
         assert applied.returncode == 0, applied.stderr
         assert schema_dump(pg_server, offline) == schema_dump(pg_server, online)
         version = "SELECT version_num FROM alembic_version"
-        assert table_contents(offline, version) == table_contents(online, version) == [("0005",)]
+        assert table_contents(offline, version) == table_contents(online, version) == [(HEAD,)]
     finally:
         pg_server.drop_database(offline)
 
@@ -82,7 +83,7 @@ def test_offline_equals_online_on_legacy_data(pg_server, database_url, engine):
         version = "SELECT version_num FROM alembic_version"
         for query in (everything, record, version):
             assert table_contents(offline, query) == table_contents(online, query)
-        assert table_contents(online, version) == [("0005",)]
+        assert table_contents(online, version) == [(HEAD,)]
         assert len(table_contents(online, record)) == 5  # 3 created, 2 reactivated
     finally:
         offline_engine.dispose()
@@ -96,19 +97,28 @@ def test_offline_gate_stops_psql_and_applies_nothing_after_it(pg_server, databas
 
     assert applied.returncode != 0
     assert (
-        "coverage gate before revision 0005: 1 of 8 eligible pairs lack an active enrollment"
-        in (applied.stderr)
+        "coverage gate before revision 0005: coverage 85.71%: 6 of 7 eligible (student, course)"
+        " pairs have an active enrollment; 1 missing, 0 inactive" in applied.stderr
     )
-    assert "(student 7, course 2, missing)" in applied.stderr
-    assert "enrollments backfill --commit" in applied.stderr
+    assert (
+        "DETAIL:  first uncovered pairs: (student 1 Ada Lovelace <ada@north.example>, course 2"
+        " Physics, missing, 1 group(s))" in applied.stderr
+    )
+    assert "HINT:  run enrollments backfill --commit" in applied.stderr
     assert table_contents(database_url, "SELECT version_num FROM alembic_version") == [("0004",)]
     assert enrollments_rows(engine) == before
 
 
 def test_offline_script_keeps_sql_as_written():
+    from migrations.shared.v2.gate import gate_sql
+
     script = offline_sql("head")
-    # PL/pgSQL RAISE formats keep single % (no driver escaping) and no bind markers leak.
-    assert "RAISE EXCEPTION 'coverage gate before revision 0005: % of % eligible" in script
-    assert "%%" not in script
-    assert not re.search(r"(?<![:\w]):[A-Za-z_]\w*", script.replace("::", ""))
+    # The gate block reaches psql exactly as written: RAISE formats keep their single and
+    # double % (no driver escaping), and no bind markers leak.
+    assert gate_sql("0005", "abort") in script
+    assert "RAISE EXCEPTION 'coverage gate before revision 0005: coverage %: % of %" in script
+    assert not re.search(
+        r"(?<![:\w]):[A-Za-z_]\w*",
+        script.replace("::", "").replace(":enrollments_sync_missing", ""),
+    )
     assert (ROOT / "migrations" / "versions").is_dir()

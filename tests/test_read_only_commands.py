@@ -6,17 +6,17 @@ import pytest
 from sqlalchemy import text
 
 from app import lock
-from tests.helpers import alembic, upgrade
+from tests.helpers import HEAD, alembic, upgrade
 
 
 @pytest.mark.parametrize(
     ("args", "expect"),
     [
-        (["current"], "0005 (head)"),
+        (["current"], f"{HEAD} (head)"),
         (["history", "--indicate-current"], "(head) (current)"),
-        (["heads"], "0005 (head)"),
+        (["heads"], f"{HEAD} (head)"),
         (["check"], "No new upgrade operations detected"),
-        (["show", "current"], "Revision ID: 0005"),
+        (["show", "current"], f"Revision ID: {HEAD}"),
     ],
 )
 def test_answers_at_once_while_the_lock_is_held(database_url, engine, args, expect):

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0001; digest 5adf54e85a14.
+-- Pinned offline SQL of revision 0001; digest 919e6712d924.
 -- Written by `python -m migrations.pins --write`. tests/test_pins.py fails when the
 -- revision writes anything else. A released revision changes only to fix a defect: rewrite
 -- this file in the same commit and give the reason in migrations/pinned/CHANGES.md.
@@ -81,6 +81,21 @@ CREATE INDEX ix_course_enrollment_student ON course_enrollments (student_id);
 -- ==== downgrade 0001 -> base ====
 
 -- Running downgrade 0001 -> 
+
+-- Stop unless the legacy tables are empty: they are production's data.
+DO $refuse$
+BEGIN
+    IF EXISTS (SELECT 1 FROM schools)
+       OR EXISTS (SELECT 1 FROM users)
+       OR EXISTS (SELECT 1 FROM courses)
+       OR EXISTS (SELECT 1 FROM groups)
+       OR EXISTS (SELECT 1 FROM group_members)
+       OR EXISTS (SELECT 1 FROM course_enrollments) THEN
+        RAISE EXCEPTION 'refusing to drop the legacy tables: they hold rows (production data)'
+            USING HINT = 'to drop them anyway (tests, empty databases): alembic -x drop_legacy_schema=yes downgrade base';
+    END IF;
+END
+$refuse$;
 
 DROP TABLE course_enrollments;
 

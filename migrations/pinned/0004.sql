@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0004; digest f8e394580e0e.
+-- Pinned offline SQL of revision 0004; digest 21ad6d85b35b.
 -- Written by `python -m migrations.pins --write`. tests/test_pins.py fails when the
 -- revision writes anything else. A released revision changes only to fix a defect: rewrite
 -- this file in the same commit and give the reason in migrations/pinned/CHANGES.md.
@@ -7,97 +7,637 @@
 
 -- Running upgrade 0003 -> 0004
 
--- Backfill 1 of 2: reactivate the inactive course_enrollments of eligible pairs
--- (a student's active membership in a group of a course of the student's school).
-WITH changed AS (
-    UPDATE course_enrollments AS ce
-    SET active = true
-    FROM (
-        SELECT DISTINCT gm.user_id AS student_id, g.course_id
-        FROM group_members AS gm
-        JOIN groups AS g ON g.id = gm.group_id
-        JOIN courses AS c ON c.id = g.course_id
-        JOIN users AS u ON u.id = gm.user_id
-        WHERE gm.active IS TRUE
-          AND u.role = 'student'
-          AND u.school_id = c.school_id
-    ) AS p
-    WHERE ce.course_id = p.course_id
-      AND ce.student_id = p.student_id
-      AND NOT ce.active
-    RETURNING ce.id, ce.course_id, ce.student_id
-)
-INSERT INTO enrollment_backfill_changes (revision, enrollment_id, course_id, student_id, action)
-SELECT '0004', id, course_id, student_id, 'reactivated' FROM changed
-ON CONFLICT (revision, enrollment_id) DO NOTHING;
+COMMIT;
 
--- Backfill 2 of 2: create an active course_enrollment for each eligible pair
--- that has none; ON CONFLICT skips a pair the application enrolled meanwhile.
-WITH changed AS (
-    INSERT INTO course_enrollments (course_id, student_id, active)
+-- The backfill's bookkeeping as 1.1 keeps it: a database 1.0.0 migrated lacks the row
+-- version column, the index and the runs table (otherwise nothing happens).
+BEGIN;
+SET LOCAL client_min_messages = warning;
+ALTER TABLE enrollment_backfill_changes ADD COLUMN IF NOT EXISTS row_xmin bigint;
+-- Only backfills write this table, and they wait for the enrollments lock this run holds.
+-- squawk-ignore require-concurrent-index-creation
+CREATE UNIQUE INDEX IF NOT EXISTS uq_enrollment_backfill_changes_enrollment ON enrollment_backfill_changes (enrollment_id);
+CREATE TABLE IF NOT EXISTS enrollment_backfill_runs (
+    id serial NOT NULL,
+    source varchar(32) NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    checkpoint bigint,
+    sync_trigger boolean NOT NULL,
+    batches integer DEFAULT 0 NOT NULL,
+    created bigint DEFAULT 0 NOT NULL,
+    reactivated bigint DEFAULT 0 NOT NULL,
+    CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
+);
+COMMIT;
+
+CREATE OR REPLACE FUNCTION course_enrollments_sync_members() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
+AS $sync$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO course_enrollments AS ce (course_id, student_id, active)
+        SELECT p.course_id, p.student_id, true
+        FROM (
+            SELECT DISTINCT g.course_id, gm.user_id AS student_id
+            FROM new_members AS gm
+            JOIN groups AS g ON g.id = gm.group_id
+            JOIN courses AS c ON c.id = g.course_id
+            JOIN users AS u ON u.id = gm.user_id
+            WHERE gm.active IS TRUE AND u.role = 'student' AND u.school_id = c.school_id
+        ) AS p
+        WHERE NOT EXISTS (
+            SELECT 1 FROM course_enrollments AS e
+            WHERE e.course_id = p.course_id AND e.student_id = p.student_id AND e.active
+        )
+        ORDER BY p.course_id, p.student_id
+        ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+    ELSE
+        -- Only rows that may have become eligible: activated, or moved.
+        INSERT INTO course_enrollments AS ce (course_id, student_id, active)
+        SELECT p.course_id, p.student_id, true
+        FROM (
+            SELECT DISTINCT g.course_id, gm.user_id AS student_id
+            FROM new_members AS gm
+            JOIN old_members AS o ON o.id = gm.id
+            JOIN groups AS g ON g.id = gm.group_id
+            JOIN courses AS c ON c.id = g.course_id
+            JOIN users AS u ON u.id = gm.user_id
+            WHERE gm.active IS TRUE AND u.role = 'student' AND u.school_id = c.school_id
+              AND (o.active IS NOT TRUE OR o.group_id <> gm.group_id OR o.user_id <> gm.user_id)
+        ) AS p
+        WHERE NOT EXISTS (
+            SELECT 1 FROM course_enrollments AS e
+            WHERE e.course_id = p.course_id AND e.student_id = p.student_id AND e.active
+        )
+        ORDER BY p.course_id, p.student_id
+        ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+    END IF;
+    RETURN NULL;
+END
+$sync$;
+
+CREATE OR REPLACE FUNCTION course_enrollments_sync_user() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
+AS $sync$
+BEGIN
+    INSERT INTO course_enrollments AS ce (course_id, student_id, active)
     SELECT p.course_id, p.student_id, true
     FROM (
-        SELECT DISTINCT gm.user_id AS student_id, g.course_id
+        SELECT DISTINCT g.course_id, gm.user_id AS student_id
         FROM group_members AS gm
         JOIN groups AS g ON g.id = gm.group_id
         JOIN courses AS c ON c.id = g.course_id
         JOIN users AS u ON u.id = gm.user_id
-        WHERE gm.active IS TRUE
-          AND u.role = 'student'
-          AND u.school_id = c.school_id
+        WHERE gm.active IS TRUE AND u.role = 'student' AND u.school_id = c.school_id
+          AND gm.user_id = NEW.id
     ) AS p
     WHERE NOT EXISTS (
-        SELECT 1 FROM course_enrollments AS ce
-        WHERE ce.course_id = p.course_id AND ce.student_id = p.student_id
+        SELECT 1 FROM course_enrollments AS e
+        WHERE e.course_id = p.course_id AND e.student_id = p.student_id AND e.active
     )
-    ORDER BY p.student_id, p.course_id
-    ON CONFLICT (course_id, student_id) DO NOTHING
-    RETURNING id, course_id, student_id
-)
-INSERT INTO enrollment_backfill_changes (revision, enrollment_id, course_id, student_id, action)
-SELECT '0004', id, course_id, student_id, 'created' FROM changed
-ON CONFLICT (revision, enrollment_id) DO NOTHING;
+    ORDER BY p.course_id, p.student_id
+    ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+    RETURN NULL;
+END
+$sync$;
+
+CREATE OR REPLACE FUNCTION course_enrollments_sync_group() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
+AS $sync$
+BEGIN
+    INSERT INTO course_enrollments AS ce (course_id, student_id, active)
+    SELECT p.course_id, p.student_id, true
+    FROM (
+        SELECT DISTINCT g.course_id, gm.user_id AS student_id
+        FROM group_members AS gm
+        JOIN groups AS g ON g.id = gm.group_id
+        JOIN courses AS c ON c.id = g.course_id
+        JOIN users AS u ON u.id = gm.user_id
+        WHERE gm.active IS TRUE AND u.role = 'student' AND u.school_id = c.school_id
+          AND gm.group_id = NEW.id
+    ) AS p
+    WHERE NOT EXISTS (
+        SELECT 1 FROM course_enrollments AS e
+        WHERE e.course_id = p.course_id AND e.student_id = p.student_id AND e.active
+    )
+    ORDER BY p.course_id, p.student_id
+    ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+    RETURN NULL;
+END
+$sync$;
+
+CREATE OR REPLACE FUNCTION course_enrollments_sync_course() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
+AS $sync$
+BEGIN
+    INSERT INTO course_enrollments AS ce (course_id, student_id, active)
+    SELECT p.course_id, p.student_id, true
+    FROM (
+        SELECT DISTINCT g.course_id, gm.user_id AS student_id
+        FROM group_members AS gm
+        JOIN groups AS g ON g.id = gm.group_id
+        JOIN courses AS c ON c.id = g.course_id
+        JOIN users AS u ON u.id = gm.user_id
+        WHERE gm.active IS TRUE AND u.role = 'student' AND u.school_id = c.school_id
+          AND g.course_id = NEW.id
+    ) AS p
+    WHERE NOT EXISTS (
+        SELECT 1 FROM course_enrollments AS e
+        WHERE e.course_id = p.course_id AND e.student_id = p.student_id AND e.active
+    )
+    ORDER BY p.course_id, p.student_id
+    ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+    RETURN NULL;
+END
+$sync$;
+
+-- Install the sync triggers on group_members: a moment of SHARE ROW EXCLUSIVE (writes to
+-- group_members wait, reads do not), retried on a lock timeout.
+DO $install$
+DECLARE
+    attempt integer := 0;
+BEGIN
+    LOOP
+        BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('group_members') AND tgname = 'course_enrollments_sync_on_insert' AND NOT tgisinternal) THEN
+                EXECUTE $ddl$CREATE TRIGGER course_enrollments_sync_on_insert AFTER INSERT ON group_members REFERENCING NEW TABLE AS new_members
+FOR EACH STATEMENT EXECUTE FUNCTION course_enrollments_sync_members()$ddl$;
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('group_members') AND tgname = 'course_enrollments_sync_on_update' AND NOT tgisinternal) THEN
+                EXECUTE $ddl$CREATE TRIGGER course_enrollments_sync_on_update AFTER UPDATE ON group_members REFERENCING OLD TABLE AS old_members NEW TABLE AS new_members
+FOR EACH STATEMENT EXECUTE FUNCTION course_enrollments_sync_members()$ddl$;
+            END IF;
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            attempt := attempt + 1;
+            IF attempt > 5 THEN
+                RAISE;
+            END IF;
+            RAISE WARNING 'installing the sync triggers on group_members: lock not granted, retrying (attempt % of 5)', attempt;
+            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
+        END;
+    END LOOP;
+END
+$install$;
+
+-- Install the sync triggers on users: a moment of SHARE ROW EXCLUSIVE (writes to
+-- users wait, reads do not), retried on a lock timeout.
+DO $install$
+DECLARE
+    attempt integer := 0;
+BEGIN
+    LOOP
+        BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('users') AND tgname = 'course_enrollments_sync_on_user' AND NOT tgisinternal) THEN
+                EXECUTE $ddl$CREATE TRIGGER course_enrollments_sync_on_user AFTER UPDATE OF role, school_id ON users FOR EACH ROW
+WHEN (NEW.role = 'student' AND (OLD.role IS DISTINCT FROM NEW.role
+      OR OLD.school_id IS DISTINCT FROM NEW.school_id))
+EXECUTE FUNCTION course_enrollments_sync_user()$ddl$;
+            END IF;
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            attempt := attempt + 1;
+            IF attempt > 5 THEN
+                RAISE;
+            END IF;
+            RAISE WARNING 'installing the sync triggers on users: lock not granted, retrying (attempt % of 5)', attempt;
+            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
+        END;
+    END LOOP;
+END
+$install$;
+
+-- Install the sync triggers on groups: a moment of SHARE ROW EXCLUSIVE (writes to
+-- groups wait, reads do not), retried on a lock timeout.
+DO $install$
+DECLARE
+    attempt integer := 0;
+BEGIN
+    LOOP
+        BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('groups') AND tgname = 'course_enrollments_sync_on_group' AND NOT tgisinternal) THEN
+                EXECUTE $ddl$CREATE TRIGGER course_enrollments_sync_on_group AFTER UPDATE OF course_id ON groups FOR EACH ROW
+WHEN (OLD.course_id IS DISTINCT FROM NEW.course_id)
+EXECUTE FUNCTION course_enrollments_sync_group()$ddl$;
+            END IF;
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            attempt := attempt + 1;
+            IF attempt > 5 THEN
+                RAISE;
+            END IF;
+            RAISE WARNING 'installing the sync triggers on groups: lock not granted, retrying (attempt % of 5)', attempt;
+            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
+        END;
+    END LOOP;
+END
+$install$;
+
+-- Install the sync triggers on courses: a moment of SHARE ROW EXCLUSIVE (writes to
+-- courses wait, reads do not), retried on a lock timeout.
+DO $install$
+DECLARE
+    attempt integer := 0;
+BEGIN
+    LOOP
+        BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('courses') AND tgname = 'course_enrollments_sync_on_course' AND NOT tgisinternal) THEN
+                EXECUTE $ddl$CREATE TRIGGER course_enrollments_sync_on_course AFTER UPDATE OF school_id ON courses FOR EACH ROW
+WHEN (OLD.school_id IS DISTINCT FROM NEW.school_id)
+EXECUTE FUNCTION course_enrollments_sync_course()$ddl$;
+            END IF;
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            attempt := attempt + 1;
+            IF attempt > 5 THEN
+                RAISE;
+            END IF;
+            RAISE WARNING 'installing the sync triggers on courses: lock not granted, retrying (attempt % of 5)', attempt;
+            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
+        END;
+    END LOOP;
+END
+$install$;
+
+-- The backfill, one batch per transaction.
+DO $backfill$
+DECLARE
+    run record;
+    result record;
+    lo bigint;
+    size integer := 1000;
+    attempt integer;
+    started timestamptz;
+    done_batches integer := 0;
+    done_created bigint := 0;
+    done_reactivated bigint := 0;
+BEGIN
+    WITH trigger_now AS (
+        SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('group_members') AND tgname = 'course_enrollments_sync_on_insert' AND NOT tgisinternal)
+           AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('group_members') AND tgname = 'course_enrollments_sync_on_update' AND NOT tgisinternal)
+           AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('users') AND tgname = 'course_enrollments_sync_on_user' AND NOT tgisinternal)
+           AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('groups') AND tgname = 'course_enrollments_sync_on_group' AND NOT tgisinternal)
+           AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('courses') AND tgname = 'course_enrollments_sync_on_course' AND NOT tgisinternal) AS installed
+    ),
+    unfinished AS (
+        SELECT r.id, r.checkpoint, r.sync_trigger
+        FROM enrollment_backfill_runs AS r
+        WHERE r.finished_at IS NULL
+        ORDER BY r.id DESC
+        LIMIT 1
+    ),
+    resumable AS (
+        SELECT u.id, u.checkpoint FROM unfinished AS u, trigger_now AS t
+        WHERE u.sync_trigger OR NOT t.installed
+    ),
+    closed AS (
+        UPDATE enrollment_backfill_runs SET finished_at = now()
+        WHERE finished_at IS NULL AND id NOT IN (SELECT id FROM resumable)
+    ),
+    started AS (
+        INSERT INTO enrollment_backfill_runs (source, sync_trigger)
+        SELECT '0004', t.installed FROM trigger_now AS t
+        WHERE NOT EXISTS (SELECT 1 FROM resumable)
+        RETURNING id
+    )
+    SELECT id, coalesce(checkpoint, -2147483649) AS after, true AS resumed FROM resumable
+    UNION ALL
+    SELECT id, -2147483649, false FROM started
+    INTO run;
+    lo := run.after;
+    IF run.resumed THEN
+        RAISE NOTICE 'backfill 0004: resuming run % after membership id %', run.id, lo;
+    END IF;
+    COMMIT;
+    LOOP
+        attempt := 0;
+        started := clock_timestamp();
+        LOOP
+            BEGIN
+                WITH slice AS MATERIALIZED (
+                    SELECT id FROM group_members WHERE id > lo ORDER BY id LIMIT size
+                ),
+                candidates AS MATERIALIZED (
+                    -- active memberships of eligible pairs that lack an active enrollment
+                    SELECT gm.id, gm.user_id AS student_id, gm.group_id, g.course_id, ce.id AS enrollment_id
+                    FROM slice AS s
+                    CROSS JOIN LATERAL (
+                        SELECT x.id, x.user_id, x.group_id, x.active FROM group_members AS x
+                        WHERE x.id = s.id OFFSET 0
+                    ) AS gm
+                    CROSS JOIN LATERAL (
+                        SELECT x.course_id FROM groups AS x WHERE x.id = gm.group_id OFFSET 0
+                    ) AS g
+                    CROSS JOIN LATERAL (
+                        SELECT x.school_id FROM courses AS x WHERE x.id = g.course_id OFFSET 0
+                    ) AS c
+                    CROSS JOIN LATERAL (
+                        SELECT x.role, x.school_id FROM users AS x WHERE x.id = gm.user_id OFFSET 0
+                    ) AS u
+                    LEFT JOIN LATERAL (
+                        SELECT x.id, x.active FROM course_enrollments AS x
+                        WHERE x.course_id = g.course_id AND x.student_id = gm.user_id OFFSET 0
+                    ) AS ce ON true
+                    WHERE gm.active IS TRUE AND u.role = 'student' AND u.school_id = c.school_id AND ce.active IS NOT TRUE
+                ),
+                locked AS MATERIALIZED (
+                    -- the candidates' memberships, locked until this transaction ends, in id order: a
+                    -- deactivation by the application waits for this batch, or came first and makes the
+                    -- row drop out here (PostgreSQL re-reads a row it locks)
+                    SELECT gm.id, gm.user_id, gm.group_id
+                    FROM group_members AS gm
+                    WHERE gm.id = ANY (ARRAY(SELECT k.id FROM candidates AS k)) AND gm.active IS TRUE
+                    ORDER BY gm.id
+                    FOR SHARE
+                ),
+                pairs AS (
+                    -- still as read: active (the lock re-read it), same user, same group
+                    SELECT DISTINCT k.student_id, k.course_id, k.enrollment_id
+                    FROM locked AS l
+                    JOIN candidates AS k ON k.id = l.id AND k.student_id = l.user_id AND k.group_id = l.group_id
+                ),
+                to_reactivate AS MATERIALIZED (
+                    SELECT e.id
+                    FROM course_enrollments AS e
+                    WHERE e.id = ANY (ARRAY(
+                            SELECT p.enrollment_id FROM pairs AS p WHERE p.enrollment_id IS NOT NULL
+                        ))
+                      AND NOT e.active
+                    ORDER BY e.id
+                    FOR UPDATE
+                ),
+                reactivated AS (
+                    UPDATE course_enrollments AS e
+                    SET active = true
+                    WHERE e.id = ANY (ARRAY(SELECT r.id FROM to_reactivate AS r)) AND NOT e.active
+                    RETURNING e.id, e.course_id, e.student_id, e.xmin::text::bigint AS row_xmin
+                ),
+                created AS (
+                    INSERT INTO course_enrollments (course_id, student_id, active)
+                    SELECT p.course_id, p.student_id, true
+                    FROM pairs AS p
+                    WHERE p.enrollment_id IS NULL
+                    ORDER BY p.course_id, p.student_id
+                    ON CONFLICT (course_id, student_id) DO NOTHING
+                    RETURNING id, course_id, student_id, xmin::text::bigint AS row_xmin
+                ),
+                recorded AS (
+                    INSERT INTO enrollment_backfill_changes (revision, enrollment_id, course_id, student_id, action, row_xmin)
+                    SELECT '0004', id, course_id, student_id, 'reactivated', row_xmin FROM reactivated
+                    UNION ALL
+                    SELECT '0004', id, course_id, student_id, 'created', row_xmin FROM created
+                    ON CONFLICT DO NOTHING
+                ),
+                progress AS (
+                    UPDATE enrollment_backfill_runs
+                    SET checkpoint = coalesce((SELECT max(id) FROM slice), checkpoint),
+                        batches = batches + 1,
+                        created = created + (SELECT count(*) FROM created),
+                        reactivated = reactivated + (SELECT count(*) FROM reactivated)
+                    WHERE id = run.id
+                )
+                SELECT (SELECT max(id) FROM slice) AS last_id,
+                    (SELECT count(*) FROM slice) AS memberships,
+                    (SELECT count(*) FROM created) AS created,
+                    (SELECT count(*) FROM reactivated) AS reactivated
+                INTO result;
+                EXIT;
+            EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
+                attempt := attempt + 1;
+                IF attempt > 5 THEN
+                    RAISE;
+                END IF;
+                RAISE WARNING 'backfill 0004: a batch failed (%), rolled back; retrying (attempt % of 5)', SQLERRM, attempt;
+                PERFORM pg_sleep(random() * 0.1 * 2 ^ attempt);
+            END;
+        END LOOP;
+        EXIT WHEN result.memberships = 0;
+        done_batches := done_batches + 1;
+        done_created := done_created + result.created;
+        done_reactivated := done_reactivated + result.reactivated;
+        lo := result.last_id;
+        COMMIT;
+        -- toward 0.2 s a batch: x0.5 to x1.5 a step, within [100, 200000]
+        IF result.memberships = size THEN
+            size := least(200000, greatest(100, (size * least(1.5, greatest(0.5,
+                0.2 / greatest(extract(epoch FROM clock_timestamp() - started), 0.000001))))::integer));
+        END IF;
+        EXIT WHEN false;
+    END LOOP;
+    UPDATE enrollment_backfill_runs SET finished_at = now() WHERE id = run.id;
+    RAISE NOTICE 'backfill 0004: % enrollments created, % reactivated (% batches)', done_created, done_reactivated, done_batches;
+    COMMIT;
+END
+$backfill$;
+
+BEGIN;
 
 -- ==== downgrade 0004 -> 0003 ====
 
 -- Running downgrade 0004 -> 0003
 
--- Warn about enrollments changed since backfill 0004: they are left alone.
-DO $$
+COMMIT;
+
+-- The backfill's bookkeeping as 1.1 keeps it: a database 1.0.0 migrated lacks the row
+-- version column, the index and the runs table (otherwise nothing happens).
+BEGIN;
+SET LOCAL client_min_messages = warning;
+ALTER TABLE enrollment_backfill_changes ADD COLUMN IF NOT EXISTS row_xmin bigint;
+-- Only backfills write this table, and they wait for the enrollments lock this run holds.
+-- squawk-ignore require-concurrent-index-creation
+CREATE UNIQUE INDEX IF NOT EXISTS uq_enrollment_backfill_changes_enrollment ON enrollment_backfill_changes (enrollment_id);
+CREATE TABLE IF NOT EXISTS enrollment_backfill_runs (
+    id serial NOT NULL,
+    source varchar(32) NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    checkpoint bigint,
+    sync_trigger boolean NOT NULL,
+    batches integer DEFAULT 0 NOT NULL,
+    created bigint DEFAULT 0 NOT NULL,
+    reactivated bigint DEFAULT 0 NOT NULL,
+    CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
+);
+COMMIT;
+
+-- Drop the sync triggers on group_members: a moment of ACCESS EXCLUSIVE, retried on a lock timeout.
+DO $drop$
 DECLARE
-    changed bigint;
+    attempt integer := 0;
 BEGIN
-    SELECT count(*) INTO changed FROM (
-        SELECT r.enrollment_id, r.course_id, r.student_id, r.action
-        FROM enrollment_backfill_changes AS r
-        LEFT JOIN course_enrollments AS ce ON ce.id = r.enrollment_id
-        WHERE r.revision = '0004'
-          AND (ce.id IS NULL OR NOT ce.active
-               OR ce.course_id <> r.course_id OR ce.student_id <> r.student_id)
-        ORDER BY r.enrollment_id
-    ) AS c;
-    IF changed > 0 THEN
-        RAISE WARNING 'backfill 0004 downgrade: % recorded enrollments changed since the upgrade; left as they are', changed;
+    LOOP
+        BEGIN
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_insert ON group_members;
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_update ON group_members;
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            attempt := attempt + 1;
+            IF attempt > 5 THEN
+                RAISE;
+            END IF;
+            RAISE WARNING 'dropping the sync triggers on group_members: lock not granted, retrying (attempt % of 5)', attempt;
+            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
+        END;
+    END LOOP;
+END
+$drop$;
+
+-- Drop the sync triggers on users: a moment of ACCESS EXCLUSIVE, retried on a lock timeout.
+DO $drop$
+DECLARE
+    attempt integer := 0;
+BEGIN
+    LOOP
+        BEGIN
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_user ON users;
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            attempt := attempt + 1;
+            IF attempt > 5 THEN
+                RAISE;
+            END IF;
+            RAISE WARNING 'dropping the sync triggers on users: lock not granted, retrying (attempt % of 5)', attempt;
+            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
+        END;
+    END LOOP;
+END
+$drop$;
+
+-- Drop the sync triggers on groups: a moment of ACCESS EXCLUSIVE, retried on a lock timeout.
+DO $drop$
+DECLARE
+    attempt integer := 0;
+BEGIN
+    LOOP
+        BEGIN
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_group ON groups;
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            attempt := attempt + 1;
+            IF attempt > 5 THEN
+                RAISE;
+            END IF;
+            RAISE WARNING 'dropping the sync triggers on groups: lock not granted, retrying (attempt % of 5)', attempt;
+            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
+        END;
+    END LOOP;
+END
+$drop$;
+
+-- Drop the sync triggers on courses: a moment of ACCESS EXCLUSIVE, retried on a lock timeout.
+DO $drop$
+DECLARE
+    attempt integer := 0;
+BEGIN
+    LOOP
+        BEGIN
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_course ON courses;
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            attempt := attempt + 1;
+            IF attempt > 5 THEN
+                RAISE;
+            END IF;
+            RAISE WARNING 'dropping the sync triggers on courses: lock not granted, retrying (attempt % of 5)', attempt;
+            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
+        END;
+    END LOOP;
+END
+$drop$;
+
+DROP FUNCTION IF EXISTS course_enrollments_sync_members();
+DROP FUNCTION IF EXISTS course_enrollments_sync_user();
+DROP FUNCTION IF EXISTS course_enrollments_sync_group();
+DROP FUNCTION IF EXISTS course_enrollments_sync_course();
+
+-- backfill undo (downgrade of 0004): restore what the backfill changed, where it is still as the backfill left it.
+DO $undo$
+DECLARE
+    result record;
+    lo bigint := -2147483649;
+    size integer := 1000;
+    attempt integer;
+    started timestamptz;
+    done_records bigint := 0;
+    done_deleted bigint := 0;
+    done_deactivated bigint := 0;
+BEGIN
+    LOOP
+        attempt := 0;
+        started := clock_timestamp();
+        LOOP
+            BEGIN
+                WITH batch AS MATERIALIZED (
+                    SELECT r.enrollment_id, r.course_id, r.student_id, r.action, r.row_xmin
+                    FROM enrollment_backfill_changes AS r
+                    WHERE r.enrollment_id > lo
+                    ORDER BY r.enrollment_id
+                    LIMIT size
+                ),
+                locked AS MATERIALIZED (
+                    -- the recorded rows as they are now, locked so that nobody changes them meanwhile
+                    SELECT e.id, e.course_id, e.student_id, e.active, e.xmin::text::bigint AS row_xmin
+                    FROM course_enrollments AS e
+                    WHERE e.id = ANY (ARRAY(SELECT b.enrollment_id FROM batch AS b))
+                    ORDER BY e.id
+                    FOR UPDATE
+                ),
+                as_left AS (
+                    -- still exactly as the backfill left them
+                    SELECT l.id, b.action
+                    FROM locked AS l
+                    JOIN batch AS b ON b.enrollment_id = l.id
+                    WHERE l.course_id = b.course_id AND l.student_id = b.student_id AND l.active
+                      AND (b.row_xmin IS NULL OR l.row_xmin = b.row_xmin)
+                ),
+                deleted AS (
+                    DELETE FROM course_enrollments AS e
+                    WHERE e.id = ANY (ARRAY(SELECT a.id FROM as_left AS a WHERE a.action = 'created'))
+                    RETURNING e.id
+                ),
+                deactivated AS (
+                    UPDATE course_enrollments AS e
+                    SET active = false
+                    WHERE e.id = ANY (ARRAY(SELECT a.id FROM as_left AS a WHERE a.action = 'reactivated'))
+                    RETURNING e.id
+                ),
+                forgotten AS (
+                    DELETE FROM enrollment_backfill_changes AS r
+                    WHERE r.enrollment_id = ANY (ARRAY(SELECT b.enrollment_id FROM batch AS b))
+                )
+                SELECT (SELECT max(enrollment_id) FROM batch) AS last_id,
+                    (SELECT count(*) FROM batch) AS records,
+                    (SELECT count(*) FROM deleted) AS deleted,
+                    (SELECT count(*) FROM deactivated) AS deactivated
+                INTO result;
+                EXIT;
+            EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
+                attempt := attempt + 1;
+                IF attempt > 5 THEN
+                    RAISE;
+                END IF;
+                RAISE WARNING 'backfill undo (downgrade of 0004): a batch failed (%), rolled back; retrying (attempt % of 5)', SQLERRM, attempt;
+                PERFORM pg_sleep(random() * 0.1 * 2 ^ attempt);
+            END;
+        END LOOP;
+        EXIT WHEN result.records = 0;
+        done_records := done_records + result.records;
+        done_deleted := done_deleted + result.deleted;
+        done_deactivated := done_deactivated + result.deactivated;
+        lo := result.last_id;
+        COMMIT;
+        -- toward 0.2 s a batch: x0.5 to x1.5 a step, within [100, 200000]
+        IF result.records = size THEN
+            size := least(200000, greatest(100, (size * least(1.5, greatest(0.5,
+                0.2 / greatest(extract(epoch FROM clock_timestamp() - started), 0.000001))))::integer));
+        END IF;
+    END LOOP;
+    RAISE NOTICE 'backfill undo (downgrade of 0004): % enrollments deleted, % deactivated', done_deleted, done_deactivated;
+    IF done_records > done_deleted + done_deactivated THEN
+        RAISE WARNING 'backfill undo (downgrade of 0004): % recorded enrollments were changed since the backfill and are left as they are', done_records - done_deleted - done_deactivated;
     END IF;
 END
-$$;
+$undo$;
 
--- Undo backfill 0004, 1 of 3: delete the enrollments it created,
--- where they are still as it left them (same pair, active).
-DELETE FROM course_enrollments AS ce
-USING enrollment_backfill_changes AS r
-WHERE r.revision = '0004' AND r.action = 'created'
-      AND ce.id = r.enrollment_id AND ce.course_id = r.course_id
-      AND ce.student_id = r.student_id AND ce.active;
-
--- Undo backfill 0004, 2 of 3: deactivate the enrollments it reactivated,
--- where they are still active.
-UPDATE course_enrollments AS ce
-SET active = false
-FROM enrollment_backfill_changes AS r
-WHERE r.revision = '0004' AND r.action = 'reactivated'
-      AND ce.id = r.enrollment_id AND ce.course_id = r.course_id
-      AND ce.student_id = r.student_id AND ce.active;
-
--- Undo backfill 0004, 3 of 3: forget its record.
-DELETE FROM enrollment_backfill_changes WHERE revision = '0004';
+BEGIN;

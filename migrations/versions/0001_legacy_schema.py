@@ -4,9 +4,13 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-25 21:30:00
 
-The tables of ../shared/CONTRACT.md, with PostgreSQL's default names for primary keys,
-foreign keys and the unique constraint on schools.name. An existing production database
-is brought under Alembic with ``alembic stamp 0001``.
+The tables of the contract (docs/commands.md), with PostgreSQL's default names for
+primary keys, foreign keys and the unique constraint on schools.name. An existing
+production database is brought under Alembic with ``alembic stamp 0001``.
+
+Fixed in 1.1 (helpers v2): the upgrade refuses, naming ``alembic stamp 0001``, where the
+tables exist already; the downgrade refuses to drop tables that hold rows unless
+``-x drop_legacy_schema=yes`` (online and in the offline script).
 """
 
 from collections.abc import Sequence
@@ -14,7 +18,10 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from migrations.shared.v2.legacy import refuse_unstamped_legacy_schema
+from migrations.shared.v2.legacy import (
+    refuse_to_drop_tables_with_rows,
+    refuse_unstamped_legacy_schema,
+)
 
 # revision identifiers, used by Alembic.
 revision: str = "0001"
@@ -116,6 +123,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Unapply the legacy schema: drop its tables, dependents first."""
+    """Unapply the legacy schema: drop its tables, dependents first; refused while they
+    hold rows, unless ``-x drop_legacy_schema=yes``."""
+    refuse_to_drop_tables_with_rows()
     for table in ("course_enrollments", "group_members", "groups", "courses", "users", "schools"):
         op.drop_table(table)

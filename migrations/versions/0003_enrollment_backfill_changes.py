@@ -4,16 +4,23 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-25 21:45:00
 
-Schema only, so that the backfill revision (0004) is data only. The backfill records
-each enrollment it creates or reactivates here; its downgrade reads the record to give
-back exactly the ``course_enrollments`` it found. No foreign key to
+Schema only, so that the backfill revision (0004) is data only. Every backfill, by a
+revision or by ``enrollments backfill --commit``, records here each enrollment it creates
+or reactivates, with the row version it wrote; a downgrade below 0004 reads the record to
+give back exactly the ``course_enrollments`` it found. No foreign key to
 ``course_enrollments``: a record of a row deleted since must survive.
+
+Fixed in 1.1 (helpers v2): the record keeps the row version (``row_xmin``) and one row
+per enrollment (a unique index), so that a row changed since, even changed and changed
+back, is told apart; a second table, ``enrollment_backfill_runs``, keeps each run's
+checkpoint so that a cut run resumes. The downgrade never drops a record that holds rows:
+it undoes them first (a backfill by the command at this revision, or a 0004 cut short),
+and drops a sync trigger such a cut 0004 left.
 """
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-from alembic import op
+from migrations.shared.v2.steps import create_bookkeeping, drop_bookkeeping
 
 # revision identifiers, used by Alembic.
 revision: str = "0003"
@@ -23,26 +30,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    """Apply the enrollment_backfill_changes table."""
-    op.create_table(
-        "enrollment_backfill_changes",
-        sa.Column("revision", sa.String(32), nullable=False),
-        sa.Column("enrollment_id", sa.Integer(), nullable=False),
-        sa.Column("course_id", sa.Integer(), nullable=False),
-        sa.Column("student_id", sa.Integer(), nullable=False),
-        sa.Column("action", sa.String(20), nullable=False),
-        sa.Column(
-            "changed_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
-        ),
-        sa.PrimaryKeyConstraint(
-            "revision", "enrollment_id", name="enrollment_backfill_changes_pkey"
-        ),
-        sa.CheckConstraint(
-            "action IN ('created', 'reactivated')", name="ck_enrollment_backfill_changes_action"
-        ),
-    )
+    """Apply the record of backfill changes and the runs table."""
+    create_bookkeeping()
 
 
 def downgrade() -> None:
-    """Unapply the enrollment_backfill_changes table."""
-    op.drop_table("enrollment_backfill_changes")
+    """Unapply them: undo what the record still holds, then drop both tables."""
+    drop_bookkeeping(revision)

@@ -4,18 +4,28 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-25 21:50:00
 
-Data only. Creates an active enrollment for every eligible (student, course) pair that
-has none and reactivates the inactive ones; never deactivates, never enrolls anomalies,
-never duplicates (ON CONFLICT on uq_course_enrollment_once). Each change is recorded in
-enrollment_backfill_changes so that the downgrade undoes exactly this revision's work.
+Creates an active enrollment for every eligible (student, course) pair that has none and
+reactivates the inactive ones; never deactivates, never enrolls anomalies, never
+duplicates (ON CONFLICT on uq_course_enrollment_once). Each change is recorded in
+enrollment_backfill_changes so that the downgrade undoes exactly the backfill's work.
 
-``-x backfill_batch_size=N`` runs it online in committed batches (autocommit block);
-an interrupted run is finished by running the upgrade again.
+Fixed in 1.1 (helpers v2), because a live deploy failed and the backfill could resurrect
+an enrollment:
+
+- it first installs the sync trigger, so that memberships the application writes during
+  and after the backfill get their enrollment in their own transaction;
+- it runs in batches by default (sized toward 200 ms, paced on the replicas' lag,
+  retried), each locking the memberships it reads ``FOR SHARE`` and writing in a fixed
+  order; a cut run resumes from its checkpoint; ``-x backfill_one_statement=yes`` runs it
+  as one statement;
+- it holds the enrollments lock, like ``enrollments backfill --commit``;
+- the downgrade drops the trigger, then undoes every recorded change (the revision's and
+  the command's), in batches, where the row is still the version the backfill wrote.
 """
 
 from collections.abc import Sequence
 
-from migrations.shared.v1.helpers import backfill_enrollments, undo_backfill
+from migrations.shared.v2.steps import backfill_revision, undo_backfill_revision
 
 # revision identifiers, used by Alembic.
 revision: str = "0004"
@@ -25,10 +35,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    """Apply the backfill of course_enrollments."""
-    backfill_enrollments(revision)
+    """Apply the sync trigger, then the backfill of course_enrollments."""
+    backfill_revision(revision)
 
 
 def downgrade() -> None:
-    """Unapply the backfill: delete what it created, deactivate what it reactivated."""
-    undo_backfill(revision)
+    """Unapply them: drop the sync trigger, undo the recorded backfill changes."""
+    undo_backfill_revision(revision)

@@ -5,16 +5,24 @@ Revises: 0004
 Create Date: 2026-11-25 21:55:00
 
 Nothing past the backfill may rely on ``course_enrollments`` until it covers every
-eligible (student, course) pair. This revision runs the coverage audit and stops the
-upgrade below 100% (online: before it locks or writes anything; offline: a DO block
-that raises, so psql -v ON_ERROR_STOP=1 stops there). ``-x coverage_gate=warn``
-overrides it for emergencies, loudly. Later revisions that need full coverage call
-``require_full_coverage(revision)`` first in their ``upgrade()``.
+eligible (student, course) pair. This revision runs the coverage gate and stops the
+upgrade below 100% (online before it records anything; offline a DO block that raises, so
+psql stops there). ``-x coverage_gate=warn`` overrides it for emergencies, loudly. Later
+revisions that need full coverage call ``require_full_coverage(revision)`` first.
+
+Fixed in 1.1 (helpers v2), because the gate failed every live deploy and could crash:
+
+- it first makes sure coverage is kept: where the sync trigger is missing (a database
+  1.0.0 left at 0004, or a downgrade cut short) it installs it and catches up with a
+  backfill; with the trigger installed, coverage at the gate holds from then on;
+- pairs are (student_id, course_id), never packed into one number: any int4 id works;
+- its counts and the pairs it names come from one REPEATABLE READ snapshot, and the
+  server keeps no list of every gap to name the first ten.
 """
 
 from collections.abc import Sequence
 
-from migrations.shared.v1.helpers import require_full_coverage
+from migrations.shared.v2.steps import keep_coverage
 
 # revision identifiers, used by Alembic.
 revision: str = "0005"
@@ -24,8 +32,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    """Apply the coverage gate: abort below 100% coverage."""
-    require_full_coverage(revision)
+    """Apply the coverage gate, after making sure the sync trigger keeps coverage."""
+    keep_coverage(revision, gate="always")
 
 
 def downgrade() -> None:

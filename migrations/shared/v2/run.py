@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
+from collections.abc import Iterator
+
 from alembic import context, op
+from alembic.util import CommandError
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+log = logging.getLogger("migrations")
+
+NOTICE = re.compile(r"^(WARNING|NOTICE|INFO):\s+(.*)$", re.S)
 
 
 def is_offline() -> bool:
@@ -36,3 +47,62 @@ def can_autocommit() -> bool:
     outside a transaction, and the helpers fall back to their transactional form, saying so.
     """
     return is_offline() or not getattr(op.get_context(), "_in_external_transaction", False)
+
+
+@contextlib.contextmanager
+def outside_transaction() -> Iterator[Connection | None]:
+    """Alembic's autocommit block: every statement or batch in it commits on its own.
+
+    Offline it writes ``COMMIT;`` ... ``BEGIN;`` around what runs in it (and yields None).
+    Inside a caller's transaction (a test) it is that transaction.
+    """
+    if can_autocommit():
+        with op.get_context().autocommit_block():
+            yield None if is_offline() else op.get_bind()
+    else:
+        yield op.get_bind()
+
+
+class _Notices:
+    """What psycopg2 appends the server's notices to while a block runs. Not iterable, so
+    that SQLAlchemy's dialect (which logs and clears an iterable one) leaves it alone."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def append(self, notice: str) -> None:
+        self.messages.append(notice)
+
+    def relay(self) -> None:
+        for notice in self.messages:
+            match = NOTICE.match(notice.strip())
+            if match:
+                level = logging.WARNING if match.group(1) == "WARNING" else logging.INFO
+                log.log(level, "%s", match.group(2).strip())
+
+
+def run_block(
+    connection: Connection | None, sql: str, error: type[CommandError] = CommandError
+) -> None:
+    """A DO block: written offline (``connection`` None); executed online, with its
+    notices logged and its ``RAISE EXCEPTION`` turned into one ``error`` (message, detail,
+    hint)."""
+    if connection is None:
+        op.execute(sql)
+        return
+    raw = connection.connection.dbapi_connection
+    kept, raw.notices = raw.notices, _Notices()
+    collected = raw.notices
+    try:
+        execute_sql(connection, sql)
+    except DBAPIError as exc:
+        diag = getattr(exc.orig, "diag", None)
+        if getattr(exc.orig, "pgcode", None) != "P0001" or diag is None:
+            raise
+        lines = [diag.message_primary or ""]
+        lines += [diag.message_detail] if diag.message_detail else []
+        lines += [f"To fix: {diag.message_hint}."] if diag.message_hint else []
+        raise error("\n".join(lines)) from None
+    finally:
+        raw.notices = kept
+        collected.relay()

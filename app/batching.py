@@ -1,0 +1,386 @@
+"""Batches that stay short on a busy database: sized, paced, retried. Plumbing, no SQL of
+the data it changes.
+
+The caller gives a *step*: one statement that processes the slice of rows after a key,
+at most N rows, commits nothing itself and says how far it got. This module runs steps one
+transaction each, the way GitLab runs batched background migrations:
+
+- **sized toward a target duration** (default 200 ms): the size follows a moving average
+  of recent durations, by at most x1.5 up or x0.5 down a step, within [min, max];
+- **paced on the database's health**: before each batch, the replication lag of every
+  standby in ``pg_stat_replication``, in bytes and in time; while the worst is above the
+  bound, it waits and says why (see :class:`ReplicaLag`);
+- **retried**: a batch that fails on a deadlock, a serialization failure or a lock timeout
+  is rolled back and retried with exponential backoff and jitter, a bounded number of
+  times; one cut by ``statement_timeout`` is split in half and retried;
+- **resumable**: the step records its own checkpoint in its transaction, so a cut run goes
+  on from its last committed batch;
+- **visible**: a progress bar (tqdm) on a terminal, a log line every few seconds otherwise,
+  with done/total, rate and ETA.
+
+DDL that takes a heavy lock (a trigger) goes through :func:`run_ddl`: short
+``lock_timeout``, retried with backoff and jitter (as pgroll does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from app.db import interrupted
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = {"40P01": "deadlock", "40001": "serialization failure", "55P03": "lock timeout"}
+STATEMENT_TIMEOUT = "57014"
+LAG_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How batches are sized and paced."""
+
+    fixed_size: int | None = None  # a fixed size; None: adaptive
+    start_size: int = 1_000
+    min_size: int = 100
+    max_size: int = 200_000
+    target_seconds: float = 0.2
+    max_replica_lag: float | None = 10.0  # seconds; None or 0: do not pace
+    retries: int = 5
+    backoff_seconds: float = 0.1
+
+    @property
+    def first_size(self) -> int:
+        return self.fixed_size or self.start_size
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one batch did: how far it got (None: nothing left) and its counts."""
+
+    last_key: int | None
+    rows: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+Step = Callable[[Connection, int, int], StepResult]
+
+
+# --- sizing ----------------------------------------------------------------------------
+@dataclass
+class Sizer:
+    """The next batch size from the durations so far (an exponential moving average)."""
+
+    settings: BatchSettings
+    size: int = 0
+    average: float | None = None
+
+    def __post_init__(self) -> None:
+        self.size = self.settings.first_size
+
+    def record(self, seconds: float, rows: int) -> None:
+        if self.settings.fixed_size or rows < self.size:  # fixed, or a short last slice
+            return
+        self.average = seconds if self.average is None else 0.6 * self.average + 0.4 * seconds
+        factor = min(1.5, max(0.5, self.settings.target_seconds / max(self.average, 1e-6)))
+        self.size = int(
+            min(self.settings.max_size, max(self.settings.min_size, self.size * factor))
+        )
+
+    def split(self) -> bool:
+        """Halve after a statement timeout; False when it cannot get smaller."""
+        if self.size <= 1:
+            return False
+        self.size = max(1, self.size // 2)
+        self.average = None
+        return True
+
+
+# --- the database's health ---------------------------------------------------------------
+LAG_SQL = """SELECT coalesce(application_name, '') AS name,
+    coalesce(client_addr::text, 'local') AS addr,
+    pg_current_wal_lsn() AS current_lsn,
+    replay_lsn,
+    pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS bytes,
+    extract(epoch FROM replay_lag)::float8 AS replay_lag
+FROM pg_stat_replication"""
+
+
+@dataclass
+class Standby:
+    name: str
+    bytes: int
+    seconds: float
+
+    def __str__(self) -> str:
+        return f"standby {self.name} is {self.bytes / 2**20:,.1f} MB / {self.seconds:.1f} s behind"
+
+
+@dataclass
+class ReplicaLag:
+    """How far each standby is behind, in bytes and in time.
+
+    ``replay_lag`` alone is stale when replay stops (a paused or stuck standby reports the
+    lag it had): so the bench also keeps the primary's WAL position at each check and
+    counts a standby as behind by at least the time since the primary first wrote past its
+    ``replay_lsn``.
+    """
+
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (monotonic, lsn)
+    visible: bool = True
+
+    def measure(self, connection: Connection) -> list[Standby]:
+        now = time.monotonic()
+        rows = connection.exec_driver_sql(LAG_SQL).all()
+        current = None
+        standbys = []
+        for row in rows:
+            current = _lsn(row.current_lsn)
+            if row.replay_lsn is None:
+                self.visible = False  # no pg_monitor: the lag columns are hidden
+                continue
+            replay = _lsn(row.replay_lsn)
+            behind_since = next((t for t, lsn in self.samples if lsn > replay), None)
+            seconds = max(row.replay_lag or 0.0, now - behind_since if behind_since else 0.0)
+            standbys.append(Standby(f"{row.name}@{row.addr}", int(row.bytes or 0), seconds))
+        if current is not None:
+            self.samples.append((now, current))
+            self.samples = self.samples[-10_000:]
+        return standbys
+
+
+def _lsn(text: str) -> int:
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def wait_for_replicas(
+    connection: Connection, lag: ReplicaLag, bound: float | None, say: Callable[[str], None]
+) -> None:
+    """Before a batch: wait while a standby is further behind than ``bound`` seconds."""
+    if not bound:
+        return
+    said_at = None
+    while True:
+        with transaction(connection):
+            standbys = lag.measure(connection)
+        worst = max(standbys, key=lambda s: s.seconds, default=None)
+        if worst is None or worst.seconds <= bound:
+            if said_at is not None:
+                say(f"replicas caught up ({worst or 'no standby'}): going on")
+            return
+        now = time.monotonic()
+        if said_at is None or now - said_at >= 10:
+            say(f"waiting: {worst}, above the bound of {bound:g} s (--max-replica-lag)")
+            said_at = now
+        time.sleep(LAG_POLL_SECONDS)
+
+
+# --- transactions and retries ------------------------------------------------------------
+@contextlib.contextmanager
+def transaction(connection: Connection) -> Iterator[None]:
+    """One transaction on ``connection``, also inside Alembic's autocommit block.
+
+    In AUTOCOMMIT (Alembic's ``autocommit_block`` keeps its own SQLAlchemy transaction
+    object open) the transaction is driven with plain BEGIN/COMMIT.
+    """
+    if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        connection.exec_driver_sql("BEGIN")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                connection.exec_driver_sql("ROLLBACK")
+            raise
+        connection.exec_driver_sql("COMMIT")
+        return
+    if connection.in_transaction():  # the caller's transaction: a savepoint per try
+        with connection.begin_nested():
+            yield
+        return
+    with connection.begin():
+        yield
+
+
+def _pgcode(exc: BaseException) -> str:
+    return getattr(getattr(exc, "orig", None), "pgcode", None) or ""
+
+
+def backoff(settings: BatchSettings, attempt: int) -> float:
+    """Exponential backoff with full jitter: up to base * 2^attempt seconds."""
+    return random.uniform(0, settings.backoff_seconds * 2**attempt)
+
+
+def run_ddl(
+    connection: Connection,
+    statements: Sequence[str],
+    what: str,
+    settings: BatchSettings = BatchSettings(),
+) -> None:
+    """Run DDL in one short transaction, retried on a lock timeout with backoff and jitter.
+
+    The session's ``lock_timeout`` bounds each wait, so the application's queries queue
+    behind the DDL's lock for that long at most; then it lets go and tries again.
+    """
+    for attempt in range(settings.retries + 1):
+        try:
+            with transaction(connection):
+                for statement in statements:
+                    connection.exec_driver_sql(statement, execution_options={"no_parameters": True})
+            return
+        except DBAPIError as exc:
+            if _pgcode(exc) not in RETRYABLE or attempt == settings.retries or interrupted():
+                raise
+            pause = backoff(settings, attempt)
+            log.warning("%s: %s, retrying in %.1f s", what, RETRYABLE[_pgcode(exc)], pause)
+            time.sleep(pause)
+
+
+# --- progress ----------------------------------------------------------------------------
+class Progress:
+    """done/total, rate and ETA: a tqdm bar on a terminal, a log line every few seconds
+    otherwise. The total follows the table: it grows when more rows turn up than counted."""
+
+    def __init__(self, what: str, total: int, stream=None, interval: float = 5.0) -> None:
+        self.what = what
+        self.total = max(total, 0)
+        self.done = 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = interval
+        self.started = time.monotonic()
+        self.last_log = self.started
+        self.bar = None
+        if hasattr(self.stream, "isatty") and self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=self.total, unit=" rows", desc=what, file=self.stream, dynamic_ncols=True
+            )
+
+    def advance(self, rows: int, note: str = "") -> None:
+        self.done += rows
+        if self.done > self.total:
+            self.total = self.done
+            if self.bar is not None:
+                self.bar.total = self.total
+        if self.bar is not None:
+            self.bar.update(rows)
+            if note:
+                self.bar.set_postfix_str(note, refresh=False)
+            return
+        now = time.monotonic()
+        if now - self.last_log >= self.interval:
+            self.last_log = now
+            log.info("%s", self.line(note))
+
+    def line(self, note: str = "") -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = self.done / elapsed
+        left = max(self.total - self.done, 0)
+        eta = f"{left / rate:,.0f} s" if rate > 0 else "unknown"
+        percent = 100.0 * self.done / self.total if self.total else 100.0
+        text = (
+            f"{self.what}: {self.done:,}/{self.total:,} ({percent:.0f}%), {rate:,.0f}/s, ETA {eta}"
+        )
+        return f"{text}; {note}" if note else text
+
+    def say(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message, file=self.stream)
+        else:
+            log.info("%s", message)
+
+    def close(self, note: str = "") -> None:
+        self.total = self.done
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.refresh()
+            self.bar.close()
+        log.info("%s", self.line(note))
+
+
+# --- the loop ------------------------------------------------------------------------------
+@dataclass
+class Totals:
+    batches: int = 0
+    rows: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, result: StepResult) -> None:
+        self.batches += 1
+        self.rows += result.rows
+        for key, value in result.counts.items():
+            self.counts[key] = self.counts.get(key, 0) + value
+
+
+def run_batches(
+    connection: Connection,
+    step: Step,
+    start_after: int,
+    settings: BatchSettings,
+    progress: Progress | None = None,
+) -> Totals:
+    """Run ``step`` batch after batch from key ``start_after`` until it finds no rows.
+
+    ``connection`` is outside any transaction (or in the caller's, where a savepoint stands
+    in for each batch's transaction). What was committed stays when it fails.
+    """
+    sizer = Sizer(settings)
+    lag = ReplicaLag()
+    totals = Totals()
+    after = start_after
+    say = progress.say if progress is not None else log.info
+    while True:
+        wait_for_replicas(connection, lag, settings.max_replica_lag, say)
+        result, seconds = _one_batch(connection, step, after, sizer, settings, say)
+        if result.rows == 0 or result.last_key is None:
+            return totals
+        totals.add(result)
+        sizer.record(seconds, result.rows)
+        after = result.last_key
+        if progress is not None:
+            progress.advance(result.rows, ", ".join(f"{v:,} {k}" for k, v in totals.counts.items()))
+        log.debug(
+            "batch %d: %d rows up to %d in %.3f s", totals.batches, result.rows, after, seconds
+        )
+
+
+def _one_batch(
+    connection: Connection,
+    step: Step,
+    after: int,
+    sizer: Sizer,
+    settings: BatchSettings,
+    say: Callable[[str], None],
+) -> tuple[StepResult, float]:
+    attempt = 0
+    while True:
+        started = time.monotonic()
+        try:
+            with transaction(connection):
+                result = step(connection, after, sizer.size)
+            return result, time.monotonic() - started
+        except DBAPIError as exc:
+            code = _pgcode(exc)
+            if interrupted():
+                raise
+            if code == STATEMENT_TIMEOUT and sizer.split():
+                say(f"a batch hit statement_timeout: split, retrying with {sizer.size:,} rows")
+                continue
+            if code not in RETRYABLE or attempt >= settings.retries:
+                raise
+            pause = backoff(settings, attempt)
+            attempt += 1
+            say(
+                f"a batch failed on a {RETRYABLE[code]} (attempt {attempt} of "
+                f"{settings.retries}): rolled back, retrying in {pause:.1f} s"
+            )
+            time.sleep(pause)

@@ -1,0 +1,469 @@
+"""The backfill of the 1.1 revisions, and its exact undo: batched, race-free, resumable.
+
+One statement per batch takes the next slice of ``group_members`` by primary key
+(``id > lo``, at most ``size`` rows) and, in one transaction:
+
+1. finds the slice's active memberships of eligible pairs that lack an active enrollment,
+   and locks them ``FOR SHARE``, in id order: an application transaction deactivating one
+   of them waits for this batch and then sees its enrollment; one that deactivated it
+   first makes the row drop out here (PostgreSQL re-reads a row it locks);
+2. reactivates those pairs' inactive enrollments (locked ``FOR UPDATE`` in id order) and
+   creates the missing ones in (course, student) order, ``ON CONFLICT DO NOTHING`` for a
+   pair the application enrolled meanwhile;
+3. records each change with the row version it wrote (``xmin``), and moves the run's
+   checkpoint to the end of the slice.
+
+Every table is read by index in a batch, in the order written, whatever the statistics:
+each lookup is a ``LATERAL ... OFFSET 0`` subquery (which the planner can neither pull up
+nor put on the outer side of its join), and locks go by primary key (``id = ANY``). Left
+to the planner, a hash join over all of ``users`` won above about a million users, and on
+tables without statistics it drove the join from ``users`` and ``courses``.
+
+Online, ``app.batching`` runs the batches: sized toward a target duration, paced on the
+replicas, retried, split on a statement timeout. Offline, a PL/pgSQL loop in the script
+does the same (a ``COMMIT`` per batch inside ``DO``). ``-x backfill_one_statement=yes``
+(online and offline) runs it as one statement over every membership instead.
+
+The undo walks the record by enrollment id, in batches too: it deletes what a backfill
+created and deactivates what it reactivated, where the row is still the version the
+backfill wrote; the others were changed since, and are left and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Connection
+
+from app.batching import BatchSettings, Progress, StepResult, run_batches, transaction
+from app.migration_env import MigrationSettings
+from migrations.shared.v2.bookkeeping import CHANGES, RUNS
+from migrations.shared.v2.definition import ACTIVE_MEMBERSHIP, ELIGIBLE, indent
+from migrations.shared.v2.sync import installed_sql
+
+log = logging.getLogger("migrations")
+
+BEFORE_ANY_ID = -2147483649  # below every int4 id: where a walk starts
+
+# The slice's memberships, each looked up by primary key. LATERAL ... OFFSET 0 keeps every
+# lookup a parameterized index scan in the order written, whatever the statistics say
+# (the planner can neither pull such a subquery up nor swap it to the outer side).
+LOOKUPS = """CROSS JOIN LATERAL (
+    SELECT x.course_id FROM groups AS x WHERE x.id = gm.group_id OFFSET 0
+) AS g
+CROSS JOIN LATERAL (
+    SELECT x.school_id FROM courses AS x WHERE x.id = g.course_id OFFSET 0
+) AS c
+CROSS JOIN LATERAL (
+    SELECT x.role, x.school_id FROM users AS x WHERE x.id = gm.user_id OFFSET 0
+) AS u
+LEFT JOIN LATERAL (
+    SELECT x.id, x.active FROM course_enrollments AS x
+    WHERE x.course_id = g.course_id AND x.student_id = gm.user_id OFFSET 0
+) AS ce ON true"""
+
+
+def _writes(run: str, source: str, checkpoint: str, which: str) -> str:
+    """From ``candidates`` on: lock, reactivate, create, record, move the checkpoint."""
+    return f"""locked AS MATERIALIZED (
+    -- the candidates' memberships, locked until this transaction ends, in id order: a
+    -- deactivation by the application waits for this batch, or came first and makes the
+    -- row drop out here (PostgreSQL re-reads a row it locks)
+    SELECT gm.id, gm.user_id, gm.group_id
+    FROM group_members AS gm
+    WHERE {which} AND {ACTIVE_MEMBERSHIP}
+    ORDER BY gm.id
+    FOR SHARE
+),
+pairs AS (
+    -- still as read: active (the lock re-read it), same user, same group
+    SELECT DISTINCT k.student_id, k.course_id, k.enrollment_id
+    FROM locked AS l
+    JOIN candidates AS k ON k.id = l.id AND k.student_id = l.user_id AND k.group_id = l.group_id
+),
+to_reactivate AS MATERIALIZED (
+    SELECT e.id
+    FROM course_enrollments AS e
+    WHERE e.id = ANY (ARRAY(
+            SELECT p.enrollment_id FROM pairs AS p WHERE p.enrollment_id IS NOT NULL
+        ))
+      AND NOT e.active
+    ORDER BY e.id
+    FOR UPDATE
+),
+reactivated AS (
+    UPDATE course_enrollments AS e
+    SET active = true
+    WHERE e.id = ANY (ARRAY(SELECT r.id FROM to_reactivate AS r)) AND NOT e.active
+    RETURNING e.id, e.course_id, e.student_id, e.xmin::text::bigint AS row_xmin
+),
+created AS (
+    INSERT INTO course_enrollments (course_id, student_id, active)
+    SELECT p.course_id, p.student_id, true
+    FROM pairs AS p
+    WHERE p.enrollment_id IS NULL
+    ORDER BY p.course_id, p.student_id
+    ON CONFLICT (course_id, student_id) DO NOTHING
+    RETURNING id, course_id, student_id, xmin::text::bigint AS row_xmin
+),
+recorded AS (
+    INSERT INTO {CHANGES} (revision, enrollment_id, course_id, student_id, action, row_xmin)
+    SELECT {source}, id, course_id, student_id, 'reactivated', row_xmin FROM reactivated
+    UNION ALL
+    SELECT {source}, id, course_id, student_id, 'created', row_xmin FROM created
+    ON CONFLICT DO NOTHING
+),
+progress AS (
+    UPDATE {RUNS}
+    SET checkpoint = coalesce({checkpoint}, checkpoint),
+        batches = batches + 1,
+        created = created + (SELECT count(*) FROM created),
+        reactivated = reactivated + (SELECT count(*) FROM reactivated)
+    WHERE id = {run}
+)"""
+
+
+BY_ID = "gm.id = ANY (ARRAY(SELECT k.id FROM candidates AS k))"  # a batch: by primary key
+BY_JOIN = "gm.id IN (SELECT k.id FROM candidates AS k)"  # one statement: a hashed semi-join
+
+CANDIDATES = """candidates AS MATERIALIZED (
+    -- active memberships of eligible pairs that lack an active enrollment
+    SELECT gm.id, gm.user_id AS student_id, gm.group_id, g.course_id, ce.id AS enrollment_id
+    FROM {source}
+{lookups}
+    WHERE {eligible} AND ce.active IS NOT TRUE
+)"""
+
+
+def batch_sql(lo: str, size: str, run: str, source: str) -> str:
+    """One batch: the slice of at most ``size`` memberships after id ``lo``.
+
+    ``lo``, ``size`` and ``run`` are SQL expressions: literals online, PL/pgSQL variables
+    offline; ``source`` a quoted literal. One row back: the slice's last id and size, and
+    what the batch created and reactivated. Every table is read by index: the slice by
+    primary key, each lookup by primary or unique key.
+    """
+    candidates = CANDIDATES.format(
+        source="slice AS s\n    CROSS JOIN LATERAL (\n"
+        "        SELECT x.id, x.user_id, x.group_id, x.active FROM group_members AS x\n"
+        "        WHERE x.id = s.id OFFSET 0\n    ) AS gm",
+        lookups=indent(LOOKUPS),
+        eligible=ELIGIBLE,
+    )
+    return f"""WITH slice AS MATERIALIZED (
+    SELECT id FROM group_members WHERE id > {lo} ORDER BY id LIMIT {size}
+),
+{candidates},
+{_writes(run, source, "(SELECT max(id) FROM slice)", BY_ID)}
+SELECT (SELECT max(id) FROM slice) AS last_id,
+    (SELECT count(*) FROM slice) AS memberships,
+    (SELECT count(*) FROM created) AS created,
+    (SELECT count(*) FROM reactivated) AS reactivated"""
+
+
+def one_statement_sql(run: str, source: str) -> str:
+    """The whole backfill in one statement (``-x backfill_one_statement=yes``): plain
+    joins, for the planner to hash over the whole tables."""
+    candidates = CANDIDATES.format(
+        source="group_members AS gm",
+        lookups=indent(
+            """JOIN groups AS g ON g.id = gm.group_id
+JOIN courses AS c ON c.id = g.course_id
+JOIN users AS u ON u.id = gm.user_id
+LEFT JOIN course_enrollments AS ce
+    ON ce.course_id = g.course_id AND ce.student_id = gm.user_id"""
+        ),
+        eligible=ELIGIBLE,
+    )
+    return f"""WITH {candidates},
+{_writes(run, source, "(SELECT max(id) FROM group_members)", BY_JOIN)}
+SELECT (SELECT max(id) FROM group_members) AS last_id,
+    NULL::bigint AS memberships,
+    (SELECT count(*) FROM created) AS created,
+    (SELECT count(*) FROM reactivated) AS reactivated"""
+
+
+# --- runs: start or resume, finish ----------------------------------------------------
+def start_run_sql(source: str) -> str:
+    """One row: the run id, the membership id to start after, whether it resumes.
+
+    The newest unfinished run is resumed from its checkpoint when that is sound: it
+    started with the sync trigger installed (every change below its checkpoint since then
+    was kept by the trigger), or the trigger is still missing (a sweep without it, resumed
+    by another). Otherwise the walk starts over and the old run is closed.
+    """
+    return f"""WITH trigger_now AS (
+{indent(installed_sql())}
+),
+unfinished AS (
+    SELECT r.id, r.checkpoint, r.sync_trigger
+    FROM {RUNS} AS r
+    WHERE r.finished_at IS NULL
+    ORDER BY r.id DESC
+    LIMIT 1
+),
+resumable AS (
+    SELECT u.id, u.checkpoint FROM unfinished AS u, trigger_now AS t
+    WHERE u.sync_trigger OR NOT t.installed
+),
+closed AS (
+    UPDATE {RUNS} SET finished_at = now()
+    WHERE finished_at IS NULL AND id NOT IN (SELECT id FROM resumable)
+),
+started AS (
+    INSERT INTO {RUNS} (source, sync_trigger)
+    SELECT {source}, t.installed FROM trigger_now AS t
+    WHERE NOT EXISTS (SELECT 1 FROM resumable)
+    RETURNING id
+)
+SELECT id, coalesce(checkpoint, {BEFORE_ANY_ID}) AS after, true AS resumed FROM resumable
+UNION ALL
+SELECT id, {BEFORE_ANY_ID}, false FROM started"""
+
+
+def finish_run_sql(run: str) -> str:
+    return f"UPDATE {RUNS} SET finished_at = now() WHERE id = {run}"
+
+
+# --- the undo -------------------------------------------------------------------------
+def undo_batch_sql(lo: str, size: str) -> str:
+    """Undo the next ``size`` recorded changes after enrollment id ``lo``, and forget them.
+
+    A row is restored only while it is still the version the backfill wrote (same pair,
+    active, same ``xmin``; records of 1.0.0 have no ``xmin``: same pair and active).
+    """
+    return f"""WITH batch AS MATERIALIZED (
+    SELECT r.enrollment_id, r.course_id, r.student_id, r.action, r.row_xmin
+    FROM {CHANGES} AS r
+    WHERE r.enrollment_id > {lo}
+    ORDER BY r.enrollment_id
+    LIMIT {size}
+),
+locked AS MATERIALIZED (
+    -- the recorded rows as they are now, locked so that nobody changes them meanwhile
+    SELECT e.id, e.course_id, e.student_id, e.active, e.xmin::text::bigint AS row_xmin
+    FROM course_enrollments AS e
+    WHERE e.id = ANY (ARRAY(SELECT b.enrollment_id FROM batch AS b))
+    ORDER BY e.id
+    FOR UPDATE
+),
+as_left AS (
+    -- still exactly as the backfill left them
+    SELECT l.id, b.action
+    FROM locked AS l
+    JOIN batch AS b ON b.enrollment_id = l.id
+    WHERE l.course_id = b.course_id AND l.student_id = b.student_id AND l.active
+      AND (b.row_xmin IS NULL OR l.row_xmin = b.row_xmin)
+),
+deleted AS (
+    DELETE FROM course_enrollments AS e
+    WHERE e.id = ANY (ARRAY(SELECT a.id FROM as_left AS a WHERE a.action = 'created'))
+    RETURNING e.id
+),
+deactivated AS (
+    UPDATE course_enrollments AS e
+    SET active = false
+    WHERE e.id = ANY (ARRAY(SELECT a.id FROM as_left AS a WHERE a.action = 'reactivated'))
+    RETURNING e.id
+),
+forgotten AS (
+    DELETE FROM {CHANGES} AS r
+    WHERE r.enrollment_id = ANY (ARRAY(SELECT b.enrollment_id FROM batch AS b))
+)
+SELECT (SELECT max(enrollment_id) FROM batch) AS last_id,
+    (SELECT count(*) FROM batch) AS records,
+    (SELECT count(*) FROM deleted) AS deleted,
+    (SELECT count(*) FROM deactivated) AS deactivated"""
+
+
+# --- offline: the loops in the script --------------------------------------------------
+RETRY = """            EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
+                attempt := attempt + 1;
+                IF attempt > {retries} THEN
+                    RAISE;
+                END IF;
+                RAISE WARNING '{what}: a batch failed (%), rolled back; retrying (attempt % of {retries})', SQLERRM, attempt;
+                PERFORM pg_sleep(random() * {backoff} * 2 ^ attempt);
+            END;"""
+
+
+def _adapt(batch: BatchSettings, rows: str) -> str:
+    if batch.fixed_size:
+        return ""
+    return f"""
+        -- toward {batch.target_seconds:g} s a batch: x0.5 to x1.5 a step, within [{batch.min_size}, {batch.max_size}]
+        IF {rows} = size THEN
+            size := least({batch.max_size}, greatest({batch.min_size}, (size * least(1.5, greatest(0.5,
+                {batch.target_seconds} / greatest(extract(epoch FROM clock_timestamp() - started), 0.000001))))::integer));
+        END IF;"""
+
+
+def offline_backfill_sql(source: str, batch: BatchSettings, one_statement: bool) -> str:
+    """The backfill as a DO block for psql, outside a transaction block: a ``COMMIT`` per
+    batch, sized toward the online target, retried with backoff; a cut script goes on from
+    the checkpoint when run again."""
+    what = f"backfill {source}"
+    if one_statement:
+        statement = one_statement_sql("run.id", f"'{source}'")
+    else:
+        statement = batch_sql("lo", "size", "run.id", f"'{source}'")
+    retry = RETRY.format(retries=batch.retries, backoff=batch.backoff_seconds, what=what)
+    return f"""-- The backfill, {"in one statement" if one_statement else "one batch per transaction"}.
+DO $backfill$
+DECLARE
+    run record;
+    result record;
+    lo bigint;
+    size integer := {batch.first_size};
+    attempt integer;
+    started timestamptz;
+    done_batches integer := 0;
+    done_created bigint := 0;
+    done_reactivated bigint := 0;
+BEGIN
+{indent(start_run_sql(f"'{source}'"))}
+    INTO run;
+    lo := run.after;
+    IF run.resumed THEN
+        RAISE NOTICE '{what}: resuming run % after membership id %', run.id, lo;
+    END IF;
+    COMMIT;
+    LOOP
+        attempt := 0;
+        started := clock_timestamp();
+        LOOP
+            BEGIN
+{indent(statement, "                ")}
+                INTO result;
+                EXIT;
+{retry}
+        END LOOP;
+        EXIT WHEN result.memberships = 0;
+        done_batches := done_batches + 1;
+        done_created := done_created + result.created;
+        done_reactivated := done_reactivated + result.reactivated;
+        lo := result.last_id;
+        COMMIT;{"" if one_statement else _adapt(batch, "result.memberships")}
+        EXIT WHEN {"true" if one_statement else "false"};
+    END LOOP;
+    {finish_run_sql("run.id")};
+    RAISE NOTICE '{what}: % enrollments created, % reactivated (% batches)', done_created, done_reactivated, done_batches;
+    COMMIT;
+END
+$backfill$"""
+
+
+def offline_undo_sql(what: str, batch: BatchSettings) -> str:
+    """The undo as a DO block for psql: a ``COMMIT`` per batch; warns about rows changed
+    since the backfill, which it leaves as they are."""
+    retry = RETRY.format(retries=batch.retries, backoff=batch.backoff_seconds, what=what)
+    return f"""-- {what}: restore what the backfill changed, where it is still as the backfill left it.
+DO $undo$
+DECLARE
+    result record;
+    lo bigint := {BEFORE_ANY_ID};
+    size integer := {batch.first_size};
+    attempt integer;
+    started timestamptz;
+    done_records bigint := 0;
+    done_deleted bigint := 0;
+    done_deactivated bigint := 0;
+BEGIN
+    LOOP
+        attempt := 0;
+        started := clock_timestamp();
+        LOOP
+            BEGIN
+{indent(undo_batch_sql("lo", "size"), "                ")}
+                INTO result;
+                EXIT;
+{retry}
+        END LOOP;
+        EXIT WHEN result.records = 0;
+        done_records := done_records + result.records;
+        done_deleted := done_deleted + result.deleted;
+        done_deactivated := done_deactivated + result.deactivated;
+        lo := result.last_id;
+        COMMIT;{_adapt(batch, "result.records")}
+    END LOOP;
+    RAISE NOTICE '{what}: % enrollments deleted, % deactivated', done_deleted, done_deactivated;
+    IF done_records > done_deleted + done_deactivated THEN
+        RAISE WARNING '{what}: % recorded enrollments were changed since the backfill and are left as they are', done_records - done_deleted - done_deactivated;
+    END IF;
+END
+$undo$"""
+
+
+# --- online ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    created: int
+    reactivated: int
+    batches: int
+    memberships: int
+
+
+def _row(connection: Connection, sql: str):
+    return connection.exec_driver_sql(sql, execution_options={"no_parameters": True}).one()
+
+
+def backfill_online(connection: Connection, source: str, settings: MigrationSettings) -> Outcome:
+    """The backfill on ``connection``: outside a transaction (Alembic's autocommit block),
+    or in the caller's (then each batch is a savepoint and nothing commits)."""
+    with transaction(connection):
+        run = _row(connection, start_run_sql(f"'{source}'"))
+    if run.resumed:
+        log.info("backfill %s: resuming run %d after membership id %d", source, run.id, run.after)
+    if settings.backfill_one_statement:
+        with transaction(connection):
+            row = _row(connection, one_statement_sql(str(run.id), f"'{source}'"))
+            connection.exec_driver_sql(finish_run_sql(str(run.id)))
+        return Outcome(int(row.created), int(row.reactivated), 1, 0)
+
+    def step(conn: Connection, after: int, size: int) -> StepResult:
+        row = _row(conn, batch_sql(str(after), str(size), str(run.id), f"'{source}'"))
+        return StepResult(
+            last_key=row.last_id,
+            rows=int(row.memberships),
+            counts={"created": int(row.created), "reactivated": int(row.reactivated)},
+        )
+
+    with transaction(connection):
+        total = connection.exec_driver_sql(
+            f"SELECT count(*) FROM group_members WHERE id > {int(run.after)}"
+        ).scalar_one()
+    progress = Progress(f"backfill {source}", total)
+    totals = run_batches(connection, step, int(run.after), settings.batch, progress)
+    with transaction(connection):
+        connection.exec_driver_sql(finish_run_sql(str(run.id)))
+    created, reactivated = totals.counts.get("created", 0), totals.counts.get("reactivated", 0)
+    progress.close(f"{created:,} created, {reactivated:,} reactivated")
+    return Outcome(created, reactivated, totals.batches, totals.rows)
+
+
+def undo_online(connection: Connection, what: str, settings: MigrationSettings) -> None:
+    """The undo on ``connection``, batched; one warning line for rows changed since."""
+
+    def step(conn: Connection, after: int, size: int) -> StepResult:
+        row = _row(conn, undo_batch_sql(str(after), str(size)))
+        return StepResult(
+            last_key=row.last_id,
+            rows=int(row.records),
+            counts={"deleted": int(row.deleted), "deactivated": int(row.deactivated)},
+        )
+
+    with transaction(connection):
+        total = connection.exec_driver_sql(f"SELECT count(*) FROM {CHANGES}").scalar_one()
+    progress = Progress(what, total)
+    totals = run_batches(connection, step, BEFORE_ANY_ID, settings.batch, progress)
+    deleted, deactivated = totals.counts.get("deleted", 0), totals.counts.get("deactivated", 0)
+    progress.close(f"{deleted:,} deleted, {deactivated:,} deactivated")
+    log.info("%s: %d enrollments deleted, %d deactivated", what, deleted, deactivated)
+    changed = totals.rows - deleted - deactivated
+    if changed:
+        log.warning(
+            "%s: %d recorded enrollments were changed since the backfill and are left as they are",
+            what,
+            changed,
+        )

@@ -1,0 +1,55 @@
+"""One lock: the command's backfill, the backfill revisions and the undo never run at once;
+whoever waits says who holds it (pid, application_name, since when)."""
+
+from __future__ import annotations
+
+import re
+
+import psycopg2
+import pytest
+
+from tests.helpers import (
+    HEAD,
+    WAITING_ON_LOCK,
+    Background,
+    alembic,
+    libpq_url,
+    upgrade,
+    wait_until,
+)
+
+ZOE_MATH = "SELECT 1 FROM course_enrollments WHERE course_id = 1 AND student_id = 2 FOR UPDATE"
+
+HOLDERS = {
+    "the command holds it": (
+        ["enrollments", "backfill", "--commit", "--lock-timeout", "60s"],
+        ["alembic", "upgrade", "head"],
+    ),
+    "an upgrade holds it": (
+        ["alembic", "-x", "lock_timeout=60s", "upgrade", "head"],
+        ["enrollments", "backfill", "--commit"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HOLDERS)
+def test_the_second_writer_waits_and_names_the_first(database_url, story, case):
+    first_command, second_command = HOLDERS[case]
+    upgrade(story, "0003")
+    holder = psycopg2.connect(libpq_url(database_url))
+    holder.cursor().execute(ZOE_MATH)  # keeps the first writer inside its backfill
+    try:
+        first = Background(first_command, database_url)
+        pid = wait_until(story, WAITING_ON_LOCK, app=first_command[0])
+        second = Background(second_command, database_url)
+        line = second.wait_for("waiting for the enrollments lock")
+        assert re.search(
+            rf"held by pid {pid} \({first_command[0]}\) since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC",
+            line,
+        ), line
+    finally:
+        holder.rollback()
+        holder.close()
+    assert first.finish().returncode == 0
+    assert second.finish().returncode == 0
+    assert alembic(database_url, "current").stdout.strip() == f"{HEAD} (head)"
