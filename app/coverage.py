@@ -53,6 +53,7 @@ ANOMALY_KINDS = ("non_student", "cross_school")
 SAMPLED_STATUSES = ("missing", "inactive", *ANOMALY_KINDS)
 DEFAULT_SAMPLE_LIMIT = 10
 MAX_BUCKETS = 65_536
+MIN_BUCKET = 512
 
 
 def indent(sql: str, prefix: str = "    ") -> str:
@@ -70,6 +71,21 @@ JOIN users AS u ON u.id = gm.user_id
 WHERE {ELIGIBLE}"""
 
 
+def pairs_sql(where: str = "") -> str:
+    """The distinct (student, course) pairs of active memberships, with the number of
+    memberships behind each, in two halves by the student's parity: each half gets its
+    own parallel sort, and the planner merges them."""
+    halves = [
+        f"""SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
+FROM group_members AS gm
+JOIN groups AS g ON g.id = gm.group_id
+WHERE {ACTIVE_MEMBERSHIP} AND gm.user_id & 1 = {parity}{where}
+GROUP BY gm.user_id, g.course_id"""
+        for parity in (0, 1)
+    ]
+    return "\nUNION ALL\n".join(halves)
+
+
 def classified_pairs_sql() -> str:
     """SELECT of every (user, course) pair behind active memberships, with its status.
 
@@ -77,15 +93,10 @@ def classified_pairs_sql() -> str:
     ``memberships`` (the active memberships behind the pair). The memberships are reduced
     to pairs first and the users, courses and enrollments joined after.
     """
-    where = ACTIVE_MEMBERSHIP
     return f"""SELECT p.student_id, p.course_id, p.memberships,
 {indent(STATUS)} AS status
 FROM (
-    SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
-    FROM group_members AS gm
-    JOIN groups AS g ON g.id = gm.group_id
-    WHERE {where}
-    GROUP BY gm.user_id, g.course_id
+{indent(pairs_sql())}
 ) AS p
 JOIN users AS u ON u.id = p.student_id
 JOIN courses AS c ON c.id = p.course_id
@@ -93,25 +104,29 @@ LEFT JOIN course_enrollments AS ce
     ON ce.course_id = p.course_id AND ce.student_id = p.student_id"""
 
 
-def counts_sql() -> str:
+BOUNDS_SQL = "SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM users"
+
+
+def bucket_width(lo: int, hi: int) -> int:
+    """Student ids per bucket: at least :data:`MIN_BUCKET`, and at most :data:`MAX_BUCKETS`
+    buckets (a bucket of 512 students is a few thousand memberships to read for samples)."""
+    return max(MIN_BUCKET, -(-(hi - lo + 1) // MAX_BUCKETS))
+
+
+def counts_sql(lo: int = 0, width: int = MIN_BUCKET) -> str:
     """One row per (status, bucket): pairs, and the active memberships behind them.
 
-    Covered pairs are not bucketed. ``lo`` and ``width`` place bucket b at student ids
-    [lo + b * width, lo + (b + 1) * width); width is at least 4,096 ids, and wide enough
-    that there are at most :data:`MAX_BUCKETS` buckets.
+    Covered pairs are not bucketed; bucket b holds student ids [lo + b * width,
+    lo + (b + 1) * width). One pass over the memberships, no list of pairs kept.
     """
-    return f"""WITH bounds AS (
-    SELECT coalesce(min(id), 0)::bigint AS lo,
-        greatest(4096, ceil((coalesce(max(id), 0)::numeric - coalesce(min(id), 0) + 1)
-            / {MAX_BUCKETS}))::bigint AS width
-    FROM users
-)
-SELECT k.status,
-    CASE WHEN k.status = 'covered' THEN NULL ELSE (k.student_id - b.lo) / b.width END AS bucket,
-    count(*) AS pairs, sum(k.memberships) AS memberships, min(b.lo) AS lo, min(b.width) AS width
+    return f"""SELECT k.status,
+    CASE WHEN k.status = 'covered' THEN NULL
+         ELSE (k.student_id::bigint - {int(lo)}) / {int(width)} END AS bucket,
+    count(*) AS pairs, sum(k.memberships) AS memberships
 FROM (
 {indent(classified_pairs_sql())}
-) AS k, bounds AS b
+    OFFSET 0
+) AS k
 GROUP BY 1, 2"""
 
 
@@ -266,11 +281,11 @@ def audit(connection: Connection, limit: int = DEFAULT_SAMPLE_LIMIT) -> Coverage
     pairs = dict.fromkeys(STATUSES, 0)
     memberships = 0
     buckets: dict[int, set[str]] = {}
-    lo = width = 0
-    for row in connection.execute(text(counts_sql())):
+    lo, hi = connection.execute(text(BOUNDS_SQL)).one()
+    width = bucket_width(lo, hi)
+    for row in connection.execute(text(counts_sql(lo, width))):
         pairs[row.status] += int(row.pairs)
         memberships += int(row.memberships)
-        lo, width = int(row.lo), int(row.width)
         if row.bucket is not None:
             buckets.setdefault(int(row.bucket), set()).add(row.status)
     report = CoverageReport(

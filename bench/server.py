@@ -143,6 +143,7 @@ def psql_cmd(server: Server, database: str, sql: str) -> list[str]:
         server.psql,
         "-X",
         "-q",
+        "-At",
         "-v",
         "ON_ERROR_STOP=1",
         "-d",

@@ -24,6 +24,23 @@ from tests.helpers import ROOT, PostgresForTests, load_story, story_rows, upgrad
 SERVER_ENV = "ENROLLMENTS_TEST_SERVER"
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        help="also run the tests marked slow (a streaming standby, 70 million pairs)",
+    )
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow (CI runs them on the service)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresForTests]:
     from app.embedded import EmbeddedPostgres, client_bin_dir

@@ -58,6 +58,7 @@ def odd(legacy):
 
 def test_the_audit(database_url, odd):
     result = enrollments(database_url, "audit", "--json")
+    assert result.stdout, result.stderr
     data = json.loads(result.stdout)
     assert result.returncode == 2, result.stderr
     assert (data["eligible_pairs"], data["covered"], data["inactive"], data["missing"]) == (

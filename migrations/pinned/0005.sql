@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0005; digest 2bba06722c5f.
+-- Pinned offline SQL of revision 0005; digest a1b2dc666b54.
 -- Written by `python -m migrations.pins --write`. tests/test_pins.py fails when the
 -- revision writes anything else. A released revision changes only to fix a defect: rewrite
 -- this file in the same commit and give the reason in migrations/pinned/CHANGES.md.
@@ -327,16 +327,13 @@ BEGIN
         LOOP
             BEGIN
                 WITH slice AS MATERIALIZED (
-                    SELECT id FROM group_members WHERE id > lo ORDER BY id LIMIT size
+                    SELECT id, user_id, group_id, active FROM group_members
+                    WHERE id > lo ORDER BY id LIMIT size
                 ),
                 candidates AS MATERIALIZED (
                     -- active memberships of eligible pairs that lack an active enrollment
                     SELECT gm.id, gm.user_id AS student_id, gm.group_id, g.course_id, ce.id AS enrollment_id
-                    FROM slice AS s
-                    CROSS JOIN LATERAL (
-                        SELECT x.id, x.user_id, x.group_id, x.active FROM group_members AS x
-                        WHERE x.id = s.id OFFSET 0
-                    ) AS gm
+                    FROM slice AS gm
                     CROSS JOIN LATERAL (
                         SELECT x.course_id FROM groups AS x WHERE x.id = gm.group_id OFFSET 0
                     ) AS g
@@ -453,8 +450,9 @@ DO $gate$
 DECLARE
     r record;
     pair record;
-    lo bigint := 0;
-    width bigint := 1;
+    lo bigint;
+    hi bigint;
+    width bigint;
     covered bigint := 0;
     inactive bigint := 0;
     missing bigint := 0;
@@ -473,20 +471,14 @@ BEGIN
         RAISE EXCEPTION 'coverage gate before revision 0005: the sync trigger is not installed, so coverage would not hold; nothing of revision 0005 was applied'
             USING HINT = 'run alembic upgrade head again: revision 0005 or 0006 installs it';
     END IF;
+    -- buckets of student ids: at least 512 ids each, at most 65,536 of them
+    SELECT coalesce(min(id), 0), coalesce(max(id), 0) INTO lo, hi FROM users;
+    width := greatest(512, ceil((hi - lo + 1) / 65536.0))::bigint;
     FOR r IN
-        WITH bounds AS (
-            SELECT coalesce(min(id), 0)::bigint AS lo,
-                greatest(4096, ceil((coalesce(max(id), 0)::numeric - coalesce(min(id), 0) + 1) / 65536))::bigint AS width
-            FROM users
-        ),
-        pairs AS (
-            SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
-            FROM group_members AS gm
-            JOIN groups AS g ON g.id = gm.group_id
-            WHERE gm.active IS TRUE
-            GROUP BY gm.user_id, g.course_id
-        ),
-        classified AS (
+        SELECT k.status,
+            CASE WHEN k.status = 'covered' THEN NULL ELSE (k.student_id - lo) / width END AS bucket,
+            count(*) AS pairs, sum(k.memberships) AS memberships
+        FROM (
             SELECT p.student_id, p.memberships,
                 CASE
                     WHEN NOT (u.role = 'student') THEN 'non_student'
@@ -495,20 +487,27 @@ BEGIN
                     WHEN ce.id IS NOT NULL THEN 'inactive'
                     ELSE 'missing'
                 END AS status
-            FROM pairs AS p
+            FROM (
+                SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
+                FROM group_members AS gm
+                JOIN groups AS g ON g.id = gm.group_id
+                WHERE gm.active IS TRUE AND gm.user_id & 1 = 0
+                GROUP BY gm.user_id, g.course_id
+                UNION ALL
+                SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
+                FROM group_members AS gm
+                JOIN groups AS g ON g.id = gm.group_id
+                WHERE gm.active IS TRUE AND gm.user_id & 1 = 1
+                GROUP BY gm.user_id, g.course_id
+            ) AS p
             JOIN users AS u ON u.id = p.student_id
             JOIN courses AS c ON c.id = p.course_id
             LEFT JOIN course_enrollments AS ce
                 ON ce.course_id = p.course_id AND ce.student_id = p.student_id
-        )
-        SELECT k.status,
-            CASE WHEN k.status = 'covered' THEN NULL ELSE (k.student_id - b.lo) / b.width END AS bucket,
-            count(*) AS pairs, sum(k.memberships) AS memberships, min(b.lo) AS lo, min(b.width) AS width
-        FROM classified AS k, bounds AS b
+            OFFSET 0
+        ) AS k
         GROUP BY 1, 2
     LOOP
-        lo := r.lo;
-        width := r.width;
         CASE r.status
             WHEN 'covered' THEN covered := covered + r.pairs;
             WHEN 'inactive' THEN inactive := inactive + r.pairs;

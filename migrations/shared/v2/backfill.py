@@ -145,14 +145,13 @@ def batch_sql(lo: str, size: str, run: str, source: str) -> str:
     primary key, each lookup by primary or unique key.
     """
     candidates = CANDIDATES.format(
-        source="slice AS s\n    CROSS JOIN LATERAL (\n"
-        "        SELECT x.id, x.user_id, x.group_id, x.active FROM group_members AS x\n"
-        "        WHERE x.id = s.id OFFSET 0\n    ) AS gm",
+        source="slice AS gm",  # the slice carries the memberships' columns
         lookups=indent(LOOKUPS),
         eligible=ELIGIBLE,
     )
     return f"""WITH slice AS MATERIALIZED (
-    SELECT id FROM group_members WHERE id > {lo} ORDER BY id LIMIT {size}
+    SELECT id, user_id, group_id, active FROM group_members
+    WHERE id > {lo} ORDER BY id LIMIT {size}
 ),
 {candidates},
 {_writes(run, source, "(SELECT max(id) FROM slice)", BY_ID)}

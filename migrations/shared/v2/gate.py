@@ -3,7 +3,8 @@ online and written to the offline script alike.
 
 The gate counts, in one pass over the active memberships, every (user, course) pair by
 status, and for the uncovered ones by *bucket*, a range of student ids (at most 65,536
-buckets whatever the ids). Below 100% it then reads the first uncovered pairs, with names,
+buckets whatever the ids). The pairs come from two halves of the memberships, by the
+student's parity, so that each half gets its own parallel sort. Below 100% it then reads the first uncovered pairs, with names,
 from the first buckets that hold any, by ``ix_member_user``: so the server keeps neither
 an array of every gap nor a sort of them, and its memory does not grow with their number.
 Pairs stay (student_id, course_id) throughout; any int4 id works.
@@ -33,36 +34,38 @@ log = logging.getLogger("migrations")
 
 SAMPLE = 10
 MAX_BUCKETS = 65_536
+MIN_BUCKET = 512
 FIX = "enrollments backfill --commit, then alembic upgrade head again"
 
-# One row per (status, bucket): pairs and the active memberships behind them. Covered
-# pairs are not bucketed. ``lo`` and ``width`` place bucket b at student ids
-# [lo + b * width, lo + (b + 1) * width).
-COUNTS_SQL = f"""WITH bounds AS (
-    SELECT coalesce(min(id), 0)::bigint AS lo,
-        greatest(4096, ceil((coalesce(max(id), 0)::numeric - coalesce(min(id), 0) + 1) / {MAX_BUCKETS}))::bigint AS width
-    FROM users
-),
-pairs AS (
-    SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
-    FROM group_members AS gm
-    JOIN groups AS g ON g.id = gm.group_id
-    WHERE {ACTIVE_MEMBERSHIP}
-    GROUP BY gm.user_id, g.course_id
-),
-classified AS (
+# The pairs of active memberships, in two halves by the student's parity (each half gets its
+# own parallel sort), with the memberships behind each.
+PAIRS = "\nUNION ALL\n".join(
+    f"""SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
+FROM group_members AS gm
+JOIN groups AS g ON g.id = gm.group_id
+WHERE {ACTIVE_MEMBERSHIP} AND gm.user_id & 1 = {parity}
+GROUP BY gm.user_id, g.course_id"""
+    for parity in (0, 1)
+)
+
+# One row per (status, bucket): pairs, and the active memberships behind them. Covered
+# pairs are not bucketed; bucket b holds student ids [lo + b * width, lo + (b + 1) * width),
+# lo and width being the block's variables.
+COUNTS_SQL = f"""SELECT k.status,
+    CASE WHEN k.status = 'covered' THEN NULL ELSE (k.student_id - lo) / width END AS bucket,
+    count(*) AS pairs, sum(k.memberships) AS memberships
+FROM (
     SELECT p.student_id, p.memberships,
 {indent(STATUS, "        ")} AS status
-    FROM pairs AS p
+    FROM (
+{indent(PAIRS, "        ")}
+    ) AS p
     JOIN users AS u ON u.id = p.student_id
     JOIN courses AS c ON c.id = p.course_id
     LEFT JOIN course_enrollments AS ce
         ON ce.course_id = p.course_id AND ce.student_id = p.student_id
-)
-SELECT k.status,
-    CASE WHEN k.status = 'covered' THEN NULL ELSE (k.student_id - b.lo) / b.width END AS bucket,
-    count(*) AS pairs, sum(k.memberships) AS memberships, min(b.lo) AS lo, min(b.width) AS width
-FROM classified AS k, bounds AS b
+    OFFSET 0
+) AS k
 GROUP BY 1, 2"""
 
 
@@ -118,8 +121,9 @@ DO $gate$
 DECLARE
     r record;
     pair record;
-    lo bigint := 0;
-    width bigint := 1;
+    lo bigint;
+    hi bigint;
+    width bigint;
     covered bigint := 0;
     inactive bigint := 0;
     missing bigint := 0;
@@ -134,11 +138,12 @@ BEGIN
         RAISE {level} 'coverage gate before revision {revision}: the sync trigger is not installed, so coverage would not hold; {ending}'
             USING HINT = 'run alembic upgrade head again: revision 0005 or 0006 installs it';
     END IF;
+    -- buckets of student ids: at least {MIN_BUCKET} ids each, at most {MAX_BUCKETS:,} of them
+    SELECT coalesce(min(id), 0), coalesce(max(id), 0) INTO lo, hi FROM users;
+    width := greatest({MIN_BUCKET}, ceil((hi - lo + 1) / {MAX_BUCKETS}.0))::bigint;
     FOR r IN
 {indent(COUNTS_SQL, "        ")}
     LOOP
-        lo := r.lo;
-        width := r.width;
         CASE r.status
             WHEN 'covered' THEN covered := covered + r.pairs;
             WHEN 'inactive' THEN inactive := inactive + r.pairs;

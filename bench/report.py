@@ -1,0 +1,207 @@
+"""docs/benchmarks.md from the measured results: every figure beside its goal.
+
+The results of each server are kept as JSON in ``docs/benchmarks/`` (one file per
+server), so the page shows every server measured, and can be written again from them:
+
+    python -m bench.report
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "benchmarks"
+PAGE = ROOT / "docs" / "benchmarks.md"
+
+GOALS = {
+    "audit": 1.2,
+    "one_statement": 1.2,
+    "batched": 1.3,
+    "upgrade": 1.3,
+    "growth": 1.1,
+    "wal": 1.5,
+    "writer_p99_ms": 10.0,
+    "writer_max_ms": 100.0,
+    "peak_mb": 150.0,
+}
+
+
+def verdict(value: float, goal: float) -> str:
+    return "met" if value <= goal else "**MISSED**"
+
+
+def growth(a: dict, b: dict, step: str, key: str = "seconds") -> float:
+    ta, tb = a["steps"][step][key], b["steps"][step][key]
+    na, nb = a["counts"]["group_members"], b["counts"]["group_members"]
+    return math.log(tb / ta) / math.log(nb / na)
+
+
+def floor_sum(size: dict) -> float:
+    s = size["steps"]
+    return (
+        s["floor_index"]["seconds"] + s["floor_backfill"]["seconds"] + s["floor_audit"]["seconds"]
+    )
+
+
+def server_section(result: dict) -> list[str]:
+    sizes = result["sizes"]
+    out = [f"## {result['server']}", "", result["machine"], ""]
+    out += [
+        "| memberships | eligible pairs | audit / A3 | one-statement backfill / B2 | "
+        "batched backfill / B2 | `alembic upgrade head` / (index + B2 + A3) |",
+        "|---:|---:|---|---|---|---|",
+    ]
+    for size in sizes:
+        s = size["steps"]
+        a = s["audit"]["seconds"] / s["floor_audit"]["seconds"]
+        one = (s["one_statement"]["inner_seconds"] or s["one_statement"]["seconds"]) / s[
+            "floor_backfill"
+        ]["seconds"]
+        bat = (s["batched"]["inner_seconds"] or s["batched"]["seconds"]) / s["floor_backfill"][
+            "seconds"
+        ]
+        up = s["upgrade"]["seconds"] / floor_sum(size)
+        out.append(
+            f"| {size['counts']['group_members']:,} | {size['eligible_pairs']:,} | "
+            f"{s['audit']['seconds']:.2f} / {s['floor_audit']['seconds']:.2f} s = **{a:.2f}x** "
+            f"(goal 1.2x: {verdict(a, GOALS['audit'])}) | "
+            f"{s['one_statement']['inner_seconds'] or s['one_statement']['seconds']:.2f} / "
+            f"{s['floor_backfill']['seconds']:.2f} s = **{one:.2f}x** "
+            f"(goal 1.2x: {verdict(one, GOALS['one_statement'])}) | "
+            f"{s['batched']['inner_seconds'] or s['batched']['seconds']:.2f} s = **{bat:.2f}x** "
+            f"(goal 1.3x: {verdict(bat, GOALS['batched'])}) | "
+            f"{s['upgrade']['seconds']:.2f} / {floor_sum(size):.2f} s = **{up:.2f}x** "
+            f"(goal 1.3x: {verdict(up, GOALS['upgrade'])}) |"
+        )
+    out += ["", "Whole commands, wall seconds (Python's start included), and WAL:", ""]
+    out += [
+        "| memberships | audit | dry run | `backfill --commit --one-statement` | "
+        "`backfill --commit` | `alembic upgrade head` | floors: A3, B2, index | "
+        "WAL: upgrade / (B2 + index) |",
+        "|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for size in sizes:
+        s = size["steps"]
+        wal_floor = s["floor_backfill"]["wal_mb"] + s["floor_index"]["wal_mb"]
+        wal = s["upgrade"]["wal_mb"] / wal_floor
+        out.append(
+            f"| {size['counts']['group_members']:,} | {s['audit']['seconds']:.2f} | "
+            f"{s['dry_run']['seconds']:.2f} | {s['one_statement']['seconds']:.2f} | "
+            f"{s['batched']['seconds']:.2f} | {s['upgrade']['seconds']:.2f} | "
+            f"{s['floor_audit']['seconds']:.2f}, {s['floor_backfill']['seconds']:.2f}, "
+            f"{s['floor_index']['seconds']:.2f} | {s['upgrade']['wal_mb']:,.0f} / "
+            f"{wal_floor:,.0f} MB = **{wal:.2f}x** (goal 1.5x: {verdict(wal, GOALS['wal'])}) |"
+        )
+    out += ["", "Growth exponent between consecutive sizes (goal 1.1 at most):", ""]
+    steps = [
+        ("audit", "audit", "seconds"),
+        ("one-statement backfill", "one_statement", "inner_seconds"),
+        ("batched backfill", "batched", "inner_seconds"),
+        ("alembic upgrade head", "upgrade", "seconds"),
+    ]
+    spans = list(itertools.pairwise(sizes))
+    out += [
+        "| step | "
+        + " | ".join(
+            f"{a['counts']['group_members']:,} to {b['counts']['group_members']:,}"
+            for a, b in spans
+        )
+        + " |"
+    ]
+    out += ["|---|" + "---:|" * (len(sizes) - 1)]
+    for label, step, key in steps:
+        cells = []
+        for a, b in spans:
+            g = growth(a, b, step, key)
+            cells.append(f"{g:.2f} ({verdict(g, GOALS['growth'])})")
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "The application writer during the default `alembic upgrade head` "
+        f"({result['writer_rate']:.0f} tx/s, upserting pairs the backfill creates; goals: "
+        "p99 10 ms, max 100 ms, 0 errors), and the peak RSS of the commands (goal: under "
+        "150 MB):",
+        "",
+        "| memberships | transactions | p99 ms | max ms | errors |"
+        " peak MB (largest of any command) |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for size in sizes:
+        w = size["writer"]["upgrade"]
+        peak = max(
+            size["steps"][k]["peak_mb"]
+            for k in ("audit", "dry_run", "one_statement", "batched", "upgrade")
+        )
+        out.append(
+            f"| {size['counts']['group_members']:,} | {w['transactions']:.0f} | "
+            f"{w['p99_ms']:.1f} ({verdict(w['p99_ms'], GOALS['writer_p99_ms'])}) | "
+            f"{w['max_ms']:.1f} ({verdict(w['max_ms'], GOALS['writer_max_ms'])}) | "
+            f"{w['errors']:.0f} ({verdict(w['errors'], 0)}) | "
+            f"{peak:.0f} ({verdict(peak, GOALS['peak_mb'])}) |"
+        )
+    if result.get("trigger"):
+        t = result["trigger"]
+        p99_added = t["single_p99_ms"]["with"] - t["single_p99_ms"]["without"]
+        bulk = t["bulk_seconds"]["with"] / t["bulk_seconds"]["without"]
+        out += [
+            "",
+            f"The sync trigger's cost ({t['students']:,} students, median of 3 copies each): "
+            f"one membership insert, p50 {t['single_p50_ms']['without']:.2f} to "
+            f"{t['single_p50_ms']['with']:.2f} ms, p99 {t['single_p99_ms']['without']:.2f} to "
+            f"{t['single_p99_ms']['with']:.2f} ms: **+{p99_added:.2f} ms** (goal +1 ms: "
+            f"{verdict(p99_added, 1.0)}); a bulk insert of {t['bulk_rows']:,} memberships, "
+            f"{t['bulk_seconds']['without']:.2f} to {t['bulk_seconds']['with']:.2f} s: "
+            f"**{bulk:.2f}x** (goal 2x: {verdict(bulk, 2.0)}).",
+        ]
+    largest = sizes[-1]
+    if largest.get("explain"):
+        out += [
+            "",
+            f"One batch of the backfill at {largest['counts']['group_members']:,} memberships "
+            "(revision 0004's statement, 10,000 memberships from the middle of the table, "
+            "`EXPLAIN (ANALYZE, BUFFERS)`): every table read by index, no sequential scan.",
+            "",
+            "```",
+            largest["explain"],
+            "```",
+        ]
+    return out
+
+
+def render(results: list[dict], notes: str) -> str:
+    out = [
+        "# Benchmarks",
+        "",
+        "Produced by `python -m bench.run` (see the README; `--sizes` sets the sizes), on each "
+        "server below; `python -m bench.report` writes this page again from the results kept "
+        "in `docs/benchmarks/`.",
+        "",
+    ]
+    for result in results:
+        out += [*server_section(result), ""]
+    return "\n".join(out) + notes
+
+
+def load() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+
+
+def write(notes: str) -> Path:
+    PAGE.write_text(render(load(), notes))
+    return PAGE
+
+
+def main() -> int:
+    from bench.notes import NOTES
+
+    print(f"wrote {write(NOTES)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
