@@ -1,6 +1,6 @@
 """``enrollments backfill --commit``: batched, race-free, recorded, resumable.
 
-Batches by default (``app.batching``: sized toward 200 ms, paced on the replicas' lag,
+Batches by default (``app.batching``: sized toward 100 ms, paced on the replicas' lag,
 retried, split on a statement timeout). Each batch takes the next slice of
 ``group_members`` by primary key and, in one transaction, finds the slice's active
 memberships of eligible pairs lacking an active enrollment (every table read by index),
@@ -103,21 +103,28 @@ LEFT JOIN course_enrollments AS ce
     ON ce.course_id = g.course_id AND ce.student_id = gm.user_id"""
 
 
-def _candidates(source: str, lookups: str) -> str:
+def _candidates(source: str, lookups: str, lock: bool = False) -> str:
+    """Active memberships of eligible pairs lacking an active enrollment; with ``lock``,
+    locked in this same pass (one statement over the whole table: no second scan)."""
+    locking = "\n    ORDER BY gm.id\n    FOR SHARE OF gm" if lock else ""
     return f"""candidates AS MATERIALIZED (
     -- active memberships of eligible pairs that lack an active enrollment
     SELECT gm.id, gm.user_id AS student_id, gm.group_id, g.course_id, ce.id AS enrollment_id
     FROM {source}
 {indent(lookups)}
-    WHERE {ELIGIBLE} AND ce.active IS NOT TRUE
+    WHERE {ELIGIBLE} AND ce.active IS NOT TRUE{locking}
 )"""
 
 
-def _writes(books: Bookkeeping, run: int | None, checkpoint: str, which: str) -> str:
+def _writes(books: Bookkeeping, run: int | None, checkpoint: str, which: str | None) -> str:
     """From ``candidates`` on: lock, reactivate, create, record, move the checkpoint."""
     xmin = ", row_xmin" if books.row_xmin else ""
-    parts = [
-        f"""locked AS MATERIALIZED (
+    if which is None:  # the candidates were locked as they were read
+        pairs = """pairs AS (
+    SELECT DISTINCT k.student_id, k.course_id, k.enrollment_id FROM candidates AS k
+),"""
+    else:
+        pairs = f"""locked AS MATERIALIZED (
     -- locked until this transaction ends, in id order: a deactivation by the application
     -- waits for it, or came first and makes the row drop out here
     SELECT gm.id, gm.user_id, gm.group_id
@@ -130,7 +137,10 @@ pairs AS (
     SELECT DISTINCT k.student_id, k.course_id, k.enrollment_id
     FROM locked AS l
     JOIN candidates AS k ON k.id = l.id AND k.student_id = l.user_id AND k.group_id = l.group_id
-),
+),"""
+    parts = [
+        pairs
+        + """
 to_reactivate AS MATERIALIZED (
     SELECT e.id
     FROM course_enrollments AS e
@@ -182,7 +192,6 @@ created AS (
 
 
 BY_ID = "gm.id = ANY (ARRAY(SELECT k.id FROM candidates AS k))"  # a batch: by primary key
-BY_JOIN = "gm.id IN (SELECT k.id FROM candidates AS k)"  # one statement: a hashed semi-join
 
 COUNTS = """(SELECT count(*) FROM created) AS created,
     (SELECT count(*) FROM reactivated) AS reactivated"""
@@ -205,8 +214,8 @@ SELECT (SELECT max(id) FROM slice) AS last_id, (SELECT count(*) FROM slice) AS m
 def one_statement_sql(books: Bookkeeping, run: int | None) -> str:
     """The whole backfill in one statement (``--one-statement``): plain joins, for the
     planner to hash over the whole tables."""
-    return f"""WITH {_candidates("group_members AS gm", JOINS)},
-{_writes(books, run, "(SELECT max(id) FROM group_members)", BY_JOIN)}
+    return f"""WITH {_candidates("group_members AS gm", JOINS, lock=True)},
+{_writes(books, run, "(SELECT max(id) FROM group_members)", None)}
 SELECT {COUNTS}"""
 
 

@@ -5,8 +5,10 @@ The caller gives a *step*: one statement that processes the slice of rows after 
 at most N rows, commits nothing itself and says how far it got. This module runs steps one
 transaction each, the way GitLab runs batched background migrations:
 
-- **sized toward a target duration** (default 200 ms): the size follows a moving average
-  of recent durations, by at most x1.5 up or x0.5 down a step, within [min, max];
+- **sized toward a target duration** (default 100 ms: an application write that meets a
+  batch's row lock waits for about one batch, and the bench's writer goal is 100 ms at
+  most): the size follows a moving average of recent durations, by at most x1.5 up or
+  x0.5 down a step, within [min, max];
 - **paced on the database's health**: before each batch, the replication lag of every
   standby in ``pg_stat_replication``, in bytes and in time; while the worst is above the
   bound, it waits and says why (see :class:`ReplicaLag`);
@@ -52,7 +54,7 @@ class BatchSettings:
     start_size: int = 1_000
     min_size: int = 100
     max_size: int = 200_000
-    target_seconds: float = 0.2
+    target_seconds: float = 0.1
     max_replica_lag: float | None = 10.0  # seconds; None or 0: do not pace
     retries: int = 5
     backoff_seconds: float = 0.1
@@ -129,7 +131,7 @@ class ReplicaLag:
     """How far each standby is behind, in bytes and in time.
 
     ``replay_lag`` alone is stale when replay stops (a paused or stuck standby reports the
-    lag it had): so the bench also keeps the primary's WAL position at each check and
+    lag it had): so this also keeps the primary's WAL position at each check and
     counts a standby as behind by at least the time since the primary first wrote past its
     ``replay_lsn``.
     """

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -22,14 +23,16 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from app import __version__
 from app.backfill import BackfillResult, backfill
 from app.batching import BatchSettings
-from app.coverage import DEFAULT_SAMPLE_LIMIT, CoverageReport, PairSample, audit
+from app.coverage import BREAKDOWNS, DEFAULT_SAMPLE_LIMIT, CoverageReport, PairSample, audit
 from app.db import (
+    KEEP,
     connect_error,
     duration_seconds,
     install_interrupt_handling,
     is_duration,
     make_engine,
     resolve_url,
+    timeout_sql,
     translate_db_error,
 )
 from app.errors import (
@@ -37,6 +40,7 @@ from app.errors import (
     EX_SOFTWARE,
     EX_USAGE,
     EnrollmentsError,
+    UsageError,
 )
 from app.schema import check_schema
 
@@ -49,34 +53,51 @@ DEFAULT_MAX_REPLICA_LAG = "10s"
 
 # --- argument parsing -----------------------------------------------------------------
 class Parser(argparse.ArgumentParser):
-    """argparse with usage errors on exit code 64, clear of the audit's 0, 1 and 2."""
+    """argparse with one-line usage errors on exit code 64, clear of the audit's 0, 1, 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}; run '{self.prog} --help'\n")
 
 
-def positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value!r}")
-    return int(value)
+MAX_BATCH = 1_000_000
+MAX_LIMIT = 100_000
 
 
-def non_negative_int(value: str) -> int:
-    if not value.isdigit():
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, not {value!r}")
-    return int(value)
+def bounded_int(low: int, high: int):
+    def parse(value: str) -> int:
+        if not value.strip().isdigit() or not low <= int(value) <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer from {low:,} to {high:,}, not {value!r}"
+            )
+        return int(value)
+
+    return parse
 
 
 def duration(value: str) -> str:
     if not is_duration(value):
         raise argparse.ArgumentTypeError(
-            f"must be a PostgreSQL duration such as 5s, 500ms, 10min or 0 (none), not {value!r}"
+            "must be a PostgreSQL duration such as 5s, 1.5s, 500ms, 10 min or 0 (none), "
+            f"not {value!r}"
         )
     return value.strip()
 
 
+def timeout(value: str) -> str:
+    """A duration, or ``keep``: set nothing, the role's (or database's) setting stays."""
+    return KEEP if value.strip() == KEEP else duration(value)
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """-v is taken before or after the command (SUPPRESS: a subcommand's default does not
+    undo a -v given before it)."""
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug details"
+    )
+
+
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    add_common_options(parser)
     parser.add_argument(
         "--database-url",
         metavar="URL",
@@ -84,26 +105,26 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lock-timeout",
-        type=duration,
+        type=timeout,
         default=DEFAULT_LOCK_TIMEOUT,
         metavar="DURATION",
         help="give up when a lock is not granted within this time "
-        f"(default {DEFAULT_LOCK_TIMEOUT})",
+        f"(default {DEFAULT_LOCK_TIMEOUT}; keep: the role's setting)",
     )
     parser.add_argument(
         "--statement-timeout",
-        type=duration,
+        type=timeout,
         default=DEFAULT_STATEMENT_TIMEOUT,
         metavar="DURATION",
         help="give up when one statement runs longer than this "
-        f"(default {DEFAULT_STATEMENT_TIMEOUT}; 0 for none)",
+        f"(default {DEFAULT_STATEMENT_TIMEOUT}; 0 for none; keep: the role's setting)",
     )
     parser.add_argument(
         "--limit",
-        type=non_negative_int,
-        default=DEFAULT_SAMPLE_LIMIT,
+        type=bounded_int(0, MAX_LIMIT),
+        default=None,
         metavar="N",
-        help=f"show at most N pairs of each kind (default {DEFAULT_SAMPLE_LIMIT})",
+        help=f"show at most N pairs of each kind (default {DEFAULT_SAMPLE_LIMIT}; 0: none)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -115,7 +136,7 @@ def build_parser() -> Parser:
         "audit it, backfill it, or run the demo.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    add_common_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
 
@@ -127,6 +148,11 @@ def build_parser() -> Parser:
         "Read-only. Exit 0 pass, 1 warning, 2 fail.",
     )
     add_connection_options(p_audit)
+    p_audit.add_argument(
+        "--by",
+        choices=BREAKDOWNS,
+        help="add a breakdown: one row per school or per course, sorted by missing pairs",
+    )
 
     p_backfill = commands.add_parser(
         "backfill",
@@ -140,9 +166,9 @@ def build_parser() -> Parser:
     )
     p_backfill.add_argument(
         "--batch-size",
-        type=positive_int,
+        type=bounded_int(1, MAX_BATCH),
         metavar="N",
-        help="a fixed number of memberships per batch (default: adaptive, toward 200 ms a batch)",
+        help="a fixed number of memberships per batch (default: adaptive, toward 100 ms a batch)",
     )
     p_backfill.add_argument(
         "--one-statement",
@@ -166,6 +192,7 @@ def build_parser() -> Parser:
         "show the offline SQL, upgrade to head, audit again.",
     )
     p_demo.add_argument("--data-dir", metavar="DIR", help="keep the server's data in DIR")
+    add_common_options(p_demo)
     return parser
 
 
@@ -180,8 +207,10 @@ def open_connection(args: argparse.Namespace) -> Iterator[Connection]:
         except DBAPIError as exc:
             raise connect_error(exc, url) from None
         with connection:
-            connection.exec_driver_sql(f"SET lock_timeout = '{args.lock_timeout}'")
-            connection.exec_driver_sql(f"SET statement_timeout = '{args.statement_timeout}'")
+            for statement in timeout_sql("lock_timeout", args.lock_timeout) + timeout_sql(
+                "statement_timeout", args.statement_timeout
+            ):
+                connection.exec_driver_sql(statement)
             check_schema(connection, writes=getattr(args, "commit", False))
             connection.commit()
             yield connection
@@ -189,25 +218,46 @@ def open_connection(args: argparse.Namespace) -> Iterator[Connection]:
         engine.dispose()
 
 
-def snapshot_audit(connection: Connection, limit: int) -> CoverageReport:
+def snapshot_audit(connection: Connection, limit: int, by: str | None = None) -> CoverageReport:
     """The audit in one read-only snapshot: counts and samples agree, nothing is written."""
     connection = connection.execution_options(isolation_level="REPEATABLE READ")
     with connection.begin():
         connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-        return audit(connection, limit=limit)
+        return audit(connection, limit=limit, by=by)
+
+
+def limit_of(args: argparse.Namespace) -> int:
+    return DEFAULT_SAMPLE_LIMIT if args.limit is None else args.limit
+
+
+def emit(text: str) -> None:
+    """Print the command's output. A reader that went away (``| head``) is not an error of
+    the command: its exit code stays the command's own."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python would complain again when it flushes stdout at exit: point it elsewhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def as_json(data: dict) -> str:
+    """ASCII JSON (non-ASCII letters as \\u escapes): valid whatever the output encoding."""
+    return json.dumps(data, ensure_ascii=True)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     with open_connection(args) as connection:
-        report = snapshot_audit(connection, args.limit)
-    if args.json:
-        print(json.dumps(report.as_json(), ensure_ascii=False))
-    else:
-        print(render_audit(report))
+        report = snapshot_audit(connection, limit_of(args), args.by)
+    emit(as_json(report.as_json()) if args.json else render_audit(report))
     return report.exit_code
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
+    if args.commit and args.limit is not None:
+        raise UsageError(
+            "--limit lists the pairs a dry run would change; with --commit nothing is listed; "
+            "run 'enrollments backfill --help'"
+        )
     with open_connection(args) as connection:
         if args.commit:
             started = time.monotonic()
@@ -233,7 +283,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             )
             preview = None
         else:  # the dry run: what the audit counts missing is created, inactive reactivated
-            preview = snapshot_audit(connection, args.limit)
+            preview = snapshot_audit(connection, limit_of(args))
             result = BackfillResult(
                 committed=False,
                 created=preview.missing,
@@ -247,9 +297,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         if preview is not None:
             data["would_create"] = [p.as_json() for p in preview.missing_pairs]
             data["would_reactivate"] = [p.as_json() for p in preview.inactive_pairs]
-        print(json.dumps(data, ensure_ascii=False))
+        emit(as_json(data))
     else:
-        print(render_backfill(result, preview))
+        emit(render_backfill(result, preview))
     return 0
 
 
@@ -298,8 +348,23 @@ VERDICTS = {
 }
 
 
+def render_breakdown(report: CoverageReport) -> str:
+    key = BREAKDOWNS[report.breakdown_by]
+    columns = (report.breakdown_by, "eligible", "covered", "inactive", "missing", "anomalies")
+    header = "  " + " ".join(f"{c:>10}" for c in columns)
+    lines = [f"By {report.breakdown_by} (most missing first):", header]
+    for row in report.breakdown:
+        lines.append(
+            f"  {row[key]:>10} {row['eligible_pairs']:>10,} {row['covered']:>10,} "
+            f"{row['inactive']:>10,} {row['missing']:>10,} {row['anomalies']:>10,}"
+        )
+    return "\n".join(lines)
+
+
 def render_audit(report: CoverageReport) -> str:
     parts = ["Coverage of course_enrollments against active group_members", render_counts(report)]
+    if report.breakdown_by is not None:
+        parts.append(render_breakdown(report))
     parts.append(_pairs_table("Missing enrollments", report.missing_pairs, report.missing))
     parts.append(_pairs_table("Inactive enrollments", report.inactive_pairs, report.inactive))
     for kind in ("non_student", "cross_school"):
@@ -345,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

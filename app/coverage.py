@@ -93,7 +93,7 @@ def classified_pairs_sql() -> str:
     ``memberships`` (the active memberships behind the pair). The memberships are reduced
     to pairs first and the users, courses and enrollments joined after.
     """
-    return f"""SELECT p.student_id, p.course_id, p.memberships,
+    return f"""SELECT p.student_id, p.course_id, c.school_id, p.memberships,
 {indent(STATUS)} AS status
 FROM (
 {indent(pairs_sql())}
@@ -113,21 +113,34 @@ def bucket_width(lo: int, hi: int) -> int:
     return max(MIN_BUCKET, -(-(hi - lo + 1) // MAX_BUCKETS))
 
 
-def counts_sql(lo: int = 0, width: int = MIN_BUCKET) -> str:
+BREAKDOWNS = {"school": "school_id", "course": "course_id"}
+
+
+def counts_sql(lo: int = 0, width: int = MIN_BUCKET, by: str | None = None) -> str:
     """One row per (status, bucket): pairs, and the active memberships behind them.
 
     Covered pairs are not bucketed; bucket b holds student ids [lo + b * width,
-    lo + (b + 1) * width). One pass over the memberships, no list of pairs kept.
+    lo + (b + 1) * width). With ``by`` (school or course), also one row per (status,
+    school or course), from the same pass (GROUPING SETS); ``per_part`` tells them apart.
+    One pass over the memberships, no list of pairs kept.
     """
-    return f"""SELECT k.status,
-    CASE WHEN k.status = 'covered' THEN NULL
-         ELSE (k.student_id::bigint - {int(lo)}) / {int(width)} END AS bucket,
+    bucket = (
+        "CASE WHEN k.status = 'covered' THEN NULL\n"
+        f"         ELSE (k.student_id::bigint - {int(lo)}) / {int(width)} END"
+    )
+    if by is None:
+        part, grouping, per_part = "NULL::integer", "GROUP BY 1, 2", "false"
+    else:
+        part = f"k.{BREAKDOWNS[by]}"
+        grouping = f"GROUP BY GROUPING SETS ((k.status, {bucket}), (k.status, {part}))"
+        per_part = f"GROUPING({part}) = 0"
+    return f"""SELECT k.status, {bucket} AS bucket, {part} AS part, {per_part} AS per_part,
     count(*) AS pairs, sum(k.memberships) AS memberships
 FROM (
 {indent(classified_pairs_sql())}
     OFFSET 0
 ) AS k
-GROUP BY 1, 2"""
+{grouping}"""
 
 
 def samples_sql(user_range: tuple[int, int], statuses: tuple[str, ...], limit: int) -> str:
@@ -209,6 +222,8 @@ class CoverageReport:
     missing_pairs: list[PairSample] = field(default_factory=list)
     inactive_pairs: list[PairSample] = field(default_factory=list)
     anomaly_pairs: dict[str, list[PairSample]] = field(default_factory=dict)
+    breakdown_by: str | None = None
+    breakdown: list[dict[str, int]] = field(default_factory=list)
 
     @property
     def uncovered(self) -> int:
@@ -254,6 +269,8 @@ class CoverageReport:
         data["anomaly_pairs"] = {
             kind: [p.as_json() for p in self.anomaly_pairs.get(kind, [])] for kind in ANOMALY_KINDS
         }
+        if self.breakdown_by is not None:
+            data["breakdown"] = self.breakdown
         return data
 
     def summary_line(self) -> str:
@@ -271,19 +288,27 @@ def coverage_counts(connection: Connection) -> CoverageReport:
     return audit(connection, limit=0)
 
 
-def audit(connection: Connection, limit: int = DEFAULT_SAMPLE_LIMIT) -> CoverageReport:
-    """The coverage report: counts, and up to ``limit`` samples of each kind of gap.
+def audit(
+    connection: Connection, limit: int = DEFAULT_SAMPLE_LIMIT, by: str | None = None
+) -> CoverageReport:
+    """The coverage report: counts, up to ``limit`` samples of each kind of gap, and with
+    ``by`` (school or course) a breakdown.
 
     Run it in a REPEATABLE READ transaction for counts and samples from one snapshot (the
-    commands do). Memory here and in the server is bounded by ``limit`` and the number of
-    buckets, whatever the number of gaps.
+    commands do). Memory here and in the server is bounded by ``limit``, the number of
+    buckets and the number of schools or courses, whatever the number of gaps.
     """
     pairs = dict.fromkeys(STATUSES, 0)
     memberships = 0
     buckets: dict[int, set[str]] = {}
+    parts: dict[int, dict[str, int]] = {}
     lo, hi = connection.execute(text(BOUNDS_SQL)).one()
     width = bucket_width(lo, hi)
-    for row in connection.execute(text(counts_sql(lo, width))):
+    for row in connection.execute(text(counts_sql(lo, width, by))):
+        if row.per_part:
+            counts = parts.setdefault(int(row.part), dict.fromkeys(STATUSES, 0))
+            counts[row.status] += int(row.pairs)
+            continue
         pairs[row.status] += int(row.pairs)
         memberships += int(row.memberships)
         if row.bucket is not None:
@@ -296,6 +321,22 @@ def audit(connection: Connection, limit: int = DEFAULT_SAMPLE_LIMIT) -> Coverage
         missing=pairs["missing"],
         anomalies={kind: pairs[kind] for kind in ANOMALY_KINDS},
     )
+    if by is not None:
+        report.breakdown_by = by
+        report.breakdown = sorted(
+            (
+                {
+                    BREAKDOWNS[by]: key,
+                    "eligible_pairs": c["covered"] + c["inactive"] + c["missing"],
+                    "covered": c["covered"],
+                    "inactive": c["inactive"],
+                    "missing": c["missing"],
+                    "anomalies": c["non_student"] + c["cross_school"],
+                }
+                for key, c in parts.items()
+            ),
+            key=lambda r: (-r["missing"], -r["inactive"], r[BREAKDOWNS[by]]),
+        )
     if limit > 0:
         samples = _samples(connection, buckets, lo, width, limit)
         report.missing_pairs = samples["missing"]

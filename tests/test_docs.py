@@ -118,3 +118,13 @@ def test_docs_name_only_real_options(doc):
     for option in re.findall(r"enrollments (?:audit|backfill)[^`\n]*", text):
         for flag in re.findall(r"--[a-z-]+", option):
             assert flag in known, f"{doc}: {flag}"
+
+
+def test_no_link_points_outside_the_repository():
+    """A user's clone has only the repository: every link resolves inside it."""
+    for doc in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        text = doc.read_text()
+        assert "http://" not in text and "https://" not in text, doc.name
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+            path = (doc.parent / target).resolve()
+            assert path.is_relative_to(ROOT) and path.exists(), f"{doc.name}: {target}"

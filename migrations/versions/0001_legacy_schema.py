@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-25 21:30:00
 
-The tables of the contract (docs/commands.md), with PostgreSQL's default names for
+The tables of the contract (docs/contract.md), with PostgreSQL's default names for
 primary keys, foreign keys and the unique constraint on schools.name. An existing
 production database is brought under Alembic with ``alembic stamp 0001``.
 

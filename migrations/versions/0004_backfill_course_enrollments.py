@@ -14,7 +14,7 @@ an enrollment:
 
 - it first installs the sync trigger, so that memberships the application writes during
   and after the backfill get their enrollment in their own transaction;
-- it runs in batches by default (sized toward 200 ms, paced on the replicas' lag,
+- it runs in batches by default (sized toward 100 ms, paced on the replicas' lag,
   retried), each locking the memberships it reads ``FOR SHARE`` and writing in a fixed
   order; a cut run resumes from its checkpoint; ``-x backfill_one_statement=yes`` runs it
   as one statement;

@@ -64,9 +64,17 @@ LEFT JOIN LATERAL (
 ) AS ce ON true"""
 
 
-def _writes(run: str, source: str, checkpoint: str, which: str) -> str:
-    """From ``candidates`` on: lock, reactivate, create, record, move the checkpoint."""
-    return f"""locked AS MATERIALIZED (
+def _writes(run: str, source: str, checkpoint: str, which: str | None) -> str:
+    """From ``candidates`` on: lock, reactivate, create, record, move the checkpoint.
+
+    ``which`` selects the candidates' memberships to lock by primary key; ``None`` when
+    the candidates were locked as they were read (one statement: no second scan)."""
+    if which is None:
+        pairs = """pairs AS (
+    SELECT DISTINCT k.student_id, k.course_id, k.enrollment_id FROM candidates AS k
+),"""
+    else:
+        pairs = f"""locked AS MATERIALIZED (
     -- the candidates' memberships, locked until this transaction ends, in id order: a
     -- deactivation by the application waits for this batch, or came first and makes the
     -- row drop out here (PostgreSQL re-reads a row it locks)
@@ -81,7 +89,10 @@ pairs AS (
     SELECT DISTINCT k.student_id, k.course_id, k.enrollment_id
     FROM locked AS l
     JOIN candidates AS k ON k.id = l.id AND k.student_id = l.user_id AND k.group_id = l.group_id
-),
+),"""
+    return (
+        pairs
+        + f"""
 to_reactivate AS MATERIALIZED (
     SELECT e.id
     FROM course_enrollments AS e
@@ -122,17 +133,17 @@ progress AS (
         reactivated = reactivated + (SELECT count(*) FROM reactivated)
     WHERE id = {run}
 )"""
+    )
 
 
 BY_ID = "gm.id = ANY (ARRAY(SELECT k.id FROM candidates AS k))"  # a batch: by primary key
-BY_JOIN = "gm.id IN (SELECT k.id FROM candidates AS k)"  # one statement: a hashed semi-join
 
 CANDIDATES = """candidates AS MATERIALIZED (
     -- active memberships of eligible pairs that lack an active enrollment
     SELECT gm.id, gm.user_id AS student_id, gm.group_id, g.course_id, ce.id AS enrollment_id
     FROM {source}
 {lookups}
-    WHERE {eligible} AND ce.active IS NOT TRUE
+    WHERE {eligible} AND ce.active IS NOT TRUE{locking}
 )"""
 
 
@@ -148,6 +159,7 @@ def batch_sql(lo: str, size: str, run: str, source: str) -> str:
         source="slice AS gm",  # the slice carries the memberships' columns
         lookups=indent(LOOKUPS),
         eligible=ELIGIBLE,
+        locking="",
     )
     return f"""WITH slice AS MATERIALIZED (
     SELECT id, user_id, group_id, active FROM group_members
@@ -174,9 +186,11 @@ LEFT JOIN course_enrollments AS ce
     ON ce.course_id = g.course_id AND ce.student_id = gm.user_id"""
         ),
         eligible=ELIGIBLE,
+        # locked as read, in id order (PostgreSQL re-reads a row it locks): one scan
+        locking="\n    ORDER BY gm.id\n    FOR SHARE OF gm",
     )
     return f"""WITH {candidates},
-{_writes(run, source, "(SELECT max(id) FROM group_members)", BY_JOIN)}
+{_writes(run, source, "(SELECT max(id) FROM group_members)", None)}
 SELECT (SELECT max(id) FROM group_members) AS last_id,
     NULL::bigint AS memberships,
     (SELECT count(*) FROM created) AS created,

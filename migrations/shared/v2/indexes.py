@@ -22,6 +22,7 @@ from alembic.util import CommandError
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from app.db import KEEP
 from app.migration_env import MigrationSettings
 from migrations.shared.v2.run import can_autocommit, execute_sql, is_offline, run_sql, write_raw
 
@@ -36,6 +37,13 @@ BLOCKERS_SQL = """SELECT a.pid, coalesce(nullif(a.application_name, ''), 'no app
 FROM unnest(pg_blocking_pids(:pid)) AS b(pid)
 JOIN pg_stat_activity AS a ON a.pid = b.pid
 ORDER BY a.xact_start"""
+
+
+def restore_sql(lock_timeout: str) -> str:
+    """Back to the run's ``lock_timeout`` (``keep``: the role's or database's setting)."""
+    if lock_timeout == KEEP:
+        return "RESET lock_timeout"
+    return f"SET lock_timeout = '{lock_timeout}'"
 
 
 def drop_invalid_sql(name: str) -> str:
@@ -122,7 +130,7 @@ def _unbounded(connection: Connection, sql: str, what: str, lock_timeout: str) -
         with reporting_waits(connection, what):
             execute_sql(connection, sql)
     finally:
-        connection.exec_driver_sql(f"SET lock_timeout = '{lock_timeout}'")
+        connection.exec_driver_sql(restore_sql(lock_timeout))
 
 
 def create_index_concurrently(name: str, table: str, columns: list[str]) -> None:
@@ -142,7 +150,7 @@ def create_index_concurrently(name: str, table: str, columns: list[str]) -> None
                 "SET lock_timeout = 0"
             )
             run_sql(create)
-            run_sql(f"SET lock_timeout = '{lock_timeout}'")
+            run_sql(restore_sql(lock_timeout))
             run_sql(check_valid_sql(name))
             return
         connection = op.get_bind()

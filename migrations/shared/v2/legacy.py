@@ -19,6 +19,24 @@ def refuse_unstamped_legacy_schema() -> None:
     """
     if is_offline():
         return
+    elsewhere = (
+        op.get_bind()
+        .exec_driver_sql(
+            "SELECT string_agg(DISTINCT n.nspname, ', ') FROM pg_class AS c"
+            " JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+            " WHERE c.relname = 'schools' AND c.relkind IN ('r', 'p')"
+            " AND n.nspname <> ALL (current_schemas(false)) AND to_regclass('schools') IS NULL"
+        )
+        .scalar()
+    )
+    if elsewhere:
+        path = op.get_bind().exec_driver_sql("SHOW search_path").scalar()
+        raise CommandError(
+            f"the legacy tables are in schema {elsewhere}, which the search_path ({path}) "
+            f"does not show: this would create empty ones beside them; connect with that "
+            f"schema first on the search_path (in the URL: ?options=-csearch_path%3D{elsewhere}"
+            "), then alembic stamp 0001 if the database was never stamped"
+        )
     found = [
         name
         for name in LEGACY_TABLES
