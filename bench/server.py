@@ -90,9 +90,24 @@ class Server:
         engine.dispose()
 
     def copy(self, template: str, name: str) -> str:
+        """A copy of ``template`` by files, then a checkpoint: the copy leaves no WAL and
+        no dirty pages behind, so the step timed next does not pay for it.
+
+        (The default strategy since PostgreSQL 15, WAL_LOG, writes the whole copy to WAL:
+        a few GB at the biggest size, whose checkpoints then fall in the step timed next.)
+        """
         self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        self.sql(f"CREATE DATABASE {name} TEMPLATE {template}")
+        strategy = " STRATEGY FILE_COPY" if self.version_num() >= 150000 else ""
+        self.sql(f"CREATE DATABASE {name} TEMPLATE {template}{strategy}")
+        self.sql("CHECKPOINT")
         return name
+
+    def version_num(self) -> int:
+        engine = create_engine(self.admin)
+        with engine.connect() as conn:
+            version = conn.exec_driver_sql("SHOW server_version_num").scalar_one()
+        engine.dispose()
+        return int(version)
 
     def drop(self, name: str) -> None:
         self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
