@@ -36,13 +36,14 @@ with `pg_waldump --stats=record` over each command's WAL.
   (19.2 s): the index 0.5 s, the backfill 15.1 s (the batched backfill plus its record:
   one row per change, with two indexes), the gate 2.9 s (the audit, 1.8x A3, reading tables
   just written: the first read sets hint bits on every new row), the trigger 0.01 s.
-  On PG18, at 4.5M and 7.5M, the upgrade and the whole `backfill --commit` spend 30 to
-  70 s after their last batch, in the audit that follows the write (the gate); the same
-  audit, reproduced alone at 4.5M on the same server, took 6 s, beside an autovacuum of
-  course_enrollments. This server has data checksums on (the PG15 service has them off), so
-  setting hint bits there writes full-page images. The cause of the slow runs was not
-  pinned down; it is what keeps the upgrade's growth exponent at 1.20 and the writer's max
-  at 150 ms at 7.5M on PG18.
+  On PG18, at 4.5M and 7.5M, the whole `backfill --commit` spent 32 and 67 s after its
+  last batch (the command less its write phase), in the audit that follows the write; the
+  upgrade, whose gate is the same audit, took 124 s against 54 s of batched writing at
+  7.5M. That audit, reproduced alone at 4.5M on the same server, took 6 s, beside an
+  autovacuum of course_enrollments. This server has data checksums on (the PG15 service
+  has them off), so setting hint bits there writes full-page images. The cause of the slow
+  runs was not pinned down; they are the likeliest part of the upgrade's growth exponent
+  (1.20) on PG18, and of the writer's 150 ms max there at 7.5M.
 - **WAL of the upgrade** (2.02 to 2.12x PG15, 2.02 to 2.47x PG18). At 1.5M on PG15, 483 MB
   against B2's 233 MB: the memberships locked FOR SHARE (the race-free backfill's row
   locks) add 107 MB, 29 MB of lock records and 78 MB of full-page images of the
