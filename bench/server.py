@@ -7,6 +7,7 @@ bench_* are created and dropped there).
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -97,12 +98,14 @@ class Server:
         a few GB at the biggest size, whose checkpoints then fall in the step timed next.)
         """
         self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        strategy = " STRATEGY FILE_COPY" if self.version_num() >= 150000 else ""
+        strategy = " STRATEGY FILE_COPY" if self.version_num >= 150000 else ""
         self.sql(f"CREATE DATABASE {name} TEMPLATE {template}{strategy}")
         self.sql("CHECKPOINT")
         return name
 
+    @functools.cached_property
     def version_num(self) -> int:
+        """``server_version_num``, asked once."""
         engine = create_engine(self.admin)
         with engine.connect() as conn:
             version = conn.exec_driver_sql("SHOW server_version_num").scalar_one()
