@@ -32,6 +32,8 @@ from sqlalchemy.engine import Connection
 from app import lock
 from app.batching import BatchSettings, Progress, StepResult, run_batches, transaction
 from app.coverage import ACTIVE_MEMBERSHIP, ELIGIBLE, CoverageReport, indent
+from app.db import set_transaction_prelude
+from app.names import Tables
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +41,13 @@ CHANGES = "enrollment_backfill_changes"
 RUNS = "enrollment_backfill_runs"
 SOURCE = "'enrollments backfill'"
 BEFORE_ANY_ID = -2147483649  # below every int4 id
-SYNC_TRIGGERS = (
-    "course_enrollments_sync_on_insert",
-    "course_enrollments_sync_on_update",
-    "course_enrollments_sync_on_user",
-    "course_enrollments_sync_on_group",
-    "course_enrollments_sync_on_course",
-)
+SYNC_TRIGGERS = {
+    "course_enrollments_sync_on_insert": "group_members",
+    "course_enrollments_sync_on_update": "group_members",
+    "course_enrollments_sync_on_user": "users",
+    "course_enrollments_sync_on_group": "groups",
+    "course_enrollments_sync_on_course": "courses",
+}
 NOT_UNDOABLE = (
     "no enrollment_backfill_changes table (the database is below revision 0003): these "
     "changes cannot be undone by a downgrade, and a cut run starts over; alembic upgrade "
@@ -55,51 +57,58 @@ NOT_UNDOABLE = (
 
 @dataclass(frozen=True)
 class Bookkeeping:
-    """What of the backfill's own tables this database has."""
+    """What of the backfill's own tables this database has, and their names."""
 
+    tables: Tables
     record: bool  # enrollment_backfill_changes
     row_xmin: bool  # ... with the row version column (1.1)
     runs: bool  # enrollment_backfill_runs
     sync_trigger: bool
 
     @classmethod
-    def of(cls, connection: Connection) -> Bookkeeping:
+    def of(cls, connection: Connection, t: Tables) -> Bookkeeping:
+        triggers = " AND ".join(
+            f"EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = {t.regclass(table)}"
+            f" AND tgname = '{name}' AND NOT tgisinternal)"
+            for name, table in SYNC_TRIGGERS.items()
+        )
         row = connection.execute(
             text(
-                f"""SELECT to_regclass('{CHANGES}') IS NOT NULL AS record,
-    EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{CHANGES}')
+                f"""SELECT {t.regclass(CHANGES)} IS NOT NULL AS record,
+    EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {t.regclass(CHANGES)}
             AND attname = 'row_xmin' AND NOT attisdropped) AS row_xmin,
-    to_regclass('{RUNS}') IS NOT NULL AS runs,
-    (SELECT count(DISTINCT tgname) FROM pg_trigger
-     WHERE tgname IN ({", ".join(f"'{t}'" for t in SYNC_TRIGGERS)}) AND NOT tgisinternal)
-        = {len(SYNC_TRIGGERS)} AS sync_trigger"""
+    {t.regclass(RUNS)} IS NOT NULL AS runs,
+    {triggers} AS sync_trigger"""
             )
         ).one()
-        return cls(row.record, row.row_xmin, row.runs, row.sync_trigger)
+        return cls(t, row.record, row.row_xmin, row.runs, row.sync_trigger)
 
 
 # --- the statements -------------------------------------------------------------------
 # Each lookup of a batch is a LATERAL ... OFFSET 0 subquery: a parameterized index scan in
 # the order written, whatever the statistics (the planner can neither pull it up nor put
 # it on the outer side).
-LOOKUPS = """CROSS JOIN LATERAL (
-    SELECT x.course_id FROM groups AS x WHERE x.id = gm.group_id OFFSET 0
+def lookups(t: Tables) -> str:
+    return f"""CROSS JOIN LATERAL (
+    SELECT x.course_id FROM {t.groups} AS x WHERE x.id = gm.group_id OFFSET 0
 ) AS g
 CROSS JOIN LATERAL (
-    SELECT x.school_id FROM courses AS x WHERE x.id = g.course_id OFFSET 0
+    SELECT x.school_id FROM {t.courses} AS x WHERE x.id = g.course_id OFFSET 0
 ) AS c
 CROSS JOIN LATERAL (
-    SELECT x.role, x.school_id FROM users AS x WHERE x.id = gm.user_id OFFSET 0
+    SELECT x.role, x.school_id FROM {t.users} AS x WHERE x.id = gm.user_id OFFSET 0
 ) AS u
 LEFT JOIN LATERAL (
-    SELECT x.id, x.active FROM course_enrollments AS x
+    SELECT x.id, x.active FROM {t.course_enrollments} AS x
     WHERE x.course_id = g.course_id AND x.student_id = gm.user_id OFFSET 0
 ) AS ce ON true"""
 
-JOINS = """JOIN groups AS g ON g.id = gm.group_id
-JOIN courses AS c ON c.id = g.course_id
-JOIN users AS u ON u.id = gm.user_id
-LEFT JOIN course_enrollments AS ce
+
+def joins(t: Tables) -> str:
+    return f"""JOIN {t.groups} AS g ON g.id = gm.group_id
+JOIN {t.courses} AS c ON c.id = g.course_id
+JOIN {t.users} AS u ON u.id = gm.user_id
+LEFT JOIN {t.course_enrollments} AS ce
     ON ce.course_id = g.course_id AND ce.student_id = gm.user_id"""
 
 
@@ -118,6 +127,7 @@ def _candidates(source: str, lookups: str, lock: bool = False) -> str:
 
 def _writes(books: Bookkeeping, run: int | None, checkpoint: str, which: str | None) -> str:
     """From ``candidates`` on: lock, reactivate, create, record, move the checkpoint."""
+    t = books.tables
     xmin = ", row_xmin" if books.row_xmin else ""
     if which is None:  # the candidates were locked as they were read
         pairs = """pairs AS (
@@ -128,7 +138,7 @@ def _writes(books: Bookkeeping, run: int | None, checkpoint: str, which: str | N
     -- locked until this transaction ends, in id order: a deactivation by the application
     -- waits for it, or came first and makes the row drop out here
     SELECT gm.id, gm.user_id, gm.group_id
-    FROM group_members AS gm
+    FROM {t.group_members} AS gm
     WHERE {which} AND {ACTIVE_MEMBERSHIP}
     ORDER BY gm.id
     FOR SHARE
@@ -140,10 +150,10 @@ pairs AS (
 ),"""
     parts = [
         pairs
-        + """
+        + f"""
 to_reactivate AS MATERIALIZED (
     SELECT e.id
-    FROM course_enrollments AS e
+    FROM {t.course_enrollments} AS e
     WHERE e.id = ANY (ARRAY(
             SELECT p.enrollment_id FROM pairs AS p WHERE p.enrollment_id IS NOT NULL
         ))
@@ -152,13 +162,13 @@ to_reactivate AS MATERIALIZED (
     FOR UPDATE
 ),
 reactivated AS (
-    UPDATE course_enrollments AS e
+    UPDATE {t.course_enrollments} AS e
     SET active = true
     WHERE e.id = ANY (ARRAY(SELECT r.id FROM to_reactivate AS r)) AND NOT e.active
     RETURNING e.id, e.course_id, e.student_id, e.xmin::text::bigint AS row_xmin
 ),
 created AS (
-    INSERT INTO course_enrollments (course_id, student_id, active)
+    INSERT INTO {t.course_enrollments} (course_id, student_id, active)
     SELECT p.course_id, p.student_id, true
     FROM pairs AS p
     WHERE p.enrollment_id IS NULL
@@ -170,7 +180,8 @@ created AS (
     if books.record:
         parts.append(
             f"""recorded AS (
-    INSERT INTO {CHANGES} (revision, enrollment_id, course_id, student_id, action{xmin})
+    INSERT INTO {t.enrollment_backfill_changes}
+        (revision, enrollment_id, course_id, student_id, action{xmin})
     SELECT {SOURCE}, id, course_id, student_id, 'reactivated'{xmin} FROM reactivated
     UNION ALL
     SELECT {SOURCE}, id, course_id, student_id, 'created'{xmin} FROM created
@@ -180,7 +191,7 @@ created AS (
     if run is not None:
         parts.append(
             f"""progress AS (
-    UPDATE {RUNS}
+    UPDATE {t.enrollment_backfill_runs}
     SET checkpoint = coalesce({checkpoint}, checkpoint),
         batches = batches + 1,
         created = created + (SELECT count(*) FROM created),
@@ -200,12 +211,13 @@ COUNTS = """(SELECT count(*) FROM created) AS created,
 def batch_sql(after: int, size: int, books: Bookkeeping, run: int | None) -> str:
     """One batch: at most ``size`` memberships with an id above ``after``, every table read
     by index."""
+    t = books.tables
     slice_rows = "slice AS gm"  # the slice carries the memberships' columns
     return f"""WITH slice AS MATERIALIZED (
-    SELECT id, user_id, group_id, active FROM group_members
+    SELECT id, user_id, group_id, active FROM {t.group_members}
     WHERE id > {int(after)} ORDER BY id LIMIT {int(size)}
 ),
-{_candidates(slice_rows, LOOKUPS)},
+{_candidates(slice_rows, lookups(t))},
 {_writes(books, run, "(SELECT max(id) FROM slice)", BY_ID)}
 SELECT (SELECT max(id) FROM slice) AS last_id, (SELECT count(*) FROM slice) AS memberships,
     {COUNTS}"""
@@ -214,8 +226,9 @@ SELECT (SELECT max(id) FROM slice) AS last_id, (SELECT count(*) FROM slice) AS m
 def one_statement_sql(books: Bookkeeping, run: int | None) -> str:
     """The whole backfill in one statement (``--one-statement``): plain joins, for the
     planner to hash over the whole tables."""
-    return f"""WITH {_candidates("group_members AS gm", JOINS, lock=True)},
-{_writes(books, run, "(SELECT max(id) FROM group_members)", None)}
+    t = books.tables
+    return f"""WITH {_candidates(f"{t.group_members} AS gm", joins(t), lock=True)},
+{_writes(books, run, f"(SELECT max(id) FROM {t.group_members})", None)}
 SELECT {COUNTS}"""
 
 
@@ -224,19 +237,20 @@ def start_run_sql(books: Bookkeeping) -> str:
 
     Sound: it started with the sync trigger installed, or the trigger is still missing.
     """
+    runs = books.tables.enrollment_backfill_runs
     return f"""WITH unfinished AS (
-    SELECT id, checkpoint, sync_trigger FROM {RUNS}
+    SELECT id, checkpoint, sync_trigger FROM {runs}
     WHERE finished_at IS NULL ORDER BY id DESC LIMIT 1
 ),
 resumable AS (
     SELECT id, checkpoint FROM unfinished WHERE sync_trigger OR NOT {books.sync_trigger}
 ),
 closed AS (
-    UPDATE {RUNS} SET finished_at = now()
+    UPDATE {runs} SET finished_at = now()
     WHERE finished_at IS NULL AND id NOT IN (SELECT id FROM resumable)
 ),
 started AS (
-    INSERT INTO {RUNS} (source, sync_trigger)
+    INSERT INTO {runs} (source, sync_trigger)
     SELECT {SOURCE}, {books.sync_trigger} WHERE NOT EXISTS (SELECT 1 FROM resumable)
     RETURNING id
 )
@@ -281,14 +295,19 @@ class Written:
 def backfill(
     connection: Connection,
     settings: BatchSettings,
+    t: Tables,
+    prelude: list[str],
     one_statement: bool = False,
     progress_stream=None,
 ) -> Written:
-    """Write the backfill; ``connection`` is outside any transaction."""
-    lock.take(connection, "enrollments backfill")
+    """Write the backfill; ``connection`` is outside any transaction, with ``prelude``
+    (the command's settings) run first in each of its transactions."""
+    holder = lock.LockSession(connection.engine, "enrollments backfill")
     try:
+        pid = holder.acquire()
+        set_transaction_prelude(connection, [*prelude, lock.verify_sql(pid, "this backfill")])
         with transaction(connection):
-            books = Bookkeeping.of(connection)
+            books = Bookkeeping.of(connection, t)
         if not books.record:
             log.warning("%s", NOT_UNDOABLE)
         run, after, resumed = None, BEFORE_ANY_ID, False
@@ -310,10 +329,11 @@ def backfill(
         if run is not None:
             with transaction(connection):
                 connection.exec_driver_sql(
-                    f"UPDATE {RUNS} SET finished_at = now() WHERE id = {run}"
+                    f"UPDATE {t.enrollment_backfill_runs} SET finished_at = now() WHERE id = {run}"
                 )
     finally:
-        lock.release(connection)
+        set_transaction_prelude(connection, prelude)
+        holder.release()
     return written
 
 
@@ -337,7 +357,7 @@ def _batched(
 
     with transaction(connection):
         total = connection.execute(
-            text(f"SELECT count(*) FROM group_members WHERE id > {int(after)}")
+            text(f"SELECT count(*) FROM {books.tables.group_members} WHERE id > {int(after)}")
         ).scalar_one()
     progress = Progress("backfill", total, stream=progress_stream)
     started = time.monotonic()

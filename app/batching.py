@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from app.db import interrupted
+from app.db import interrupted, run_prelude
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,8 @@ def wait_for_replicas(
 # --- transactions and retries ------------------------------------------------------------
 @contextlib.contextmanager
 def transaction(connection: Connection) -> Iterator[None]:
-    """One transaction on ``connection``, also inside Alembic's autocommit block.
+    """One transaction on ``connection``, also inside Alembic's autocommit block, with
+    the connection's prelude first (``app.db.set_transaction_prelude``).
 
     In AUTOCOMMIT (Alembic's ``autocommit_block`` keeps its own SQLAlchemy transaction
     object open) the transaction is driven with plain BEGIN/COMMIT.
@@ -197,6 +198,7 @@ def transaction(connection: Connection) -> Iterator[None]:
     if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
         connection.exec_driver_sql("BEGIN")
         try:
+            run_prelude(connection)
             yield
         except BaseException:
             with contextlib.suppress(Exception):

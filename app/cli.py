@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import NoReturn
 
 from sqlalchemy.engine import Connection
@@ -30,9 +31,11 @@ from app.db import (
     duration_seconds,
     install_interrupt_handling,
     is_duration,
+    local_settings_sql,
     make_engine,
     resolve_url,
-    timeout_sql,
+    run_settings,
+    set_transaction_prelude,
     translate_db_error,
 )
 from app.errors import (
@@ -40,9 +43,11 @@ from app.errors import (
     EX_SOFTWARE,
     EX_USAGE,
     EnrollmentsError,
+    SchemaError,
     UsageError,
 )
-from app.schema import check_schema
+from app.names import Tables, resolve_schemas
+from app.schema import check_schema, security_warnings
 
 log = logging.getLogger("app")
 
@@ -197,8 +202,21 @@ def build_parser() -> Parser:
 
 
 # --- running --------------------------------------------------------------------------
+@dataclass
+class Session:
+    """A command's connection, the legacy tables' names, and what every transaction sets
+    first (the pinned search_path and the timeouts, ``SET LOCAL``)."""
+
+    connection: Connection
+    tables: Tables
+    prelude: list[str]
+
+
 @contextlib.contextmanager
-def open_connection(args: argparse.Namespace) -> Iterator[Connection]:
+def open_connection(args: argparse.Namespace) -> Iterator[Session]:
+    """Connect, find the legacy tables through the URL's search_path, then run every
+    transaction with the search_path pinned (nothing planted in a writable schema runs as
+    the operator) and the command's timeouts; check the schema before anything else."""
     url = resolve_url(args.database_url, via_cli=True)
     engine = make_engine(url)
     try:
@@ -207,23 +225,33 @@ def open_connection(args: argparse.Namespace) -> Iterator[Connection]:
         except DBAPIError as exc:
             raise connect_error(exc, url) from None
         with connection:
-            for statement in timeout_sql("lock_timeout", args.lock_timeout) + timeout_sql(
-                "statement_timeout", args.statement_timeout
-            ):
-                connection.exec_driver_sql(statement)
-            check_schema(connection, writes=getattr(args, "commit", False))
-            connection.commit()
-            yield connection
+            found = resolve_schemas(connection)
+            connection.rollback()
+            if len(found.spread) > 1:
+                raise SchemaError(
+                    f"the legacy tables are split over schemas {', '.join(found.spread)} "
+                    f"(search_path {found.search_path}): put theirs first on the search_path "
+                    "(in the URL: ?options=-csearch_path%3DNAME)"
+                )
+            t = Tables(found.legacy or found.creation or "public")
+            version = Tables(found.version) if found.version else None
+            prelude = local_settings_sql(run_settings(args.lock_timeout, args.statement_timeout))
+            set_transaction_prelude(connection, prelude)
+            with connection.begin():
+                check_schema(connection, t, version, writes=getattr(args, "commit", False))
+            yield Session(connection, t, prelude)
     finally:
         engine.dispose()
 
 
-def snapshot_audit(connection: Connection, limit: int, by: str | None = None) -> CoverageReport:
+def snapshot_audit(session: Session, limit: int, by: str | None = None) -> CoverageReport:
     """The audit in one read-only snapshot: counts and samples agree, nothing is written."""
-    connection = connection.execution_options(isolation_level="REPEATABLE READ")
+    connection = session.connection.execution_options(isolation_level="REPEATABLE READ")
     with connection.begin():
         connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-        return audit(connection, limit=limit, by=by)
+        report = audit(connection, limit=limit, by=by, t=session.tables)
+        report.security_warnings = security_warnings(connection, session.tables)
+        return report
 
 
 def limit_of(args: argparse.Namespace) -> int:
@@ -246,8 +274,8 @@ def as_json(data: dict) -> str:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    with open_connection(args) as connection:
-        report = snapshot_audit(connection, limit_of(args), args.by)
+    with open_connection(args) as session:
+        report = snapshot_audit(session, limit_of(args), args.by)
     emit(as_json(report.as_json()) if args.json else render_audit(report))
     return report.exit_code
 
@@ -258,14 +286,20 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             "--limit lists the pairs a dry run would change; with --commit nothing is listed; "
             "run 'enrollments backfill --help'"
         )
-    with open_connection(args) as connection:
+    with open_connection(args) as session:
         if args.commit:
             started = time.monotonic()
             settings = BatchSettings(
                 fixed_size=args.batch_size,
                 max_replica_lag=duration_seconds(args.max_replica_lag),
             )
-            written = backfill(connection, settings, one_statement=args.one_statement)
+            written = backfill(
+                session.connection,
+                settings,
+                session.tables,
+                session.prelude,
+                one_statement=args.one_statement,
+            )
             seconds = time.monotonic() - started  # the writing; the audit after is not in it
             log.info(
                 "backfill committed: %d created, %d reactivated",
@@ -278,12 +312,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 reactivated=written.reactivated,
                 batches=written.batches,
                 seconds=seconds,
-                after=snapshot_audit(connection, 0),
+                after=snapshot_audit(session, 0),
                 resumed_after=written.resumed_after,
             )
             preview = None
         else:  # the dry run: what the audit counts missing is created, inactive reactivated
-            preview = snapshot_audit(connection, limit_of(args))
+            preview = snapshot_audit(session, limit_of(args))
             result = BackfillResult(
                 committed=False,
                 created=preview.missing,
@@ -375,6 +409,11 @@ def render_audit(report: CoverageReport) -> str:
                 report.anomalies[kind],
                 role=True,
             )
+        )
+    if report.security_warnings:
+        parts.append(
+            "Security warnings (they do not change the exit code):\n"
+            + "\n".join(f"  - {w}" for w in report.security_warnings)
         )
     parts.append(f"{VERDICTS[report.status]} (exit {report.exit_code})")
     return "\n\n".join(p for p in parts if p)

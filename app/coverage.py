@@ -33,6 +33,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from app.names import Tables
+
+PUBLIC = Tables("public")  # the default schema of the helpers' callers (tests)
+
 # --- the definition -------------------------------------------------------------------
 # Every statement spells the tables with the same aliases: gm (the membership), g (its
 # group), c (the group's course), u (the member), ce (the pair's enrollment).
@@ -61,24 +65,24 @@ def indent(sql: str, prefix: str = "    ") -> str:
     return "\n".join(prefix + line if line else line for line in sql.splitlines())
 
 
-def eligible_pairs_sql() -> str:
+def eligible_pairs_sql(t: Tables = PUBLIC) -> str:
     """SELECT of the distinct eligible (student_id, course_id) pairs."""
     return f"""SELECT DISTINCT gm.user_id AS student_id, g.course_id
-FROM group_members AS gm
-JOIN groups AS g ON g.id = gm.group_id
-JOIN courses AS c ON c.id = g.course_id
-JOIN users AS u ON u.id = gm.user_id
+FROM {t.group_members} AS gm
+JOIN {t.groups} AS g ON g.id = gm.group_id
+JOIN {t.courses} AS c ON c.id = g.course_id
+JOIN {t.users} AS u ON u.id = gm.user_id
 WHERE {ELIGIBLE}"""
 
 
-def pairs_sql(where: str = "") -> str:
+def pairs_sql(t: Tables = PUBLIC, where: str = "") -> str:
     """The distinct (student, course) pairs of active memberships, with the number of
     memberships behind each, in two halves by the student's parity: each half gets its
     own parallel sort, and the planner merges them."""
     halves = [
         f"""SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
-FROM group_members AS gm
-JOIN groups AS g ON g.id = gm.group_id
+FROM {t.group_members} AS gm
+JOIN {t.groups} AS g ON g.id = gm.group_id
 WHERE {ACTIVE_MEMBERSHIP} AND gm.user_id & 1 = {parity}{where}
 GROUP BY gm.user_id, g.course_id"""
         for parity in (0, 1)
@@ -86,7 +90,7 @@ GROUP BY gm.user_id, g.course_id"""
     return "\nUNION ALL\n".join(halves)
 
 
-def classified_pairs_sql() -> str:
+def classified_pairs_sql(t: Tables = PUBLIC) -> str:
     """SELECT of every (user, course) pair behind active memberships, with its status.
 
     Columns: ``student_id``, ``course_id``, ``status`` (one of :data:`STATUSES`) and
@@ -96,15 +100,16 @@ def classified_pairs_sql() -> str:
     return f"""SELECT p.student_id, p.course_id, c.school_id, p.memberships,
 {indent(STATUS)} AS status
 FROM (
-{indent(pairs_sql())}
+{indent(pairs_sql(t))}
 ) AS p
-JOIN users AS u ON u.id = p.student_id
-JOIN courses AS c ON c.id = p.course_id
-LEFT JOIN course_enrollments AS ce
+JOIN {t.users} AS u ON u.id = p.student_id
+JOIN {t.courses} AS c ON c.id = p.course_id
+LEFT JOIN {t.course_enrollments} AS ce
     ON ce.course_id = p.course_id AND ce.student_id = p.student_id"""
 
 
-BOUNDS_SQL = "SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM users"
+def bounds_sql(t: Tables = PUBLIC) -> str:
+    return f"SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM {t.users}"
 
 
 def bucket_width(lo: int, hi: int) -> int:
@@ -116,7 +121,9 @@ def bucket_width(lo: int, hi: int) -> int:
 BREAKDOWNS = {"school": "school_id", "course": "course_id"}
 
 
-def counts_sql(lo: int = 0, width: int = MIN_BUCKET, by: str | None = None) -> str:
+def counts_sql(
+    t: Tables = PUBLIC, lo: int = 0, width: int = MIN_BUCKET, by: str | None = None
+) -> str:
     """One row per (status, bucket): pairs, and the active memberships behind them.
 
     Covered pairs are not bucketed; bucket b holds student ids [lo + b * width,
@@ -137,13 +144,15 @@ def counts_sql(lo: int = 0, width: int = MIN_BUCKET, by: str | None = None) -> s
     return f"""SELECT k.status, {bucket} AS bucket, {part} AS part, {per_part} AS per_part,
     count(*) AS pairs, sum(k.memberships) AS memberships
 FROM (
-{indent(classified_pairs_sql())}
+{indent(classified_pairs_sql(t))}
     OFFSET 0
 ) AS k
 {grouping}"""
 
 
-def samples_sql(user_range: tuple[int, int], statuses: tuple[str, ...], limit: int) -> str:
+def samples_sql(
+    user_range: tuple[int, int], statuses: tuple[str, ...], limit: int, t: Tables = PUBLIC
+) -> str:
     """The first ``limit`` pairs of each of ``statuses`` among the students in
     ``user_range``, by (student, course), with names and the memberships behind each.
 
@@ -160,22 +169,22 @@ def samples_sql(user_range: tuple[int, int], statuses: tuple[str, ...], limit: i
 {indent(STATUS, "            ")} AS status
         FROM (
             SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
-            FROM group_members AS gm
+            FROM {t.group_members} AS gm
             CROSS JOIN LATERAL (
-                SELECT x.course_id FROM groups AS x WHERE x.id = gm.group_id OFFSET 0
+                SELECT x.course_id FROM {t.groups} AS x WHERE x.id = gm.group_id OFFSET 0
             ) AS g
             WHERE {ACTIVE_MEMBERSHIP} AND gm.user_id >= {lo} AND gm.user_id < {hi}
             GROUP BY gm.user_id, g.course_id
         ) AS p
         CROSS JOIN LATERAL (
-            SELECT x.name, x.email, x.role, x.school_id FROM users AS x
+            SELECT x.name, x.email, x.role, x.school_id FROM {t.users} AS x
             WHERE x.id = p.student_id OFFSET 0
         ) AS u
         CROSS JOIN LATERAL (
-            SELECT x.name, x.school_id FROM courses AS x WHERE x.id = p.course_id OFFSET 0
+            SELECT x.name, x.school_id FROM {t.courses} AS x WHERE x.id = p.course_id OFFSET 0
         ) AS c
         LEFT JOIN LATERAL (
-            SELECT x.id, x.active FROM course_enrollments AS x
+            SELECT x.id, x.active FROM {t.course_enrollments} AS x
             WHERE x.course_id = p.course_id AND x.student_id = p.student_id OFFSET 0
         ) AS ce ON true
     ) AS k
@@ -224,6 +233,7 @@ class CoverageReport:
     anomaly_pairs: dict[str, list[PairSample]] = field(default_factory=dict)
     breakdown_by: str | None = None
     breakdown: list[dict[str, int]] = field(default_factory=list)
+    security_warnings: list[str] = field(default_factory=list)
 
     @property
     def uncovered(self) -> int:
@@ -271,6 +281,7 @@ class CoverageReport:
         }
         if self.breakdown_by is not None:
             data["breakdown"] = self.breakdown
+        data["security_warnings"] = list(self.security_warnings)
         return data
 
     def summary_line(self) -> str:
@@ -283,13 +294,16 @@ class CoverageReport:
         )
 
 
-def coverage_counts(connection: Connection) -> CoverageReport:
+def coverage_counts(connection: Connection, t: Tables = PUBLIC) -> CoverageReport:
     """The counts only: one pass over the memberships, no samples."""
-    return audit(connection, limit=0)
+    return audit(connection, limit=0, t=t)
 
 
 def audit(
-    connection: Connection, limit: int = DEFAULT_SAMPLE_LIMIT, by: str | None = None
+    connection: Connection,
+    limit: int = DEFAULT_SAMPLE_LIMIT,
+    by: str | None = None,
+    t: Tables = PUBLIC,
 ) -> CoverageReport:
     """The coverage report: counts, up to ``limit`` samples of each kind of gap, and with
     ``by`` (school or course) a breakdown.
@@ -302,9 +316,9 @@ def audit(
     memberships = 0
     buckets: dict[int, set[str]] = {}
     parts: dict[int, dict[str, int]] = {}
-    lo, hi = connection.execute(text(BOUNDS_SQL)).one()
+    lo, hi = connection.execute(text(bounds_sql(t))).one()
     width = bucket_width(lo, hi)
-    for row in connection.execute(text(counts_sql(lo, width, by))):
+    for row in connection.execute(text(counts_sql(t, lo, width, by))):
         if row.per_part:
             counts = parts.setdefault(int(row.part), dict.fromkeys(STATUSES, 0))
             counts[row.status] += int(row.pairs)
@@ -338,7 +352,7 @@ def audit(
             key=lambda r: (-r["missing"], -r["inactive"], r[BREAKDOWNS[by]]),
         )
     if limit > 0:
-        samples = _samples(connection, buckets, lo, width, limit)
+        samples = _samples(connection, buckets, lo, width, limit, t)
         report.missing_pairs = samples["missing"]
         report.inactive_pairs = samples["inactive"]
         report.anomaly_pairs = {kind: samples[kind] for kind in ANOMALY_KINDS}
@@ -346,7 +360,12 @@ def audit(
 
 
 def _samples(
-    connection: Connection, buckets: dict[int, set[str]], lo: int, width: int, limit: int
+    connection: Connection,
+    buckets: dict[int, set[str]],
+    lo: int,
+    width: int,
+    limit: int,
+    t: Tables,
 ) -> dict[str, list[PairSample]]:
     """The first ``limit`` pairs of each sampled status, bucket by bucket in id order."""
     found: dict[str, list[PairSample]] = {status: [] for status in SAMPLED_STATUSES}
@@ -357,7 +376,7 @@ def _samples(
         if not wanted:
             continue
         user_range = (lo + bucket * width, lo + (bucket + 1) * width)
-        for row in connection.execute(text(samples_sql(user_range, wanted, limit))):
+        for row in connection.execute(text(samples_sql(user_range, wanted, limit, t))):
             if len(found[row.status]) < limit:
                 found[row.status].append(
                     PairSample(

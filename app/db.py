@@ -6,11 +6,12 @@ import logging
 import os
 import re
 import select
+import time
 
 import psycopg2
 import psycopg2.extensions
-from sqlalchemy import create_engine
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from app.errors import (
@@ -25,6 +26,7 @@ from app.errors import (
     SchemaError,
     UserInterruptError,
 )
+from app.names import PINNED_SEARCH_PATH, quote_literal
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +56,28 @@ def duration_seconds(value: str) -> float:
     return float(match.group(1)) * UNIT_SECONDS[match.group(2) or "ms"]
 
 
-def timeout_sql(name: str, value: str) -> list[str]:
-    """``SET name = 'value'``, or nothing for ``keep`` (the role's setting stays)."""
-    return [] if value == KEEP else [f"SET {name} = '{value}'"]
+def run_settings(lock_timeout: str, statement_timeout: str) -> list[tuple[str, str]]:
+    """(name, value) of what every transaction of a command or a migration sets: the
+    pinned search_path (``app.names``) and the timeouts (none for ``keep``: the role's or
+    the database's setting stays)."""
+    values = [("search_path", PINNED_SEARCH_PATH)]
+    values += [
+        (name, value)
+        for name, value in (
+            ("lock_timeout", lock_timeout),
+            ("statement_timeout", statement_timeout),
+        )
+        if value != KEEP
+    ]
+    return values
+
+
+def local_settings_sql(settings: list[tuple[str, str]]) -> list[str]:
+    """``SET LOCAL`` of ``settings``: first in every transaction, gone when it ends."""
+    return [
+        f"SET LOCAL {name} = {value if name == 'search_path' else quote_literal(value)}"
+        for name, value in settings
+    ]
 
 
 URL_CHARACTERS = (
@@ -109,7 +130,10 @@ def make_engine(url: URL, application_name: str = "enrollments") -> Engine:
     return create_engine(
         url,
         pool_pre_ping=False,
-        connect_args={"connect_timeout": 10, "application_name": application_name},
+        connect_args={
+            "connect_timeout": int(CONNECT_TIMEOUT),
+            "application_name": application_name,
+        },
     )
 
 
@@ -190,33 +214,65 @@ def translate_db_error(exc: BaseException, advice: Advice = CLI_ADVICE) -> Enrol
     return EnrollmentsError(f"database error: {detail}")
 
 
-# --- Ctrl-C ---------------------------------------------------------------------------
+# --- Ctrl-C and connecting --------------------------------------------------------------
 # psycopg2 waits for the server inside libpq, where Python cannot raise KeyboardInterrupt.
 # With this wait callback it waits in select() instead; Ctrl-C there sends a cancel request
 # to the server (the statement stops and its transaction rolls back) and the error that
 # comes back is reported as an interruption, exit 130.
+#
+# A wait callback makes libpq connect asynchronously, and then libpq's connect_timeout no
+# longer applies: so the callback bounds the connect phase itself (CONNECT_TIMEOUT
+# seconds from the first wait), or a server that accepts the connection and never answers
+# would hang every command.
 _interrupted = False
+CONNECT_TIMEOUT = 10.0
+CONNECTING = {psycopg2.extensions.STATUS_SETUP, 20}  # 20: psycopg2's "connecting"
+_connect_deadlines: dict[int, float] = {}
+
+
+def _select(conn, state: int, timeout: float | None) -> bool:
+    """Wait until ``conn`` can go on; False when ``timeout`` passed first."""
+    if state == psycopg2.extensions.POLL_READ:
+        ready = select.select([conn.fileno()], [], [], timeout)
+        return bool(ready[0])
+    if state == psycopg2.extensions.POLL_WRITE:
+        ready = select.select([], [conn.fileno()], [], timeout)
+        return bool(ready[1])
+    raise conn.OperationalError(f"bad state from poll: {state}")
 
 
 def _wait_cancelling_on_interrupt(conn) -> None:
     global _interrupted
-    while True:
-        try:
-            state = conn.poll()
-            if state == psycopg2.extensions.POLL_OK:
-                return
-            if state == psycopg2.extensions.POLL_READ:
-                select.select([conn.fileno()], [], [])
-            elif state == psycopg2.extensions.POLL_WRITE:
-                select.select([], [conn.fileno()], [])
-            else:
-                raise conn.OperationalError(f"bad state from poll: {state}")
-        except KeyboardInterrupt:
-            _interrupted = True
+    key = id(conn)
+    try:
+        while True:
             try:
-                conn.cancel()
-            except psycopg2.Error:  # not connected yet: nothing runs on the server
-                raise KeyboardInterrupt from None
+                state = conn.poll()
+                if state == psycopg2.extensions.POLL_OK:
+                    return
+                timeout = None
+                if conn.status in CONNECTING:
+                    deadline = _connect_deadlines.setdefault(
+                        key, time.monotonic() + CONNECT_TIMEOUT
+                    )
+                    timeout = max(0.0, deadline - time.monotonic())
+                if not _select(conn, state, timeout):
+                    conn.close()
+                    raise psycopg2.OperationalError(
+                        f"timeout expired: the server did not answer within "
+                        f"{CONNECT_TIMEOUT:g} s of connecting (connect_timeout)"
+                    )
+            except KeyboardInterrupt:
+                _interrupted = True
+                if conn.status in CONNECTING:  # nothing runs on the server yet
+                    raise
+                try:
+                    conn.cancel()
+                except psycopg2.Error:  # not connected yet: nothing runs on the server
+                    raise KeyboardInterrupt from None
+    finally:
+        if conn.closed or conn.status not in CONNECTING:
+            _connect_deadlines.pop(key, None)
 
 
 def install_interrupt_handling() -> None:
@@ -227,3 +283,63 @@ def install_interrupt_handling() -> None:
 def interrupted() -> bool:
     """Whether Ctrl-C was pressed while a statement ran."""
     return _interrupted
+
+
+def note_interrupt() -> None:
+    """Ctrl-C arrived between statements: remember it, so the next check stops the run."""
+    global _interrupted
+    _interrupted = True
+
+
+# --- connection poolers ------------------------------------------------------------------
+POOLED = "enrollments.behind_pooler"
+
+
+def behind_pooler(connection: Connection) -> bool:
+    """Whether a connection pooler (PgBouncer, ...) stands between us and the server.
+
+    The backend pid the server announces at connect (libpq's key data) is the one that
+    answers ``pg_backend_pid()`` on a direct connection, always; a pooler announces a key
+    of its own (measured with PgBouncer 1.18 in every pool mode). Asked once per connection.
+    """
+    found = connection.info.get(POOLED)
+    if found is None:
+        announced = connection.connection.dbapi_connection.info.backend_pid
+        actual = connection.exec_driver_sql("SELECT pg_catalog.pg_backend_pid()").scalar_one()
+        found = connection.info[POOLED] = announced != actual
+    return found
+
+
+# --- every transaction of a run --------------------------------------------------------
+PRELUDE = "enrollments.transaction_prelude"
+
+
+def set_transaction_prelude(connection: Connection, statements: list[str]) -> None:
+    """Run ``statements`` first in every transaction ``connection`` begins from now on.
+
+    The settings of a run (the pinned ``search_path``, ``lock_timeout``,
+    ``statement_timeout``) are ``SET LOCAL``: they end with the transaction, so that
+    through a connection pooler none of them is left on a server connection another
+    client gets next. The prelude may also check that the run still holds its lock.
+    """
+    first = not connection.info.get(PRELUDE)
+    connection.info[PRELUDE] = ";\n".join(statements)
+    if first and not event.contains(connection, "begin", _on_begin):
+        event.listen(connection, "begin", _on_begin)
+
+
+def clear_transaction_prelude(connection: Connection) -> None:
+    connection.info.pop(PRELUDE, None)
+
+
+def run_prelude(connection: Connection) -> None:
+    """The prelude, in a transaction just begun with a plain ``BEGIN`` (autocommit mode)."""
+    prelude = connection.info.get(PRELUDE)
+    if prelude:
+        connection.exec_driver_sql(prelude, execution_options={"no_parameters": True})
+
+
+def _on_begin(connection: Connection) -> None:
+    if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return  # no transaction on the server: a BEGIN of ours will run it (run_prelude)
+    run_prelude(connection)

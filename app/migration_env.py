@@ -6,9 +6,12 @@ errors, and how the offline script guards itself.
 
 Settings come from ``alembic -x key=value``:
 
-- ``lock_timeout`` (default ``5s``): how long a statement may wait for a lock. Set for the
-  whole run, online and in the ``--sql`` script alike. (A concurrent index build does not
-  count its wait for older transactions against it.)
+- ``lock_timeout`` (default ``500ms``): how long one attempt of a statement waits for a
+  lock, online and in the ``--sql`` script alike; the application's writes never queue
+  behind a request of ours for longer. A step that gives up is retried with backoff and
+  jitter, naming who holds the lock, for up to ``lock_patience``.
+- ``lock_patience`` (default ``10min``): how long a step keeps retrying for its locks
+  before the run stops with one line.
 - ``statement_timeout`` (default ``0``, none): a cap on each statement.
 - ``backfill_batch_size`` (default: adaptive): a fixed number of memberships per batch of
   the backfill and of its undo, instead of sizes that follow a 100 ms target.
@@ -20,6 +23,14 @@ Settings come from ``alembic -x key=value``:
   100%. ``warn`` is for emergencies and is logged loudly.
 - ``drop_legacy_schema`` (``no``): ``yes`` lets ``downgrade base`` drop legacy tables that
   hold rows (tests, empty databases).
+- ``legacy_schema`` (online: found through the URL's search_path; offline: ``public``): the
+  schema of the legacy tables, which every statement names. Offline the script checks it
+  before it changes anything.
+
+Every statement of a writing run (``upgrade``, ``downgrade``, ``stamp``) runs with
+``search_path = pg_catalog, pg_temp`` and its settings, all ``SET LOCAL`` in each
+transaction: nothing planted in a writable schema can stand in for a built-in operator or
+function, and nothing is left on a connection that a pooler hands to another client.
 """
 
 from __future__ import annotations
@@ -39,17 +50,21 @@ from app import lock
 from app.batching import BatchSettings
 from app.db import (
     KEEP,
+    clear_transaction_prelude,
     connect_error,
     duration_seconds,
     install_interrupt_handling,
     interrupted,
     is_duration,
+    local_settings_sql,
     make_engine,
     resolve_url,
-    timeout_sql,
+    run_settings,
+    set_transaction_prelude,
     translate_db_error,
 )
 from app.errors import ALEMBIC_ADVICE, EX_INTERRUPTED, EnrollmentsError
+from app.names import resolve_schemas
 
 log = logging.getLogger("migrations")
 
@@ -69,6 +84,14 @@ def _duration(name: str, value: str, keep: bool = False) -> str:
     return value
 
 
+def _schema(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value or len(value.encode()) > 63 or "\x00" in value:
+        raise CommandError(f"-x legacy_schema={value!r} is not a schema name")
+    return value
+
+
 YES = ("yes", "true", "on", "1")
 NO = ("no", "false", "off", "0")
 
@@ -85,13 +108,15 @@ def _flag(name: str, value: str | None) -> bool:
 class MigrationSettings:
     """The ``-x`` options of one alembic run, checked."""
 
-    lock_timeout: str = "5s"
+    lock_timeout: str = "500ms"
+    lock_patience: str = "10min"
     statement_timeout: str = "0"
     backfill_batch_size: int | None = None
     backfill_one_statement: bool = False
     max_replica_lag: str = "10s"
     coverage_gate: str = "abort"
     drop_legacy_schema: bool = False
+    legacy_schema: str | None = None
 
     @classmethod
     def from_x_arguments(cls, x: dict[str, str]) -> MigrationSettings:
@@ -113,6 +138,7 @@ class MigrationSettings:
             lock_timeout=_duration(
                 "lock_timeout", x.get("lock_timeout", cls.lock_timeout), keep=True
             ),
+            lock_patience=_duration("lock_patience", x.get("lock_patience", cls.lock_patience)),
             statement_timeout=_duration(
                 "statement_timeout", x.get("statement_timeout", cls.statement_timeout), keep=True
             ),
@@ -123,6 +149,7 @@ class MigrationSettings:
             ),
             coverage_gate=gate,
             drop_legacy_schema=_flag("drop_legacy_schema", x.get("drop_legacy_schema")),
+            legacy_schema=_schema(x.get("legacy_schema")),
         )
 
     @classmethod
@@ -138,12 +165,25 @@ class MigrationSettings:
             max_replica_lag=duration_seconds(self.max_replica_lag),
         )
 
-    def session_sql(self) -> list[str]:
-        """``SET`` statements for the migration session, online and offline alike (none
-        for a timeout set to ``keep``: the role's or the database's setting stays)."""
-        return timeout_sql("lock_timeout", self.lock_timeout) + timeout_sql(
-            "statement_timeout", self.statement_timeout
+    def settings(self) -> list[tuple[str, str]]:
+        """(name, value) of what every transaction of a writing run sets: the pinned
+        search_path and the timeouts (``app.db.run_settings``)."""
+        return run_settings(self.lock_timeout, self.statement_timeout)
+
+    def local_sql(self) -> list[str]:
+        """``SET LOCAL`` of :meth:`settings`, first in every transaction."""
+        return local_settings_sql(self.settings())
+
+    def plpgsql_sql(self) -> str:
+        """The same for a PL/pgSQL block, after each ``COMMIT`` it runs."""
+        return "\n".join(
+            f"PERFORM pg_catalog.set_config('{name}', {_literal(value)}, true);"
+            for name, value in self.settings()
         )
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def is_writing_command() -> bool:
@@ -241,42 +281,90 @@ def _report(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+@dataclass(frozen=True)
+class RunSchemas:
+    """Where this run finds the legacy tables and ``alembic_version``."""
+
+    legacy: str
+    version: str
+
+
+def run_schemas(connection: Connection, settings: MigrationSettings) -> RunSchemas:
+    """Where the legacy tables and ``alembic_version`` are, through the session's own
+    search_path (the URL's), before the run pins it: ``-x legacy_schema`` when given;
+    else the schema of ``group_members`` (the other legacy tables must be in the same
+    one); on an empty database, where revision 0001 would create them."""
+    found = resolve_schemas(connection)
+    if settings.legacy_schema is not None:
+        legacy = settings.legacy_schema
+    elif found.legacy is not None:
+        if len(found.spread) > 1:
+            raise CommandError(
+                f"the legacy tables are split over schemas {', '.join(found.spread)} "
+                f"(search_path {found.search_path}): name theirs with -x legacy_schema=NAME"
+            )
+        legacy = found.legacy
+    elif found.creation is not None:
+        legacy = found.creation
+    else:
+        raise CommandError(
+            f"no schema of the search_path ({found.search_path}) exists to hold the legacy "
+            "tables: name it with -x legacy_schema=NAME"
+        )
+    return RunSchemas(legacy=legacy, version=found.version or legacy)
+
+
 @contextlib.contextmanager
-def migration_session(connection: Connection, settings: MigrationSettings) -> Iterator[None]:
-    """Hold the enrollments lock (writing commands only) and the session settings.
+def migration_session(connection: Connection, settings: MigrationSettings) -> Iterator[RunSchemas]:
+    """Hold the enrollments lock (writing commands only) and set up every transaction.
 
     The lock is taken before ``context.configure()``, so a second ``alembic upgrade`` reads
-    ``alembic_version`` only after the first one has finished. Its wait is not bounded by
-    ``lock_timeout`` (set afterwards). Read-only commands (current, check, history) take
-    no lock and never wait.
+    ``alembic_version`` only after the first one has finished. It is held by a lock
+    session of its own (``app.lock``); every transaction of the run then checks, first,
+    that the lock session still holds it, and sets the run's settings ``SET LOCAL``.
+    Read-only commands (current, check, history) take no lock, never wait, and change no
+    setting.
     """
     writing = is_writing_command()
     in_caller_transaction = connection.in_transaction()
-    if writing and in_caller_transaction:  # the caller's transaction: no waiting inside it
-        if not connection.exec_driver_sql(lock.TRY_SQL).scalar_one():
-            holder = lock.describe_holder(connection)
-            raise CommandError(f"the enrollments lock is held by {holder}")
-    elif writing:
-        lock.take(connection, "alembic", report=_report)
-    for statement in settings.session_sql():
-        connection.exec_driver_sql(statement)
+    schemas = run_schemas(connection, settings)
+    context.config.attributes["legacy_schema"] = schemas.legacy
     if not in_caller_transaction:
-        connection.commit()
+        connection.rollback()
+    holder: lock.LockSession | None = None
+    restore: list[tuple[str, str]] = []
     try:
-        yield
+        if writing and in_caller_transaction:  # the caller's transaction: no waiting in it
+            if not connection.exec_driver_sql(lock.TRY_SQL).scalar_one():
+                raise CommandError(
+                    f"the enrollments lock is held by {lock.describe_holder(connection)}"
+                )
+            # Its settings last as long as the caller's transaction: put them back after.
+            restore = [
+                (name, connection.exec_driver_sql(f"SHOW {name}").scalar_one())
+                for name, _ in settings.settings()
+            ]
+            for statement in settings.local_sql():
+                connection.exec_driver_sql(statement)
+        elif writing:
+            holder = lock.LockSession(connection.engine, "alembic")
+            pid = holder.acquire(report=_report)
+            set_transaction_prelude(
+                connection,
+                [*settings.local_sql(), lock.verify_sql(pid, "this migration")],
+            )
+        yield schemas
     finally:
         with contextlib.suppress(SQLAlchemyError):  # the connection may be what failed
             if connection.in_transaction() and not in_caller_transaction:
                 connection.rollback()
-            connection.exec_driver_sql("RESET lock_timeout")
-            connection.exec_driver_sql("RESET statement_timeout")
-            if not in_caller_transaction:
-                connection.commit()
-        if writing and in_caller_transaction:
-            with contextlib.suppress(SQLAlchemyError):
-                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({lock.LOCK_KEY})")
-        elif writing:
-            lock.release(connection)
+            for name, value in restore:
+                connection.exec_driver_sql(
+                    f"SELECT pg_catalog.set_config({_literal(name)}, {_literal(value)}, true)"
+                )
+        clear_transaction_prelude(connection)
+        if holder is not None:
+            holder.release()
 
 
 # --- offline --------------------------------------------------------------------------
@@ -293,37 +381,46 @@ def _command(script, start: str | None, destination: str | None) -> str:
     return f"alembic {verb} {{found}}:{destination or 'base'} --sql"
 
 
-def start_check_sql(script, start: str | None, destination: str | None) -> str:
+def _q(schema: str) -> str:
+    return '"' + schema.replace('"', '""') + '"'
+
+
+def start_check_sql(script, start: str | None, destination: str | None, schema: str) -> str:
     """A DO block that stops the script unless the database stands where it starts.
 
-    From ``start`` it needs ``alembic_version`` to hold exactly ``start``; from base it
-    needs no ``alembic_version`` and no legacy tables (those are stamped, not created).
+    From ``start`` it needs ``alembic_version`` (in ``schema``) to hold exactly ``start``;
+    from base it needs no ``alembic_version`` and no legacy tables (those are stamped, not
+    created). Either way, legacy tables found in another schema than ``schema`` stop it,
+    naming the ``-x legacy_schema`` to write the script with.
     """
     again = _command(script, start, destination)
+    version = f"{_q(schema)}.alembic_version"
+    elsewhere = f"""    SELECT pg_catalog.string_agg(DISTINCT n.nspname, ', ') INTO elsewhere
+    FROM pg_catalog.pg_class AS c
+    JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE c.relname = 'group_members' AND c.relkind IN ('r', 'p') AND n.nspname <> {_literal(schema)};
+    IF pg_catalog.to_regclass({_literal(_q(schema) + ".group_members")}) IS NULL AND elsewhere IS NOT NULL THEN
+        RAISE EXCEPTION 'the legacy tables are in schema %, but this script was written for schema {schema.replace("'", "''").replace("%", "%%")}; nothing was changed', elsewhere
+            USING HINT = 'write the script for that schema: alembic -x legacy_schema=' || elsewhere || ' ' || replace('{again}', '{{found}}', {"'base'" if start is None else _literal(start)});
+    END IF;"""
     if start is None:
-        body = f"""    IF to_regclass('alembic_version') IS NOT NULL THEN
-        SELECT coalesce(string_agg(version_num, ', '), 'no revision') INTO found
-        FROM alembic_version;
+        body = f"""{elsewhere}
+    IF pg_catalog.to_regclass({_literal(version)}) IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', '), 'no revision') INTO found
+        FROM {version};
         RAISE EXCEPTION 'this script starts from an empty database, but this one is under Alembic already (at %); nothing was changed', found
             USING HINT = 'write the script from its revision: ' || replace('{again}', '{{found}}', found)
                 || ', or run alembic upgrade {destination or "head"} online';
     END IF;
-    SELECT string_agg(DISTINCT n.nspname, ', ') INTO found FROM pg_class AS c
-    JOIN pg_namespace AS n ON n.oid = c.relnamespace
-    WHERE c.relname = 'schools' AND c.relkind IN ('r', 'p')
-      AND n.nspname <> ALL (current_schemas(false));
-    IF to_regclass('schools') IS NULL AND found IS NOT NULL THEN
-        RAISE EXCEPTION 'the legacy tables are in schema %, which the search_path (%) does not show: this script would create empty ones beside them; nothing was changed', found, current_setting('search_path')
-            USING HINT = 'put that schema first on the search_path (SET search_path = ' || found || ') before running the script';
-    END IF;
-    IF to_regclass('schools') IS NOT NULL THEN
+    IF pg_catalog.to_regclass({_literal(_q(schema) + ".schools")}) IS NOT NULL THEN
         RAISE EXCEPTION 'this database has the legacy tables but no alembic_version: it was never stamped; nothing was changed'
             USING HINT = 'run alembic stamp 0001 once (it records that the legacy schema is there), then write the script with '
                 || replace('{again}', '{{found}}', '0001');
     END IF;"""
     else:
-        body = f"""    IF to_regclass('alembic_version') IS NOT NULL THEN
-        SELECT string_agg(version_num, ', ') INTO found FROM alembic_version;
+        body = f"""{elsewhere}
+    IF pg_catalog.to_regclass({_literal(version)}) IS NOT NULL THEN
+        SELECT pg_catalog.string_agg(version_num, ', ') INTO found FROM {version};
     END IF;
     IF found IS DISTINCT FROM '{start}' THEN
         RAISE EXCEPTION 'this script starts at revision {start}, but the database is at %; nothing was changed',
@@ -340,19 +437,20 @@ def start_check_sql(script, start: str | None, destination: str | None) -> str:
 DO $start$
 DECLARE
     found text;
+    elsewhere text;
 BEGIN
 {body}
 END
 $start$"""
 
 
-def moved_check_sql(heads: set[str]) -> str:
+def moved_check_sql(heads: set[str], schema: str) -> str:
     """A DO block that stops the script unless ``alembic_version`` now holds ``heads``."""
     want = ", ".join(sorted(heads))
     return f"""-- Stop unless the revision above moved alembic_version to {want or "base"}.
 DO $moved$
 BEGIN
-    IF (SELECT coalesce(string_agg(version_num, ', ' ORDER BY version_num), '') FROM alembic_version)
+    IF (SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') FROM {_q(schema)}.alembic_version)
        IS DISTINCT FROM '{want}' THEN
         RAISE EXCEPTION 'alembic_version did not move to {want or "base"}: the database is not where this script expects';
     END IF;
@@ -361,24 +459,50 @@ $moved$"""
 
 
 STOP_ON_ERROR = """\\set ON_ERROR_STOP on
--- psql stops at the first error, however it was started (the checks below rely on it)"""
+-- psql stops at the first error, however it was started (the checks below rely on it).
+-- Every transaction below starts with the run's settings (SET LOCAL: nothing is left on
+-- the connection) and takes the enrollments lock for itself."""
+
+
+def offline_schema(settings: MigrationSettings) -> str:
+    return settings.legacy_schema or "public"
+
+
+def offline_prelude(settings: MigrationSettings, purpose: str) -> list[str]:
+    """What the script runs first in every transaction: the settings, then the lock."""
+    return [*settings.local_sql(), lock.take_in_transaction_sql(purpose)]
 
 
 def write_offline_prologue(settings: MigrationSettings) -> None:
-    """The top of the script: stop on error, session settings, the lock, the start check."""
+    """The top of the script: stop on error, then the start check in a transaction of its
+    own; and every later ``BEGIN`` followed by the run's settings and the lock."""
     script = context.script
     start = context.get_starting_revision_argument()
     destination = context.get_revision_argument()
+    schema = offline_schema(settings)
+    context.config.attributes["legacy_schema"] = schema
     impl = context.get_context().impl
-    impl.static_output(STOP_ON_ERROR)
-    for statement in settings.session_sql():
-        context.execute(statement)
     where = f"{start or 'base'}:{destination or 'base'}"
-    impl.static_output(lock.take_or_raise_sql(f"alembic {where} --sql") + ";")
-    impl.static_output(start_check_sql(script, start, destination) + ";")
+    prelude = offline_prelude(settings, f"alembic {where} --sql")
+    context.config.attributes["transaction_prelude"] = prelude
+    impl.static_output(STOP_ON_ERROR)
+    impl.static_output("BEGIN;")
+    for statement in prelude:
+        impl.static_output(statement + ";")
+    impl.static_output(start_check_sql(script, start, destination, schema) + ";")
+    impl.static_output("COMMIT;")
+    emit_begin = impl.emit_begin
+
+    def begin_with_prelude() -> None:
+        emit_begin()
+        for statement in prelude:
+            impl.static_output(statement + ";")
+
+    impl.emit_begin = begin_with_prelude
 
 
 def after_each_revision(ctx, step, heads, run_args) -> None:
     """``on_version_apply``: offline, check that the version moved before committing."""
     if ctx.as_sql:
-        ctx.impl.static_output(moved_check_sql(set(heads)) + ";")
+        schema = ctx.config.attributes.get("legacy_schema", "public") if ctx.config else "public"
+        ctx.impl.static_output(moved_check_sql(set(heads), schema) + ";")

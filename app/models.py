@@ -19,14 +19,17 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     PrimaryKeyConstraint,
     String,
+    Text,
     UniqueConstraint,
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -174,3 +177,16 @@ class EnrollmentBackfillRun(Base):
     batches: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     created: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
     reactivated: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+
+
+class CourseEnrollmentSyncPending(Base):
+    """What the sync triggers queue for the commit of the transaction that wrote it
+    (revision 0004 since 1.2, 0007 on older databases). Rows live only inside that
+    transaction; unlogged, owner only."""
+
+    __tablename__ = "course_enrollments_sync_pending"
+    __table_args__ = ({"prefixes": ("UNLOGGED",)},)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    ids: Mapped[list[int]] = mapped_column(ARRAY(Integer), nullable=False)

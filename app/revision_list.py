@@ -15,17 +15,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PREFACE = """## History and the live tool
 
-- `migrations/` is history. A revision imports its helpers from one version,
-  `migrations/shared/vN/`, and nothing from `app/`. A helper version used by a released
-  revision is never edited: a change of behaviour is a new version beside it.
+- `migrations/` is history. A revision imports only its helpers, from one version,
+  `migrations/shared/vN/`. A helper version used by a released revision is never edited:
+  a change of behaviour is a new version beside it. The helpers take plumbing from `app/`
+  (settings, connections, the lock, batching, names, error messages), which can change
+  how a released revision runs, never the SQL it runs (see below).
 - The SQL every revision writes, upgrade and downgrade, is pinned in
   `migrations/pinned/NNNN.sql`. `tests/test_pins.py` fails when a revision writes anything
   else, and when a pin's digest has no row with a reason in `migrations/pinned/CHANGES.md`.
   A released revision changes only to fix a defect: `python -m migrations.pins --write`,
   and a row in CHANGES.md saying which defect, in the same commit.
 - `app/` is the live tool, free to change: the definition the commands use
-  (`app/coverage.py`), their statements, and plumbing the revisions share (settings,
-  connections, the enrollments lock, error messages), none of which holds a revision's SQL.
+  (`app/coverage.py`), their statements, and plumbing the revisions share, none of which
+  holds a revision's SQL.
 
 ## Changing the definition of an eligible pair
 

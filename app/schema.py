@@ -11,9 +11,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from app.errors import PermissionDeniedError, SchemaError
+from app.names import Tables, quote_literal
 
 # Revision ids this release knows; tests/test_schema_check.py keeps it equal to the scripts.
-KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
 
 REQUIRED_COLUMNS = {
     "schools": ("id",),
@@ -26,27 +27,34 @@ REQUIRED_COLUMNS = {
 WRITTEN_TABLES = {"course_enrollments": ("INSERT", "UPDATE")}
 
 TABLES_SQL = """SELECT t.name,
-    to_regclass(t.name) IS NOT NULL AS present,
-    CASE WHEN to_regclass(t.name) IS NOT NULL
-         THEN has_table_privilege(to_regclass(t.name), 'SELECT') END AS readable,
-    CASE WHEN to_regclass(t.name) IS NOT NULL
-         THEN has_table_privilege(to_regclass(t.name), 'INSERT')
-              AND has_table_privilege(to_regclass(t.name), 'UPDATE') END AS writable,
+    r.oid IS NOT NULL AS present,
+    CASE WHEN r.oid IS NOT NULL THEN has_table_privilege(r.oid, 'SELECT') END AS readable,
+    CASE WHEN r.oid IS NOT NULL
+         THEN has_table_privilege(r.oid, 'INSERT') AND has_table_privilege(r.oid, 'UPDATE')
+    END AS writable,
     ARRAY(SELECT a.attname::text FROM pg_attribute AS a
-          WHERE a.attrelid = to_regclass(t.name) AND a.attnum > 0 AND NOT a.attisdropped)
-        AS columns
-FROM unnest(CAST(:names AS text[])) AS t(name)"""
+          WHERE a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns
+FROM unnest(CAST(:names AS text[]), CAST(:qualified AS text[])) AS t(name, qualified)
+CROSS JOIN LATERAL (SELECT to_regclass(t.qualified) AS oid) AS r"""
 
 
-def check_schema(connection: Connection, writes: bool = False) -> str | None:
-    """Raise unless the legacy tables are there and readable; return the revision.
+def check_schema(
+    connection: Connection, t: Tables, version: Tables | None = None, writes: bool = False
+) -> str | None:
+    """Raise unless the legacy tables are there (in ``t``'s schema) and readable; return
+    the revision (``alembic_version`` in ``version``'s schema, when there is one).
 
     With ``writes``, the role must also be allowed to write ``course_enrollments``. A
     database never put under Alembic (``alembic_version`` missing) is accepted: that is
     production before ``alembic stamp 0001``. A revision this release does not know is not.
     """
     names = [*REQUIRED_COLUMNS, "alembic_version"]
-    tables = {row.name: row for row in connection.execute(text(TABLES_SQL), {"names": names})}
+    qualified = [getattr(t, n) for n in REQUIRED_COLUMNS]
+    qualified.append(version.alembic_version if version else t.alembic_version)
+    tables = {
+        row.name: row
+        for row in connection.execute(text(TABLES_SQL), {"names": names, "qualified": qualified})
+    }
     missing = [t for t in REQUIRED_COLUMNS if not tables[t].present]
     if missing:
         raise SchemaError(
@@ -71,10 +79,11 @@ def check_schema(connection: Connection, writes: bool = False) -> str | None:
         lacking = [c for c in columns if c not in tables[table].columns]
         if lacking:
             raise SchemaError(f"table {table} lacks column(s) {', '.join(lacking)}")
-    check_one_enrollment_per_pair(connection)
+    check_one_enrollment_per_pair(connection, t)
     if not tables["alembic_version"].present:
         return None
-    versions = [r[0] for r in connection.execute(text("SELECT version_num FROM alembic_version"))]
+    where = version.alembic_version if version else t.alembic_version
+    versions = [r[0] for r in connection.execute(text(f"SELECT version_num FROM {where}"))]
     unknown = [v for v in versions if v not in KNOWN_REVISIONS]
     if unknown:
         raise SchemaError(
@@ -86,7 +95,7 @@ def check_schema(connection: Connection, writes: bool = False) -> str | None:
 
 UNIQUE_PAIR_SQL = """SELECT EXISTS (
     SELECT 1 FROM pg_index AS i
-    WHERE i.indrelid = to_regclass('course_enrollments') AND i.indisunique AND i.indisvalid
+    WHERE i.indrelid = to_regclass({table}) AND i.indisunique AND i.indisvalid
       AND i.indpred IS NULL
       AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text)
            FROM unnest(i.indkey[0:i.indnkeyatts - 1]) AS k(attnum)
@@ -95,15 +104,16 @@ UNIQUE_PAIR_SQL = """SELECT EXISTS (
 )"""
 
 
-def check_one_enrollment_per_pair(connection: Connection) -> None:
+def check_one_enrollment_per_pair(connection: Connection, t: Tables) -> None:
     """Everything here counts one enrollment per (course, student): without the unique
     constraint (``uq_course_enrollment_once``) counts go wrong and the backfill cannot
     skip a pair the application enrolled meanwhile. Raise, naming it and any duplicates."""
-    if connection.execute(text(UNIQUE_PAIR_SQL)).scalar():
+    unique = UNIQUE_PAIR_SQL.format(table=quote_literal(t.course_enrollments))
+    if connection.exec_driver_sql(unique).scalar():
         return
     duplicates = connection.execute(
         text(
-            "SELECT course_id, student_id, count(*) OVER () AS pairs FROM course_enrollments"
+            f"SELECT course_id, student_id, count(*) OVER () AS pairs FROM {t.course_enrollments}"
             " GROUP BY course_id, student_id HAVING count(*) > 1"
             " ORDER BY course_id, student_id LIMIT 1"
         )
@@ -120,3 +130,75 @@ def check_one_enrollment_per_pair(connection: Connection) -> None:
         "duplicates, then ALTER TABLE course_enrollments ADD CONSTRAINT "
         "uq_course_enrollment_once UNIQUE (course_id, student_id)"
     )
+
+
+SYNC_FUNCTIONS = (
+    "course_enrollments_sync_members",
+    "course_enrollments_sync_user",
+    "course_enrollments_sync_group",
+    "course_enrollments_sync_course",
+    "course_enrollments_sync_apply",
+)
+
+SECURITY_SQL = """SELECT
+    (SELECT string_agg(DISTINCT r.rolname, ', ') FROM pg_proc AS p
+     JOIN pg_roles AS r ON r.oid = p.proowner
+     WHERE p.pronamespace = {schema}::regnamespace AND p.proname = ANY ({functions})
+       AND r.rolsuper) AS superuser_owner,
+    EXISTS (SELECT 1 FROM pg_proc AS p,
+            aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) AS a
+            WHERE p.pronamespace = {schema}::regnamespace AND p.proname = ANY ({functions})
+              AND a.grantee = 0 AND a.privilege_type = 'EXECUTE') AS public_execute,
+    ARRAY(SELECT DISTINCT n.nspname::text FROM pg_namespace AS n,
+          aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) AS a
+          WHERE n.nspname IN ('public', {schema}) AND a.grantee = 0
+            AND a.privilege_type = 'CREATE' ORDER BY 1) AS writable,
+    ARRAY(SELECT DISTINCT c.relname::text FROM pg_class AS c,
+          aclexplode(c.relacl) AS a
+          WHERE c.relnamespace = {schema}::regnamespace
+            AND c.relname IN ('enrollment_backfill_changes', 'enrollment_backfill_runs',
+                              'course_enrollments_sync_pending')
+            AND a.grantee = 0 ORDER BY 1) AS public_tables,
+    (SELECT r.rolname FROM pg_class AS c JOIN pg_roles AS r ON r.oid = c.relowner
+     WHERE c.oid = to_regclass({enrollments}) AND NOT r.rolsuper) AS table_owner"""
+
+
+def security_warnings(connection: Connection, t: Tables) -> list[str]:
+    """What in this database lets a role do more than its grants allow, each with what to
+    change: the sync trigger's functions owned by a superuser (the migration ran as one),
+    callable by every role (as 1.1.0 left them), a schema every role may create in, the
+    backfill's tables readable by every role."""
+    row = connection.exec_driver_sql(
+        SECURITY_SQL.format(
+            schema=t.literal,
+            functions="ARRAY[" + ", ".join(quote_literal(f) for f in SYNC_FUNCTIONS) + "]",
+            enrollments=quote_literal(t.course_enrollments),
+        )
+    ).one()
+    warnings = []
+    if row.superuser_owner:
+        owner = row.table_owner or "the role that owns the legacy tables"
+        warnings.append(
+            f"the sync trigger's functions belong to superuser {row.superuser_owner}, so they "
+            f"run with every privilege: the migrations ran as a superuser; run them as "
+            f"{owner} instead, and hand the functions to it: ALTER FUNCTION "
+            f"{t.schema}.course_enrollments_sync_...() OWNER TO {owner} (all five)"
+        )
+    if row.public_execute:
+        warnings.append(
+            "every role may call the sync trigger's functions (EXECUTE granted to PUBLIC, as "
+            "1.1.0 left them) and write enrollments through them: alembic upgrade head "
+            "(revision 0007) revokes it"
+        )
+    for schema in row.writable:
+        warnings.append(
+            f"every role may create objects in schema {schema} (CREATE granted to PUBLIC, "
+            "the default before PostgreSQL 15), where they can stand in for operators and "
+            f"functions: REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC"
+        )
+    for table in row.public_tables:
+        warnings.append(
+            f"table {table} grants privileges to PUBLIC: REVOKE ALL ON {t.schema}.{table} "
+            "FROM PUBLIC"
+        )
+    return warnings

@@ -95,8 +95,9 @@ def explain_batch(server: Server, template: str) -> str:
     from alembic import command
     from alembic.config import Config
 
+    from app.names import Tables
     from bench.server import ROOT
-    from migrations.shared.v2.backfill import batch_sql
+    from migrations.shared.v3.backfill import batch_sql
 
     db = server.copy(template, "bench_explain")
     engine = create_engine(server.url(db))
@@ -114,7 +115,7 @@ def explain_batch(server: Server, template: str) -> str:
         ).scalar()
         plan = conn.exec_driver_sql(
             "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "
-            + batch_sql(str(middle), "10000", str(run), "'bench'"),
+            + batch_sql(Tables(), str(middle), "10000", str(run), "'bench'"),
             execution_options={"no_parameters": True},
         ).all()
         conn.rollback()

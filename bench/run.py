@@ -57,7 +57,7 @@ def main() -> int:
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="students per size, comma-separated")
     parser.add_argument("--runs", type=int, default=3, help="runs of each read-only step")
     parser.add_argument("--writer-rate", type=float, default=50.0)
-    parser.add_argument("--trigger-students", type=int, default=200_000)
+    trigger.add_arguments(parser)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     started = time.monotonic()
@@ -68,9 +68,7 @@ def main() -> int:
             run_size(server, n, args.runs, args.writer_rate, explain=(n == sizes[-1])).as_json()
             for n in sizes
         ]
-        trigger.prepare(server, "bench_trigger", args.trigger_students, 102_000)
-        cost = trigger.measure(server, "bench_trigger", 2_000, 100_000)
-        server.drop("bench_trigger")
+        cost = trigger.run(server, args)
     finally:
         server.close()
     seconds = time.monotonic() - started
@@ -80,7 +78,7 @@ def main() -> int:
         f"{seconds / 60:.0f} minutes.",
         "writer_rate": args.writer_rate,
         "sizes": results,
-        "trigger": {**cost.__dict__, "students": args.trigger_students},
+        "trigger": {**cost.as_json(), "students": args.students},
     }
     report.RESULTS.mkdir(exist_ok=True)
     slug = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")

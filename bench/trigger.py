@@ -1,44 +1,36 @@
-"""The sync trigger's cost: one membership insert, and a bulk insert of 100,000, each with
-and without the trigger, on copies of the same generated database at head.
+"""The sync trigger's cost to the application, on copies of one generated database:
+
+- **one membership insert** (the client's round trip, each committing on its own) and a
+  **bulk insert of 100,000 memberships**, without the trigger and with it; beside the bulk
+  insert, its floor: the same memberships, then the enrollments the trigger creates for
+  them inserted by hand (what any way of keeping coverage must write);
+- **a mixed load**: writers on hot students, each transaction inserting, activating or
+  moving one membership of a student and then writing that student's enrollments in
+  ``course_id`` order, as the Phase 1 application does; without the trigger, with 1.1.0's
+  (from 1.1.0's own script) and with this release's. Deadlocks, errors and latencies.
 
     python -m bench.trigger [--students 200000] [--singles 2000] [--bulk 100000]
+                            [--writers 6] [--hot 50] [--mixed-seconds 60]
 
-Goals (issue 10): p99 of one insert at most 1 ms above the p99 without the trigger; the
-bulk insert at most 2x the time without it. Each insert commits on its own (autocommit),
-as the application's would; the latency is the client's round trip. The students the
-inserts use are created in the template beforehand, so only the memberships are timed.
+Goals (issue 17): one insert's p99 at most 1 ms above the p99 without the trigger; the
+bulk insert at most 2x the time without it; under the mixed load no deadlock the
+application would not have without the trigger, and p99 within 2 ms of it.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import psycopg2
 
-from bench.server import Server, build_template
-from migrations.shared.v2 import sync
-
-
-@dataclass
-class TriggerCost:
-    singles: int
-    bulk_rows: int
-    single_p50_ms: dict[str, float]
-    single_p99_ms: dict[str, float]
-    bulk_seconds: dict[str, float]
-
-    @property
-    def p99_added_ms(self) -> float:
-        return self.single_p99_ms["with"] - self.single_p99_ms["without"]
-
-    @property
-    def bulk_ratio(self) -> float:
-        return self.bulk_seconds["with"] / self.bulk_seconds["without"]
-
+from bench.server import ROOT, Server, build_template
+from migrations.shared.v3 import sync
 
 # New students, each with the group of its school it will join (bench_joins, not timed).
 PREPARE = [
@@ -57,12 +49,46 @@ WHERE u.email LIKE 'trigger-bench-%'""",
 
 BULK = """INSERT INTO group_members (school_id, group_id, user_id)
 SELECT school_id, group_id, user_id FROM bench_joins WHERE n > {after} AND n <= {until}"""
+# The floor's second half: the enrollments the trigger creates for BULK, by hand.
+BULK_ENROLLMENTS = """INSERT INTO course_enrollments (course_id, student_id)
+SELECT DISTINCT g.course_id, j.user_id FROM bench_joins AS j JOIN groups AS g ON g.id = j.group_id
+WHERE j.n > {after} AND j.n <= {until} ORDER BY 1, 2"""
+
+MIXED_MODES = ("without", "1.1.0", "with")
 
 
-def _without_trigger(conn) -> None:
+@dataclass
+class TriggerCost:
+    singles: int
+    bulk_rows: int
+    single_p50_ms: dict[str, float]
+    single_p99_ms: dict[str, float]
+    bulk_seconds: dict[str, float]
+    bulk_floor_seconds: float
+    mixed: dict[str, dict[str, float]] = field(default_factory=dict)
+    mixed_settings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def p99_added_ms(self) -> float:
+        return self.single_p99_ms["with"] - self.single_p99_ms["without"]
+
+    @property
+    def bulk_ratio(self) -> float:
+        return self.bulk_seconds["with"] / self.bulk_seconds["without"]
+
+    @property
+    def floor_ratio(self) -> float:
+        return self.bulk_floor_seconds / self.bulk_seconds["without"]
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+def drop_trigger(conn) -> None:
+    """The legacy tables without the sync triggers (the application as it was)."""
     cur = conn.cursor()
-    for table in sync.TABLES:
-        cur.execute(sync.drop_table_block(table))
+    for trigger in sync.TRIGGERS:
+        cur.execute(f"DROP TRIGGER IF EXISTS {trigger.name} ON {trigger.table}")
 
 
 def _singles(conn, count: int) -> list[float]:
@@ -81,9 +107,14 @@ def _singles(conn, count: int) -> list[float]:
     return latencies
 
 
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
 def measure(server: Server, template: str, singles: int, bulk: int, runs: int = 3) -> TriggerCost:
     """Median of ``runs`` fresh copies per mode, without the trigger and with it."""
-    p50, p99, bulk_seconds = {}, {}, {}
+    p50, p99, bulk_seconds, floors = {}, {}, {}, []
     for mode in ("without", "with"):
         single_p50, single_p99, bulks = [], [], []
         for run in range(runs):
@@ -91,22 +122,146 @@ def measure(server: Server, template: str, singles: int, bulk: int, runs: int = 
             conn = psycopg2.connect(server.libpq(db))
             conn.autocommit = True
             if mode == "without":
-                _without_trigger(conn)
+                drop_trigger(conn)
             cur = conn.cursor()
             cur.execute("VACUUM ANALYZE")
-            latencies = sorted(_singles(conn, singles))
+            latencies = _singles(conn, singles)
             single_p50.append(statistics.median(latencies) * 1000)
-            single_p99.append(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000)
+            single_p99.append(_percentile(latencies, 0.99) * 1000)
             started = time.perf_counter()  # students the single inserts did not use
             cur.execute(BULK.format(after=singles, until=singles + bulk))
             bulks.append(time.perf_counter() - started)
             assert cur.rowcount == bulk, cur.rowcount
+            if mode == "without":  # the floor: the same, plus its enrollments by hand
+                started = time.perf_counter()
+                cur.execute(BULK_ENROLLMENTS.format(after=singles, until=singles + bulk))
+                floors.append(bulks[-1] + time.perf_counter() - started)
             conn.close()
             server.drop(db)
         p50[mode] = statistics.median(single_p50)
         p99[mode] = statistics.median(single_p99)
         bulk_seconds[mode] = statistics.median(bulks)
-    return TriggerCost(singles, bulk, p50, p99, bulk_seconds)
+    return TriggerCost(singles, bulk, p50, p99, bulk_seconds, statistics.median(floors))
+
+
+# --- the mixed load -------------------------------------------------------------------------
+HOT_SQL = """SELECT u.id, array_agg(gm.id ORDER BY gm.id) AS memberships
+FROM users AS u JOIN group_members AS gm ON gm.user_id = u.id
+WHERE u.role = 'student' AND NOT u.archived AND u.email LIKE 'student%%'
+GROUP BY u.id HAVING count(*) >= 6
+ORDER BY u.id LIMIT %s"""
+
+# Three kinds of membership write, for a membership of the student ...
+TOGGLE = "UPDATE group_members SET active = NOT coalesce(active, false) WHERE id = %s"
+# ... moved to the other of its course's first two groups (team 1 <-> 2; the joins below go
+# to team 3, so no two writes can put a student twice in one group) ...
+MOVE = """UPDATE group_members AS gm SET group_id = o.id
+FROM groups AS g JOIN groups AS o ON o.course_id = g.course_id
+    AND o.team_number = CASE g.team_number WHEN 1 THEN 2 WHEN 2 THEN 1 END
+WHERE gm.id = %s AND g.id = gm.group_id
+  AND NOT EXISTS (
+      SELECT 1 FROM group_members AS x WHERE x.group_id = o.id AND x.user_id = gm.user_id
+  )"""
+# ... or a new membership in a group of one of three courses of the student's school.
+JOIN = """INSERT INTO group_members (school_id, group_id, user_id)
+SELECT u.school_id, g.id, u.id FROM users AS u
+JOIN groups AS g ON g.school_id = u.school_id AND g.team_number = 3
+WHERE u.id = %s ORDER BY g.id OFFSET (%s %% 3) * 7 LIMIT 1
+ON CONFLICT (group_id, user_id) DO NOTHING"""
+# Then the application writes the student's enrollments, in course_id order.
+ENROLL = """INSERT INTO course_enrollments AS ce (course_id, student_id, active)
+SELECT g.course_id, gm.user_id, bool_or(gm.active IS TRUE)
+FROM group_members AS gm JOIN groups AS g ON g.id = gm.group_id
+JOIN users AS u ON u.id = gm.user_id JOIN courses AS c ON c.id = g.course_id
+WHERE gm.user_id = %s AND u.school_id = c.school_id
+GROUP BY g.course_id, gm.user_id ORDER BY g.course_id
+ON CONFLICT (course_id, student_id) DO UPDATE SET active = excluded.active
+WHERE ce.active IS DISTINCT FROM excluded.active"""
+
+
+@dataclass(eq=False)
+class MixedWriter(threading.Thread):
+    url: str
+    hot: list[tuple[int, list[int]]]
+    seed: int
+    deadline: float
+    latencies: list[float] = field(default_factory=list)
+    deadlocks: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        threading.Thread.__init__(self, daemon=True)
+
+    def run(self) -> None:
+        rng = random.Random(self.seed)
+        conn = psycopg2.connect(self.url, application_name="bench mixed writer")
+        cur = conn.cursor()
+        while time.monotonic() < self.deadline:
+            student, memberships = rng.choice(self.hot)
+            kind = rng.random()
+            started = time.perf_counter()
+            try:
+                if kind < 0.4:
+                    cur.execute(TOGGLE, (rng.choice(memberships),))
+                elif kind < 0.7:
+                    cur.execute(MOVE, (rng.choice(memberships),))
+                else:
+                    cur.execute(JOIN, (student, rng.randrange(3)))
+                cur.execute(ENROLL, (student,))
+                conn.commit()
+            except psycopg2.errors.DeadlockDetected:
+                conn.rollback()
+                self.deadlocks += 1
+            except psycopg2.Error as exc:
+                conn.rollback()
+                self.errors.append(str(exc).splitlines()[0])
+            self.latencies.append(time.perf_counter() - started)
+        conn.close()
+
+
+def mixed_load(server: Server, db: str, writers: int, hot: int, seconds: float) -> dict:
+    conn = psycopg2.connect(server.libpq(db))
+    cur = conn.cursor()
+    cur.execute(HOT_SQL, (hot,))
+    students = [(row[0], list(row[1])) for row in cur.fetchall()]
+    conn.close()
+    deadline = time.monotonic() + seconds
+    threads = [
+        MixedWriter(server.libpq(db), students, seed=i, deadline=deadline) for i in range(writers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    latencies = [x for t in threads for x in t.latencies]
+    errors = [e for t in threads for e in t.errors]
+    return {
+        "transactions": len(latencies),
+        "deadlocks": sum(t.deadlocks for t in threads),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else "",
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": _percentile(latencies, 0.99) * 1000,
+        "max_ms": max(latencies) * 1000,
+    }
+
+
+def measure_mixed(
+    server: Server, template: str, template_110: str, writers: int, hot: int, seconds: float
+) -> dict[str, dict]:
+    """The mixed load on a copy per mode: 1.1.0's trigger comes from its own script."""
+    results = {}
+    for mode in MIXED_MODES:
+        db = server.copy(template_110 if mode == "1.1.0" else template, f"bench_mixed_{mode[0]}")
+        if mode == "without":
+            conn = psycopg2.connect(server.libpq(db))
+            conn.autocommit = True
+            drop_trigger(conn)
+            conn.close()
+        results[mode] = mixed_load(server, db, writers, hot, seconds)
+        server.drop(db)
+        print(f"  mixed load {mode}: {results[mode]}", flush=True)
+    return results
 
 
 def prepare(server: Server, name: str, students: int, extra: int) -> None:
@@ -117,17 +272,54 @@ def prepare(server: Server, name: str, students: int, extra: int) -> None:
     server.sql("VACUUM ANALYZE", name)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--students", type=int, default=200_000)
+def prepare_110(server: Server, name: str, students: int) -> None:
+    """A generated database brought to 0006 by release 1.1.0's own script (its trigger)."""
+    import subprocess
+
+    build_template(server, name, students, revision="0001")
+    script = ROOT / "tests" / "fixtures" / "release_1_1_0" / "upgrade_0001_0006.sql"
+    subprocess.run(
+        [server.psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", server.libpq(name), "-f", script],
+        check=True,
+        capture_output=True,
+    )
+    server.sql("VACUUM ANALYZE", name)
+
+
+def run(server: Server, args) -> TriggerCost:
+    prepare(server, "bench_trigger", args.students, args.singles + args.bulk)
+    cost = measure(server, "bench_trigger", args.singles, args.bulk)
+    prepare_110(server, "bench_trigger_110", args.students)
+    cost.mixed = measure_mixed(
+        server, "bench_trigger", "bench_trigger_110", args.writers, args.hot, args.mixed_seconds
+    )
+    cost.mixed_settings = {
+        "writers": args.writers,
+        "hot": args.hot,
+        "seconds": args.mixed_seconds,
+        "students": args.students,
+    }
+    server.drop("bench_trigger")
+    server.drop("bench_trigger_110")
+    return cost
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trigger-students", dest="students", type=int, default=200_000)
     parser.add_argument("--singles", type=int, default=2_000)
     parser.add_argument("--bulk", type=int, default=100_000)
+    parser.add_argument("--writers", type=int, default=6)
+    parser.add_argument("--hot", type=int, default=50)
+    parser.add_argument("--mixed-seconds", type=float, default=60.0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
     args = parser.parse_args()
     server = Server()
     try:
-        prepare(server, "bench_trigger", args.students, args.singles + args.bulk)
-        cost = measure(server, "bench_trigger", args.singles, args.bulk)
-        server.drop("bench_trigger")
+        cost = run(server, args)
     finally:
         server.close()
     print(
@@ -136,8 +328,10 @@ def main() -> int:
         f" p99 {cost.single_p99_ms['without']:.2f} -> {cost.single_p99_ms['with']:.2f} ms"
         f" (+{cost.p99_added_ms:.2f} ms); bulk of {cost.bulk_rows:,}:"
         f" {cost.bulk_seconds['without']:.2f} -> {cost.bulk_seconds['with']:.2f} s"
-        f" ({cost.bulk_ratio:.2f}x)"
+        f" ({cost.bulk_ratio:.2f}x; floor {cost.floor_ratio:.2f}x)"
     )
+    for mode, figures in cost.mixed.items():
+        print(f"mixed load, {mode}: {figures}")
     return 0
 
 

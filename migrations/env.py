@@ -11,7 +11,9 @@ from app.migration_env import (
     MigrationSettings,
     after_each_revision,
     connected,
+    is_writing_command,
     migration_session,
+    offline_schema,
     one_line_errors,
     online_connectable,
     write_offline_prologue,
@@ -32,8 +34,9 @@ def run_migrations_offline() -> None:
 
     The ``named`` paramstyle keeps literal SQL as written: ``%`` is not doubled, so
     PL/pgSQL ``RAISE`` formats reach psql intact. The script guards itself: it stops on
-    the first error, takes the enrollments lock, checks where the database stands before
-    the first revision and that the version moved after each.
+    the first error, checks where the database stands before the first revision and that
+    the version moved after each; every transaction takes the enrollments lock and sets
+    the run's settings (``SET LOCAL``) first.
     """
     context.configure(
         dialect_name="postgresql",
@@ -42,6 +45,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         transaction_per_migration=True,
         on_version_apply=after_each_revision,
+        version_table_schema=offline_schema(settings),
     )
     write_offline_prologue(settings)
     with context.begin_transaction():
@@ -57,7 +61,7 @@ def run_migrations_online() -> None:
     with (
         one_line_errors(),
         connected(online_connectable(config)) as connection,
-        migration_session(connection, settings),
+        migration_session(connection, settings) as schemas,
     ):
         context.configure(
             connection=connection,
@@ -65,6 +69,9 @@ def run_migrations_online() -> None:
             transaction_per_migration=True,
             compare_type=True,
             compare_server_default=True,
+            # Named where every statement runs with a pinned search_path (writing
+            # commands); elsewhere it is on the search_path, where autogenerate expects it.
+            version_table_schema=schemas.version if is_writing_command() else None,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -30,7 +30,7 @@ PIN_DIR = Path(__file__).resolve().parent / "pinned"
 CHANGES = PIN_DIR / "CHANGES.md"
 
 # Where Alembic's own bookkeeping starts: the end of a revision's section.
-VERSION_STATEMENT = re.compile(r"^(INSERT INTO|UPDATE|DELETE FROM) alembic_version\b")
+VERSION_STATEMENT = re.compile(r"^(INSERT INTO|UPDATE|DELETE FROM) (\S+\.)?alembic_version\b")
 
 
 @dataclass(frozen=True)

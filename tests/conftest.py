@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL, Engine
 
 from app.db import parse_url
 from tests.helpers import ROOT, PostgresForTests, load_story, story_rows, upgrade, url_string
+from tests.roles import Roles
 
 SERVER_ENV = "ENROLLMENTS_TEST_SERVER"
 
@@ -60,6 +61,17 @@ def database_url(pg_server: PostgresForTests) -> Iterator[URL]:
         yield url
     finally:
         pg_server.drop_database(url)
+
+
+@pytest.fixture
+def roles(database_url: URL) -> Iterator[Roles]:
+    """Roles as on a managed database (tests/roles.py), dropped when the test ends."""
+    found = Roles(database_url, database_url.database)
+    found.create()
+    try:
+        yield found
+    finally:
+        found.drop()
 
 
 @pytest.fixture

@@ -201,9 +201,13 @@ def test_keep_leaves_the_role_setting(database_url, story):
             str(database_url.render_as_string(False)),
         ]
     )
-    with open_connection(args) as conn:
+    with open_connection(args) as session, session.connection.begin():
+        conn = session.connection  # the command's settings hold in each of its transactions
         assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "7min"
         assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "5s"
+        assert conn.exec_driver_sql("SHOW search_path").scalar() == "pg_catalog, pg_temp"
+    with story.connect() as conn:  # and nowhere else: SET LOCAL
+        assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "0"
 
 
 def test_postgres_scheme_is_accepted(database_url, story):
@@ -276,7 +280,7 @@ def test_legacy_tables_in_another_schema_stop_an_upgrade_from_base(pg_server, da
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE legacy.alembic_version")  # production: never stamped
     line = alembic_failure(alembic(database_url, "upgrade", "head"))
-    assert "the legacy tables are in schema legacy, which the search_path" in line
+    assert "the legacy tables are in schema legacy, not in public where this run" in line
     script = alembic(None, "upgrade", "head", "--sql").stdout
     offline = psql(pg_server, database_url, script)
     assert offline.returncode != 0

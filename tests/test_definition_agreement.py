@@ -16,6 +16,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
+from app.names import Tables
 from bench.generate import generate
 from tests.helpers import ROOT, enrollments, psql
 
@@ -77,7 +78,7 @@ def test_cli_and_the_newest_gate_online_count_the_same(database_url, varied, cap
 def test_cli_and_the_newest_gate_offline_count_the_same(pg_server, database_url, varied):
     revision, gate = newest_gate_module()
     expected = cli_counts(database_url)
-    result = psql(pg_server, database_url, gate.gate_sql(revision, "warn") + ";")
+    result = psql(pg_server, database_url, gate.gate_sql(Tables("public"), revision, "warn") + ";")
     assert result.returncode == 0, result.stderr
     for line in expected_lines(expected):
         assert line in result.stderr

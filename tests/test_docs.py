@@ -128,3 +128,71 @@ def test_no_link_points_outside_the_repository():
         for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
             path = (doc.parent / target).resolve()
             assert path.is_relative_to(ROOT) and path.exists(), f"{doc.name}: {target}"
+
+
+def sql_blocks(doc: Path) -> dict[str, str]:
+    """The ```sql blocks marked <!-- run-sql ROLE -->, by the role that runs them."""
+    return dict(re.findall(r"<!-- run-sql (\S+) -->\n```sql\n(.*?)```", doc.read_text(), re.S))
+
+
+LAYOUT = ("school_owner", "school_app", "school_reader")
+
+
+def test_role_layout_runs_as_written(pg_server, database_url, engine):
+    import psycopg2
+
+    from tests.helpers import alembic, enrollments, psql
+
+    blocks = sql_blocks(DOCS / "dba-review.md")
+    assert set(blocks) == {"admin", "school_owner"}
+    as_role = {role: database_url.set(username=role, password=None) for role in LAYOUT}
+    admin = psycopg2.connect(libpq_url(database_url.set(database="postgres")))
+    admin.autocommit = True
+    for role in LAYOUT:
+        admin.cursor().execute(f"DROP ROLE IF EXISTS {role}")  # a run cut short left them
+    try:
+        ran = psql(pg_server, database_url, blocks["admin"])
+        assert ran.returncode == 0, ran.stderr
+        owner = as_role["school_owner"]
+        assert alembic(owner, "upgrade", "0001").returncode == 0
+        from sqlalchemy import create_engine
+
+        load_story(create_engine(owner))
+        deployed = alembic(owner, "upgrade", "head")
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        ran = psql(pg_server, owner, blocks["school_owner"])
+        assert ran.returncode == 0, ran.stderr
+
+        app = psycopg2.connect(libpq_url(as_role["school_app"]))
+        cur = app.cursor()  # a membership the application writes is enrolled at commit
+        cur.execute("INSERT INTO group_members (school_id, group_id, user_id) VALUES (1, 3, 7)")
+        app.commit()
+        for forbidden in (
+            "SELECT 1 FROM course_enrollments",
+            "SELECT 1 FROM enrollment_backfill_changes",
+            "SELECT 1 FROM course_enrollments_sync_pending",
+            "SELECT public.course_enrollments_sync_members()",
+        ):
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute(forbidden)
+            app.rollback()
+        app.close()
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql(
+                "SELECT active FROM course_enrollments WHERE course_id = 2 AND student_id = 7"
+            ).scalar()
+        reader = enrollments(as_role["school_reader"], "audit", "--json")
+        assert reader.returncode == 1, reader.stderr  # full coverage, the story's anomalies
+        assert '"security_warnings": []' in reader.stdout
+        read_only = psycopg2.connect(libpq_url(as_role["school_reader"]))
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            read_only.cursor().execute("UPDATE users SET name = 'x'")
+        read_only.close()
+    finally:
+        with engine.connect() as conn:  # hand everything back, then drop the roles
+            conn.exec_driver_sql(f"REASSIGN OWNED BY {', '.join(LAYOUT)} TO CURRENT_USER")
+            conn.exec_driver_sql(f"DROP OWNED BY {', '.join(LAYOUT)}")
+            conn.commit()
+        for role in LAYOUT:
+            admin.cursor().execute(f"DROP ROLE IF EXISTS {role}")
+        admin.close()

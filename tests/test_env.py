@@ -1,5 +1,7 @@
 """migrations/env.py: the URL, one-line errors, -x options, offline without a database."""
 
+import re
+
 from tests.helpers import alembic
 
 
@@ -16,7 +18,7 @@ def test_online_upgrade_without_url_fails_with_one_line_error():
 def test_offline_sql_needs_no_database():
     result = alembic("postgresql://nobody@127.0.0.1:1/none", "upgrade", "head", "--sql")
     assert result.returncode == 0, result.stderr
-    assert "CREATE TABLE course_enrollments" in result.stdout
+    assert "CREATE TABLE public.course_enrollments" in result.stdout
     assert result.stdout.rstrip().endswith("COMMIT;")
     assert alembic(None, "upgrade", "head", "--sql").stdout == result.stdout
 
@@ -35,11 +37,20 @@ def test_unknown_x_option_is_refused():
     assert "unknown -x option(s): lock_timout" in result.stdout + result.stderr
 
 
-def test_lock_timeout_is_set_in_the_offline_script():
+def test_the_settings_start_every_transaction_of_the_offline_script():
+    """SET LOCAL in each transaction: nothing is left on the connection (through a pooler,
+    another client's)."""
     result = alembic(None, "-x", "lock_timeout=750ms", "upgrade", "head", "--sql")
     assert result.returncode == 0, result.stderr
-    assert "\nSET lock_timeout = '750ms';\n" in result.stdout
-    assert result.stdout.startswith("\\set ON_ERROR_STOP on\n")
+    script = result.stdout
+    assert script.startswith("\\set ON_ERROR_STOP on\n")
+    prelude = (
+        "BEGIN;\n\nSET LOCAL search_path = pg_catalog, pg_temp;\n\n"
+        "SET LOCAL lock_timeout = '750ms';\n\nSET LOCAL statement_timeout = '0';\n\nDO $lock$"
+    )
+    assert script.count("BEGIN;") == script.count(prelude) > 10
+    session_level = r"^(SET|RESET) (lock_timeout|statement_timeout|search_path)[^\n]*;$"
+    assert not re.search(session_level, script, re.M)
 
 
 def test_an_unexpected_exception_is_one_failed_line(tmp_path, database_url):
@@ -47,9 +58,9 @@ def test_an_unexpected_exception_is_one_failed_line(tmp_path, database_url):
     line, naming the exception, not in a traceback."""
     (tmp_path / "sitecustomize.py").write_text(
         "import app.lock\n"
-        "def broken(connection):\n"
+        "def broken(self, *args, **kwargs):\n"
         "    raise RuntimeError('boom')\n"
-        "app.lock.try_take = broken\n"
+        "app.lock.LockSession.acquire = broken\n"
     )
     result = alembic(database_url, "upgrade", "head", PYTHONPATH=str(tmp_path))
     assert result.returncode != 0

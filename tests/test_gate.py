@@ -88,7 +88,7 @@ def test_a_later_revision_requires_coverage_with_one_line(tmp_path, database_url
     shutil.copytree(ROOT / "migrations", scripts, ignore=shutil.ignore_patterns("__pycache__"))
     (scripts / "versions" / "0099_phase2_example.py").write_text(
         f'"""a later phase\n\nRevision ID: 0099\nRevises: {HEAD}\n"""\n'
-        "from migrations.shared.v2.gate import require_full_coverage\n\n"
+        "from migrations.shared.v3.gate import require_full_coverage\n\n"
         f'revision = "0099"\ndown_revision = "{HEAD}"\nbranch_labels = None\n'
         "depends_on = None\n\n\n"
         "def upgrade() -> None:\n"
@@ -120,16 +120,15 @@ def test_two_concurrent_upgrades_one_applies_the_other_waits(database_url, engin
     assert alembic(database_url, "upgrade", "0001").returncode == 0
     load_story(engine)
     with engine.connect() as holder:
-        # Hold the enrollments lock so that both upgrades start and queue behind it; each
-        # says so (naming the holder) once it has tried the lock.
+        # Hold the enrollments lock (in an open transaction, as a run's lock session does)
+        # so that both upgrades start and queue behind it; each says so (naming the
+        # holder) once it has tried the lock.
         holder.execute(text(lock.TRY_SQL))
-        holder.commit()
         procs = [Background(["alembic", "upgrade", "head"], database_url) for _ in range(2)]
         for proc in procs:
             line = proc.wait_for("waiting for the enrollments lock")
             assert "held by pid" in line
-        holder.execute(text("SELECT pg_advisory_unlock_all()"))
-        holder.commit()
+        holder.rollback()
         results = [proc.finish() for proc in procs]
 
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]

@@ -12,7 +12,14 @@ from pathlib import Path
 
 from tests.helpers import ROOT, alembic
 
-PLUMBING = {"app.migration_env", "app.db", "app.lock", "app.errors", "app.batching"}
+PLUMBING = {
+    "app.migration_env",
+    "app.db",
+    "app.lock",
+    "app.errors",
+    "app.batching",
+    "app.names",
+}
 
 
 def imported_modules(path: Path) -> set[str]:

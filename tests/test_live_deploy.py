@@ -9,8 +9,9 @@ import json
 import pytest
 from sqlalchemy import text
 
+from app.names import Tables
 from bench.generate import generate
-from migrations.shared.v2 import sync
+from migrations.shared.v3 import sync
 from tests.helpers import (
     HEAD,
     Application,
@@ -45,7 +46,7 @@ def assert_covered_and_kept(database_url, engine, app: Application) -> None:
     assert data["coverage_percent"] == 100.0 and data["missing"] == data["inactive"] == 0
     assert alembic(database_url, "current").stdout.strip() == f"{HEAD} (head)"
     with engine.connect() as conn:
-        assert conn.execute(text(sync.installed_sql())).scalar() is True
+        assert conn.execute(text(sync.installed_sql(Tables()))).scalar() is True
         # Students who left stay unenrolled: nothing resurrected them.
         for student, course in app.deactivated:
             active = conn.execute(

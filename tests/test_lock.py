@@ -8,6 +8,7 @@ import re
 import psycopg2
 import pytest
 
+from app import lock
 from tests.helpers import (
     HEAD,
     WAITING_ON_LOCK,
@@ -40,7 +41,10 @@ def test_the_second_writer_waits_and_names_the_first(database_url, story, case):
     holder.cursor().execute(ZOE_MATH)  # keeps the first writer inside its backfill
     try:
         first = Background(first_command, database_url)
-        pid = wait_until(story, WAITING_ON_LOCK, app=first_command[0])
+        wait_until(story, WAITING_ON_LOCK, app=first_command[0])
+        pid = wait_until(
+            story, "SELECT pid FROM (" + lock.HOLDER_SQL + ") AS h"
+        )  # its lock session
         second = Background(second_command, database_url)
         line = second.wait_for("waiting for the enrollments lock")
         assert re.search(

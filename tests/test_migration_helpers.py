@@ -1,11 +1,15 @@
-"""The revision helpers (migrations/shared/v2) on their own: the SQL they write, run as
+"""The revision helpers (migrations/shared/v3) on their own: the SQL they write, run as
 psql would run it, or online."""
 
 import pytest
 from sqlalchemy import text
 
-from migrations.shared.v2 import backfill, gate, indexes, sync
+from app.migration_env import MigrationSettings
+from app.names import Tables
+from migrations.shared.v3 import backfill, gate, indexes, sync
 from tests.helpers import enrollments_rows, psql, upgrade
+
+T = Tables("public")
 
 
 def test_gate_block_raises_below_full_coverage(pg_server, database_url, story):
@@ -20,7 +24,7 @@ def test_gate_block_raises_below_full_coverage(pg_server, database_url, story):
                 " WHERE student_id = 2 AND course_id = 1"
             )
         )
-    result = psql(pg_server, database_url, gate.gate_sql("0099", "abort") + ";")
+    result = psql(pg_server, database_url, gate.gate_sql(T, "0099", "abort") + ";")
     assert result.returncode != 0
     assert "coverage gate before revision 0099: coverage 57.14%: 4 of 7 eligible" in result.stderr
     assert (
@@ -32,13 +36,13 @@ def test_gate_block_raises_below_full_coverage(pg_server, database_url, story):
 
 
 def test_gate_block_refuses_without_the_sync_trigger(pg_server, database_url, legacy):
-    result = psql(pg_server, database_url, gate.gate_sql("0099", "abort") + ";")
+    result = psql(pg_server, database_url, gate.gate_sql(T, "0099", "abort") + ";")
     assert result.returncode != 0
     assert "the sync trigger is not installed, so coverage would not hold" in result.stderr
 
 
 def test_gate_block_in_warn_mode_only_warns(pg_server, database_url, story):
-    result = psql(pg_server, database_url, gate.gate_sql("0099", "warn") + ";")
+    result = psql(pg_server, database_url, gate.gate_sql(T, "0099", "warn") + ";")
     assert result.returncode == 0
     assert "WARNING:  coverage gate before revision 0099: coverage 28.57%" in result.stderr
     assert "OVERRIDDEN by -x coverage_gate=warn" in result.stderr
@@ -47,7 +51,7 @@ def test_gate_block_in_warn_mode_only_warns(pg_server, database_url, story):
 
 def test_gate_block_passes_with_a_notice_when_covered_and_clean(pg_server, database_url, legacy):
     upgrade(legacy, "0004")
-    result = psql(pg_server, database_url, gate.gate_sql("0099", "abort") + ";")
+    result = psql(pg_server, database_url, gate.gate_sql(T, "0099", "abort") + ";")
     assert result.returncode == 0
     assert result.stderr.strip() == (
         "NOTICE:  coverage gate before revision 0099 passed: 0 of 0 eligible pairs covered"
@@ -83,7 +87,7 @@ def test_drop_invalid_index_query_leaves_a_valid_index_alone(pg_server, database
     result = psql(
         pg_server,
         database_url,
-        indexes.drop_invalid_sql(indexes_name := "ix_course_enrollment_course_active"),
+        indexes.drop_invalid_sql(T, indexes_name := "ix_course_enrollment_course_active"),
     )
     assert result.returncode == 0, result.stderr
     with engine.connect() as conn:
@@ -96,7 +100,7 @@ def test_the_undo_touches_only_recorded_rows_still_as_left(database_url, story):
         # Not the backfill's: an enrollment the application added after it.
         conn.execute(text("INSERT INTO course_enrollments (course_id, student_id) VALUES (4, 1)"))
         row = conn.exec_driver_sql(
-            backfill.undo_batch_sql(str(backfill.BEFORE_ANY_ID), "100")
+            backfill.undo_batch_sql(T, str(backfill.BEFORE_ANY_ID), "100")
         ).one()
     assert (row.records, row.deleted, row.deactivated) == (5, 3, 2)
     assert (4, 1, True) in enrollments_rows(story)
@@ -104,27 +108,29 @@ def test_the_undo_touches_only_recorded_rows_still_as_left(database_url, story):
 
 def test_sync_trigger_installs_and_drops_idempotently(pg_server, database_url, legacy):
     upgrade(legacy, "0003")
+    settings = MigrationSettings()
+    install = (
+        "BEGIN;\n"
+        + ";\n".join(sync.objects_sql(T))
+        + ";\nCOMMIT;\n"
+        + sync.create_triggers_sql(T, settings)
+        + ";\n"
+        + sync.strays_sql(T)
+        + ";"
+    )
     for _ in range(2):
-        result = psql(
-            pg_server,
-            database_url,
-            sync.functions_sql()
-            + "\n"
-            + ";\n".join(sync.install_table_sql(t) for t in sync.TABLES)
-            + ";",
-        )
+        result = psql(pg_server, database_url, install)
         assert result.returncode == 0, result.stderr
     with legacy.connect() as conn:
-        assert conn.execute(text(sync.installed_sql())).scalar() is True
+        assert conn.execute(text(sync.installed_sql(T))).scalar() is True
+    drop = (
+        sync.drop_triggers_sql(T, settings)
+        + ";\nBEGIN;\n"
+        + ";\n".join(sync.drop_objects_sql(T))
+        + ";\nCOMMIT;"
+    )
     for _ in range(2):
-        result = psql(
-            pg_server,
-            database_url,
-            ";\n".join(sync.drop_table_block(t) for t in sync.TABLES)
-            + ";\n"
-            + sync.drop_functions_sql()
-            + ";",
-        )
+        result = psql(pg_server, database_url, drop)
         assert result.returncode == 0, result.stderr
     with legacy.connect() as conn:
-        assert conn.execute(text(sync.installed_sql())).scalar() is False
+        assert conn.execute(text(sync.keeping_sql(T))).scalar() is False

@@ -104,45 +104,42 @@ def test_the_script_refuses_while_someone_holds_the_enrollments_lock(
     pg_server, database_url, story
 ):
     before = snapshot(story)
-    with story.connect() as holder:
+    with story.connect() as holder:  # as a run's lock session holds it: in a transaction
         holder.execute(text(lock.TRY_SQL))
         holder.execute(text(f"SELECT {lock.SINCE_SQL}"))
-        holder.commit()
         pid = holder.execute(text("SELECT pg_backend_pid()")).scalar()
-        holder.commit()
 
         result = psql(pg_server, database_url, offline_sql("upgrade", "0001:head"))
+        holder.rollback()
 
     assert result.returncode != 0
     assert f"the enrollments lock is held by pid {pid}" in result.stderr
-    assert "nothing was changed" in result.stderr
+    assert "nothing more of alembic 0001:0007 --sql was changed" in result.stderr
     assert snapshot(story) == before and version(story) == ["0001"]
 
 
 def test_the_moved_check_stops_when_the_version_did_not_move(pg_server, database_url, legacy):
-    result = psql(pg_server, database_url, moved_check_sql({"0002"}) + ";")
+    result = psql(pg_server, database_url, moved_check_sql({"0002"}, "public") + ";")
     assert result.returncode != 0
     assert "alembic_version did not move to 0002" in result.stderr
-    ok = psql(pg_server, database_url, moved_check_sql({"0001"}) + ";")
+    ok = psql(pg_server, database_url, moved_check_sql({"0001"}, "public") + ";")
     assert ok.returncode == 0, ok.stderr
 
 
 def test_every_revision_is_followed_by_the_moved_check():
     script = offline_sql("upgrade", "head")
-    for revision in ("0001", "0002", "0003", "0004", "0005", "0006"):
+    for revision in ("0001", "0002", "0003", "0004", "0005", "0006", "0007"):
         assert f"-- Stop unless the revision above moved alembic_version to {revision}." in script
 
 
 def test_online_upgrade_waits_for_a_running_script(pg_server, database_url, story):
     """A DBA's psql session holding the lock makes a pipeline's upgrade wait, saying who."""
-    with story.connect() as dba:
+    with story.connect() as dba:  # a transaction of the script, holding the lock
         dba.execute(text(lock.TRY_SQL))
         dba.execute(text(f"SELECT {lock.SINCE_SQL}"))
-        dba.commit()
         upgrade_run = Background(["alembic", "upgrade", "head"], database_url)
         line = upgrade_run.wait_for("waiting for the enrollments lock")
         assert "held by pid" in line and " since " in line
-        dba.execute(text("SELECT pg_advisory_unlock_all()"))
         dba.commit()
     assert upgrade_run.finish().returncode == 0
     assert version(story) == [HEAD]

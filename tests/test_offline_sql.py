@@ -109,12 +109,13 @@ def test_offline_gate_stops_psql_and_applies_nothing_after_it(pg_server, databas
 
 
 def test_offline_script_keeps_sql_as_written():
-    from migrations.shared.v2.gate import gate_sql
+    from app.names import Tables
+    from migrations.shared.v3.gate import gate_sql
 
     script = offline_sql("head")
     # The gate block reaches psql exactly as written: RAISE formats keep their single and
     # double % (no driver escaping), and no bind markers leak.
-    assert gate_sql("0005", "abort") in script
+    assert gate_sql(Tables("public"), "0005", "abort") in script
     assert "RAISE EXCEPTION 'coverage gate before revision 0005: coverage %: % of %" in script
     assert not re.search(
         r"(?<![:\w]):[A-Za-z_]\w*",

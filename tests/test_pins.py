@@ -21,19 +21,18 @@ def test_every_pin_digest_has_a_reason():
 
 def test_the_pin_fails_when_a_helper_changes_its_sql(tmp_path):
     """The same definition rewritten (``'student' = u.role``) is still a change."""
+    fragment, rewritten = "u.role {ops.eq} 'student'", "'student' {ops.eq} u.role"
     tree = tmp_path / "tree"
     shutil.copytree(
         ROOT / "migrations", tree / "migrations", ignore=shutil.ignore_patterns("__pycache__")
     )
     shutil.copy(ROOT / "alembic.ini", tree / "alembic.ini")
     helpers = [
-        p
-        for p in (tree / "migrations" / "shared").rglob("*.py")
-        if "u.role = 'student'" in p.read_text()
+        p for p in (tree / "migrations" / "shared").rglob("*.py") if fragment in p.read_text()
     ]
     assert helpers, "no helper holds the definition"
     for path in helpers:
-        path.write_text(path.read_text().replace("u.role = 'student'", "'student' = u.role"))
+        path.write_text(path.read_text().replace(fragment, rewritten))
     result = subprocess.run(
         [sys.executable, "-m", "migrations.pins"],
         cwd=tree,  # the copy's migrations/ first, this checkout's app/ (plumbing) next

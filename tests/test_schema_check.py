@@ -3,6 +3,7 @@
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from app.names import Tables
 from app.schema import KNOWN_REVISIONS, check_schema
 from tests.helpers import ROOT
 
@@ -16,9 +17,9 @@ def test_a_legacy_database_never_stamped_is_accepted(legacy):
     with legacy.begin() as conn:
         conn.exec_driver_sql("DROP TABLE alembic_version")
     with legacy.connect() as conn:
-        assert check_schema(conn) is None
+        assert check_schema(conn, Tables("public")) is None
 
 
 def test_the_current_revision_is_returned(legacy):
     with legacy.connect() as conn:
-        assert check_schema(conn) == "0001"
+        assert check_schema(conn, Tables("public")) == "0001"

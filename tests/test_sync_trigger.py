@@ -8,7 +8,8 @@ import json
 import pytest
 from sqlalchemy import text
 
-from migrations.shared.v2 import sync
+from app.names import Tables
+from migrations.shared.v3 import sync
 from tests.helpers import alembic, enrollments, enrollments_rows, upgrade
 
 
@@ -153,7 +154,7 @@ def test_the_application_role_needs_no_privilege_on_course_enrollments(database_
 def test_the_downgrade_below_0004_drops_it(database_url, at_head):
     assert alembic(database_url, "downgrade", "0003").returncode == 0
     with at_head.connect() as conn:
-        assert conn.execute(text(sync.installed_sql())).scalar() is False
+        assert conn.execute(text(sync.keeping_sql(Tables()))).scalar() is False
         assert (
             conn.execute(
                 text("SELECT count(*) FROM pg_proc WHERE proname LIKE 'course_enrollments_sync%'")

@@ -8,8 +8,9 @@ import psycopg2
 import pytest
 from sqlalchemy import text
 
+from app.names import Tables
 from bench.generate import generate
-from migrations.shared.v2 import sync
+from migrations.shared.v3 import sync
 from tests.helpers import (
     WAITING_ON_LOCK,
     Background,
@@ -107,7 +108,7 @@ def test_a_batched_upgrade_cut_then_downgrade_0001(database_url, legacy):
     assert full_table(legacy) == before
     assert "enrollment_backfill_changes" not in tables(legacy)
     with legacy.connect() as conn:
-        assert conn.execute(text(sync.installed_sql())).scalar() is False
+        assert conn.execute(text(sync.keeping_sql(Tables()))).scalar() is False
         assert (
             conn.execute(
                 text("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'course_enrollments_sync%'")

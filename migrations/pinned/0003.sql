@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0003; digest 807a0e280916.
+-- Pinned offline SQL of revision 0003; digest 090027b4be47.
 -- Written by `python -m migrations.pins --write`. tests/test_pins.py fails when the
 -- revision writes anything else. A released revision changes only to fix a defect: rewrite
 -- this file in the same commit and give the reason in migrations/pinned/CHANGES.md.
@@ -8,7 +8,7 @@
 -- Running upgrade 0002 -> 0003
 
 -- What a backfill created or reactivated, so that a downgrade undoes exactly that.
-CREATE TABLE enrollment_backfill_changes (
+CREATE TABLE "public".enrollment_backfill_changes (
     revision varchar(32) NOT NULL,
     enrollment_id integer NOT NULL,
     course_id integer NOT NULL,
@@ -20,10 +20,10 @@ CREATE TABLE enrollment_backfill_changes (
     CONSTRAINT ck_enrollment_backfill_changes_action CHECK (action IN ('created', 'reactivated'))
 );
 
-CREATE UNIQUE INDEX uq_enrollment_backfill_changes_enrollment ON enrollment_backfill_changes (enrollment_id);
+CREATE UNIQUE INDEX uq_enrollment_backfill_changes_enrollment ON "public".enrollment_backfill_changes (enrollment_id);
 
 -- Each backfill run and its checkpoint, so that a cut run goes on where it stopped.
-CREATE TABLE enrollment_backfill_runs (
+CREATE TABLE "public".enrollment_backfill_runs (
     id serial NOT NULL,
     source varchar(32) NOT NULL,
     started_at timestamp with time zone DEFAULT now() NOT NULL,
@@ -35,6 +35,10 @@ CREATE TABLE enrollment_backfill_runs (
     reactivated bigint DEFAULT 0 NOT NULL,
     CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
 );
+
+-- Only their owner (and whom the DBA grants) may read or write them.
+REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs FROM PUBLIC;
+REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
 
 -- ==== downgrade 0003 -> 0002 ====
 
@@ -42,15 +46,42 @@ CREATE TABLE enrollment_backfill_runs (
 
 COMMIT;
 
--- The backfill's bookkeeping as 1.1 keeps it: a database 1.0.0 migrated lacks the row
--- version column, the index and the runs table (otherwise nothing happens).
 BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0002 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+-- The backfill's bookkeeping as it is kept since 1.1: a database 1.0.0 migrated lacks
+-- the row version column, the index and the runs table (otherwise nothing happens).
 SET LOCAL client_min_messages = warning;
-ALTER TABLE enrollment_backfill_changes ADD COLUMN IF NOT EXISTS row_xmin bigint;
+
+ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN IF NOT EXISTS row_xmin bigint;
+
 -- Only backfills write this table, and they wait for the enrollments lock this run holds.
 -- squawk-ignore require-concurrent-index-creation
-CREATE UNIQUE INDEX IF NOT EXISTS uq_enrollment_backfill_changes_enrollment ON enrollment_backfill_changes (enrollment_id);
-CREATE TABLE IF NOT EXISTS enrollment_backfill_runs (
+CREATE UNIQUE INDEX IF NOT EXISTS uq_enrollment_backfill_changes_enrollment ON "public".enrollment_backfill_changes (enrollment_id);
+
+CREATE TABLE IF NOT EXISTS "public".enrollment_backfill_runs (
     id serial NOT NULL,
     source varchar(32) NOT NULL,
     started_at timestamp with time zone DEFAULT now() NOT NULL,
@@ -62,97 +93,11 @@ CREATE TABLE IF NOT EXISTS enrollment_backfill_runs (
     reactivated bigint DEFAULT 0 NOT NULL,
     CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
 );
+
+REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs FROM PUBLIC;
+REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
+
 COMMIT;
-
--- Drop the sync triggers on group_members: a moment of ACCESS EXCLUSIVE, retried on a lock timeout.
-DO $drop$
-DECLARE
-    attempt integer := 0;
-BEGIN
-    LOOP
-        BEGIN
-            DROP TRIGGER IF EXISTS course_enrollments_sync_on_insert ON group_members;
-            DROP TRIGGER IF EXISTS course_enrollments_sync_on_update ON group_members;
-            EXIT;
-        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-            attempt := attempt + 1;
-            IF attempt > 5 THEN
-                RAISE;
-            END IF;
-            RAISE WARNING 'dropping the sync triggers on group_members: lock not granted, retrying (attempt % of 5)', attempt;
-            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
-        END;
-    END LOOP;
-END
-$drop$;
-
--- Drop the sync triggers on users: a moment of ACCESS EXCLUSIVE, retried on a lock timeout.
-DO $drop$
-DECLARE
-    attempt integer := 0;
-BEGIN
-    LOOP
-        BEGIN
-            DROP TRIGGER IF EXISTS course_enrollments_sync_on_user ON users;
-            EXIT;
-        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-            attempt := attempt + 1;
-            IF attempt > 5 THEN
-                RAISE;
-            END IF;
-            RAISE WARNING 'dropping the sync triggers on users: lock not granted, retrying (attempt % of 5)', attempt;
-            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
-        END;
-    END LOOP;
-END
-$drop$;
-
--- Drop the sync triggers on groups: a moment of ACCESS EXCLUSIVE, retried on a lock timeout.
-DO $drop$
-DECLARE
-    attempt integer := 0;
-BEGIN
-    LOOP
-        BEGIN
-            DROP TRIGGER IF EXISTS course_enrollments_sync_on_group ON groups;
-            EXIT;
-        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-            attempt := attempt + 1;
-            IF attempt > 5 THEN
-                RAISE;
-            END IF;
-            RAISE WARNING 'dropping the sync triggers on groups: lock not granted, retrying (attempt % of 5)', attempt;
-            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
-        END;
-    END LOOP;
-END
-$drop$;
-
--- Drop the sync triggers on courses: a moment of ACCESS EXCLUSIVE, retried on a lock timeout.
-DO $drop$
-DECLARE
-    attempt integer := 0;
-BEGIN
-    LOOP
-        BEGIN
-            DROP TRIGGER IF EXISTS course_enrollments_sync_on_course ON courses;
-            EXIT;
-        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-            attempt := attempt + 1;
-            IF attempt > 5 THEN
-                RAISE;
-            END IF;
-            RAISE WARNING 'dropping the sync triggers on courses: lock not granted, retrying (attempt % of 5)', attempt;
-            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
-        END;
-    END LOOP;
-END
-$drop$;
-
-DROP FUNCTION IF EXISTS course_enrollments_sync_members();
-DROP FUNCTION IF EXISTS course_enrollments_sync_user();
-DROP FUNCTION IF EXISTS course_enrollments_sync_group();
-DROP FUNCTION IF EXISTS course_enrollments_sync_course();
 
 -- backfill undo (downgrade of 0003): restore what the backfill changed, where it is still as the backfill left it.
 DO $undo$
@@ -169,11 +114,18 @@ BEGIN
     LOOP
         attempt := 0;
         started := clock_timestamp();
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
+        PERFORM pg_catalog.set_config('statement_timeout', '0', true);
+        IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+            RAISE EXCEPTION 'backfill undo (downgrade of 0003): another session took the enrollments lock between two batches; nothing of this batch was written'
+                USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
+        END IF;
         LOOP
             BEGIN
                 WITH batch AS MATERIALIZED (
                     SELECT r.enrollment_id, r.course_id, r.student_id, r.action, r.row_xmin
-                    FROM enrollment_backfill_changes AS r
+                    FROM "public".enrollment_backfill_changes AS r
                     WHERE r.enrollment_id > lo
                     ORDER BY r.enrollment_id
                     LIMIT size
@@ -181,7 +133,7 @@ BEGIN
                 locked AS MATERIALIZED (
                     -- the recorded rows as they are now, locked so that nobody changes them meanwhile
                     SELECT e.id, e.course_id, e.student_id, e.active, e.xmin::text::bigint AS row_xmin
-                    FROM course_enrollments AS e
+                    FROM "public".course_enrollments AS e
                     WHERE e.id = ANY (ARRAY(SELECT b.enrollment_id FROM batch AS b))
                     ORDER BY e.id
                     FOR UPDATE
@@ -195,18 +147,18 @@ BEGIN
                       AND (b.row_xmin IS NULL OR l.row_xmin = b.row_xmin)
                 ),
                 deleted AS (
-                    DELETE FROM course_enrollments AS e
+                    DELETE FROM "public".course_enrollments AS e
                     WHERE e.id = ANY (ARRAY(SELECT a.id FROM as_left AS a WHERE a.action = 'created'))
                     RETURNING e.id
                 ),
                 deactivated AS (
-                    UPDATE course_enrollments AS e
+                    UPDATE "public".course_enrollments AS e
                     SET active = false
                     WHERE e.id = ANY (ARRAY(SELECT a.id FROM as_left AS a WHERE a.action = 'reactivated'))
                     RETURNING e.id
                 ),
                 forgotten AS (
-                    DELETE FROM enrollment_backfill_changes AS r
+                    DELETE FROM "public".enrollment_backfill_changes AS r
                     WHERE r.enrollment_id = ANY (ARRAY(SELECT b.enrollment_id FROM batch AS b))
                 )
                 SELECT (SELECT max(enrollment_id) FROM batch) AS last_id,
@@ -217,11 +169,11 @@ BEGIN
                 EXIT;
             EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
                 attempt := attempt + 1;
-                IF attempt > 5 THEN
+                IF clock_timestamp() - started > interval '600 s' THEN
                     RAISE;
                 END IF;
-                RAISE WARNING 'backfill undo (downgrade of 0003): a batch failed (%), rolled back; retrying (attempt % of 5)', SQLERRM, attempt;
-                PERFORM pg_sleep(random() * 0.1 * 2 ^ attempt);
+                RAISE WARNING 'backfill undo (downgrade of 0003): a batch failed (%), rolled back; retrying (attempt %)', SQLERRM, attempt;
+                PERFORM pg_sleep(least(5.0, random() * 0.1 * 2 ^ least(attempt, 6)));
             END;
         END LOOP;
         EXIT WHEN result.records = 0;
@@ -245,15 +197,144 @@ $undo$;
 
 BEGIN;
 
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0002 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+-- dropping the sync triggers: each attempt waits at most lock_timeout (500ms) for the tables, so the
+-- application's writes never queue behind it for longer; retried until 10min.
+DO $ddl$
+DECLARE
+    started timestamptz := pg_catalog.clock_timestamp();
+    attempt integer := 0;
+    holders text;
+BEGIN
+    LOOP
+        BEGIN
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_insert ON "public".group_members;
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_update ON "public".group_members;
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_user ON "public".users;
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_group ON "public".groups;
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_course ON "public".courses;
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            attempt := attempt + 1;
+            SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('pid %s (%s, %s, transaction open for %s)',
+                       a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'),
+                       coalesce(a.state, 'state hidden: grant pg_monitor to see it'),
+                       coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - a.xact_start)::text, 'a time hidden')), '; ')
+            INTO holders
+            FROM pg_catalog.pg_locks AS l
+            JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            WHERE l.granted AND l.relation IN (pg_catalog.to_regclass('"public".group_members'), pg_catalog.to_regclass('"public".users'), pg_catalog.to_regclass('"public".groups'), pg_catalog.to_regclass('"public".courses'))
+              AND l.mode IN ('AccessShareLock', 'RowShareLock', 'RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') AND l.pid <> pg_catalog.pg_backend_pid();
+            holders := coalesce(holders, 'a session that has just let go');
+            IF pg_catalog.clock_timestamp() - started > interval '600 s' THEN
+                RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
+                    MESSAGE = pg_catalog.format('dropping the sync triggers: gave up after %s attempts over %s (lock_patience 10min); the tables are held by %s',
+                        attempt, pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - started), holders);
+            END IF;
+            RAISE WARNING 'dropping the sync triggers: a lock was not granted within 500ms (attempt %); held by %; retrying', attempt, holders;
+            PERFORM pg_catalog.pg_sleep(least(5.0, pg_catalog.random() * 0.2 * 2 ^ least(attempt, 6)));
+        END;
+    END LOOP;
+END
+$ddl$;
+
+COMMIT;
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0002 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+DROP TABLE IF EXISTS "public".course_enrollments_sync_pending;
+
+DROP FUNCTION IF EXISTS "public".course_enrollments_sync_members();
+
+DROP FUNCTION IF EXISTS "public".course_enrollments_sync_user();
+
+DROP FUNCTION IF EXISTS "public".course_enrollments_sync_group();
+
+DROP FUNCTION IF EXISTS "public".course_enrollments_sync_course();
+
+DROP FUNCTION IF EXISTS "public".course_enrollments_sync_apply();
+
+COMMIT;
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0002 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
 -- Stop unless the undo above emptied the record.
 DO $empty$
 BEGIN
-    IF EXISTS (SELECT 1 FROM enrollment_backfill_changes) THEN
+    IF EXISTS (SELECT 1 FROM "public".enrollment_backfill_changes) THEN
         RAISE EXCEPTION 'enrollment_backfill_changes still holds records: refusing to drop it';
     END IF;
 END
 $empty$;
 
-DROP TABLE enrollment_backfill_runs;
+DROP TABLE "public".enrollment_backfill_runs;
 
-DROP TABLE enrollment_backfill_changes;
+DROP TABLE "public".enrollment_backfill_changes;

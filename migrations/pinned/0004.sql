@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0004; digest a37e8116e2f0.
+-- Pinned offline SQL of revision 0004; digest 2172619d1e1a.
 -- Written by `python -m migrations.pins --write`. tests/test_pins.py fails when the
 -- revision writes anything else. A released revision changes only to fix a defect: rewrite
 -- this file in the same commit and give the reason in migrations/pinned/CHANGES.md.
@@ -9,15 +9,42 @@
 
 COMMIT;
 
--- The backfill's bookkeeping as 1.1 keeps it: a database 1.0.0 migrated lacks the row
--- version column, the index and the runs table (otherwise nothing happens).
 BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0004 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+-- The backfill's bookkeeping as it is kept since 1.1: a database 1.0.0 migrated lacks
+-- the row version column, the index and the runs table (otherwise nothing happens).
 SET LOCAL client_min_messages = warning;
-ALTER TABLE enrollment_backfill_changes ADD COLUMN IF NOT EXISTS row_xmin bigint;
+
+ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN IF NOT EXISTS row_xmin bigint;
+
 -- Only backfills write this table, and they wait for the enrollments lock this run holds.
 -- squawk-ignore require-concurrent-index-creation
-CREATE UNIQUE INDEX IF NOT EXISTS uq_enrollment_backfill_changes_enrollment ON enrollment_backfill_changes (enrollment_id);
-CREATE TABLE IF NOT EXISTS enrollment_backfill_runs (
+CREATE UNIQUE INDEX IF NOT EXISTS uq_enrollment_backfill_changes_enrollment ON "public".enrollment_backfill_changes (enrollment_id);
+
+CREATE TABLE IF NOT EXISTS "public".enrollment_backfill_runs (
     id serial NOT NULL,
     source varchar(32) NOT NULL,
     started_at timestamp with time zone DEFAULT now() NOT NULL,
@@ -29,236 +56,389 @@ CREATE TABLE IF NOT EXISTS enrollment_backfill_runs (
     reactivated bigint DEFAULT 0 NOT NULL,
     CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
 );
+
+REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs FROM PUBLIC;
+REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
+
 COMMIT;
 
-CREATE OR REPLACE FUNCTION course_enrollments_sync_members() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0004 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+SET LOCAL client_min_messages = warning;
+
+-- What the sync triggers queue for the commit of the transaction that wrote it:
+-- rows live only inside that transaction. Owner only; unlogged (never kept past a crash).
+CREATE UNLOGGED TABLE IF NOT EXISTS "public".course_enrollments_sync_pending (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind text NOT NULL,
+    ids integer[] NOT NULL
+);
+
+REVOKE ALL ON "public".course_enrollments_sync_pending FROM PUBLIC;
+
+-- course_enrollments_sync_members: queues the memberships a statement inserted active, activated or moved.
+CREATE OR REPLACE FUNCTION "public".course_enrollments_sync_members() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $sync$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO course_enrollments AS ce (course_id, student_id, active)
-        SELECT p.course_id, p.student_id, true
-        FROM (
-            SELECT DISTINCT g.course_id, gm.user_id AS student_id
-            FROM new_members AS gm
-            JOIN groups AS g ON g.id = gm.group_id
-            JOIN courses AS c ON c.id = g.course_id
-            JOIN users AS u ON u.id = gm.user_id
-            WHERE gm.active IS TRUE AND u.role = 'student' AND u.school_id = c.school_id
-        ) AS p
-        WHERE NOT EXISTS (
-            SELECT 1 FROM course_enrollments AS e
-            WHERE e.course_id = p.course_id AND e.student_id = p.student_id AND e.active
-        )
-        ORDER BY p.course_id, p.student_id
-        ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+    IF TG_RELID OPERATOR(pg_catalog.<>) '"public".group_members'::pg_catalog.regclass THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+            MESSAGE = 'course_enrollments_sync_members runs only as a sync trigger of "public".group_members';
+    END IF;
+    IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
+        INSERT INTO "public".course_enrollments_sync_pending (kind, ids)
+        SELECT 'membership', pg_catalog.array_agg(n.id)
+        FROM new_members AS n
+        WHERE n.active IS TRUE
+        HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0;
     ELSE
         -- Only rows that may have become eligible: activated, or moved.
-        INSERT INTO course_enrollments AS ce (course_id, student_id, active)
-        SELECT p.course_id, p.student_id, true
-        FROM (
-            SELECT DISTINCT g.course_id, gm.user_id AS student_id
-            FROM new_members AS gm
-            JOIN old_members AS o ON o.id = gm.id
-            JOIN groups AS g ON g.id = gm.group_id
-            JOIN courses AS c ON c.id = g.course_id
-            JOIN users AS u ON u.id = gm.user_id
-            WHERE gm.active IS TRUE AND u.role = 'student' AND u.school_id = c.school_id
-              AND (o.active IS NOT TRUE OR o.group_id <> gm.group_id OR o.user_id <> gm.user_id)
-        ) AS p
-        WHERE NOT EXISTS (
-            SELECT 1 FROM course_enrollments AS e
-            WHERE e.course_id = p.course_id AND e.student_id = p.student_id AND e.active
-        )
-        ORDER BY p.course_id, p.student_id
-        ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+        INSERT INTO "public".course_enrollments_sync_pending (kind, ids)
+        SELECT 'membership', pg_catalog.array_agg(n.id)
+        FROM new_members AS n
+        JOIN old_members AS o ON o.id OPERATOR(pg_catalog.=) n.id
+        WHERE n.active IS TRUE
+          AND (o.active IS NOT TRUE OR o.group_id OPERATOR(pg_catalog.<>) n.group_id OR o.user_id OPERATOR(pg_catalog.<>) n.user_id)
+        HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0;
     END IF;
     RETURN NULL;
 END
 $sync$;
 
-CREATE OR REPLACE FUNCTION course_enrollments_sync_user() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
+REVOKE ALL ON FUNCTION "public".course_enrollments_sync_members() FROM PUBLIC;
+
+-- course_enrollments_sync_user: queues a user who became a student or moved school.
+CREATE OR REPLACE FUNCTION "public".course_enrollments_sync_user() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $sync$
 BEGIN
-    INSERT INTO course_enrollments AS ce (course_id, student_id, active)
-    SELECT p.course_id, p.student_id, true
-    FROM (
-        SELECT DISTINCT g.course_id, gm.user_id AS student_id
-        FROM group_members AS gm
-        JOIN groups AS g ON g.id = gm.group_id
-        JOIN courses AS c ON c.id = g.course_id
-        JOIN users AS u ON u.id = gm.user_id
-        WHERE gm.active IS TRUE AND u.role = 'student' AND u.school_id = c.school_id
-          AND gm.user_id = NEW.id
-    ) AS p
-    WHERE NOT EXISTS (
-        SELECT 1 FROM course_enrollments AS e
-        WHERE e.course_id = p.course_id AND e.student_id = p.student_id AND e.active
-    )
-    ORDER BY p.course_id, p.student_id
-    ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+    IF TG_RELID OPERATOR(pg_catalog.<>) '"public".users'::pg_catalog.regclass THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+            MESSAGE = 'course_enrollments_sync_user runs only as a sync trigger of "public".users';
+    END IF;
+    INSERT INTO "public".course_enrollments_sync_pending (kind, ids) VALUES ('user', ARRAY[NEW.id]);
     RETURN NULL;
 END
 $sync$;
 
-CREATE OR REPLACE FUNCTION course_enrollments_sync_group() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
+REVOKE ALL ON FUNCTION "public".course_enrollments_sync_user() FROM PUBLIC;
+
+-- course_enrollments_sync_group: queues a group moved to another course.
+CREATE OR REPLACE FUNCTION "public".course_enrollments_sync_group() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $sync$
 BEGIN
-    INSERT INTO course_enrollments AS ce (course_id, student_id, active)
-    SELECT p.course_id, p.student_id, true
-    FROM (
-        SELECT DISTINCT g.course_id, gm.user_id AS student_id
-        FROM group_members AS gm
-        JOIN groups AS g ON g.id = gm.group_id
-        JOIN courses AS c ON c.id = g.course_id
-        JOIN users AS u ON u.id = gm.user_id
-        WHERE gm.active IS TRUE AND u.role = 'student' AND u.school_id = c.school_id
-          AND gm.group_id = NEW.id
-    ) AS p
-    WHERE NOT EXISTS (
-        SELECT 1 FROM course_enrollments AS e
-        WHERE e.course_id = p.course_id AND e.student_id = p.student_id AND e.active
-    )
-    ORDER BY p.course_id, p.student_id
-    ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+    IF TG_RELID OPERATOR(pg_catalog.<>) '"public".groups'::pg_catalog.regclass THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+            MESSAGE = 'course_enrollments_sync_group runs only as a sync trigger of "public".groups';
+    END IF;
+    INSERT INTO "public".course_enrollments_sync_pending (kind, ids) VALUES ('group', ARRAY[NEW.id]);
     RETURN NULL;
 END
 $sync$;
 
-CREATE OR REPLACE FUNCTION course_enrollments_sync_course() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
+REVOKE ALL ON FUNCTION "public".course_enrollments_sync_group() FROM PUBLIC;
+
+-- course_enrollments_sync_course: queues a course moved to another school.
+CREATE OR REPLACE FUNCTION "public".course_enrollments_sync_course() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $sync$
 BEGIN
-    INSERT INTO course_enrollments AS ce (course_id, student_id, active)
-    SELECT p.course_id, p.student_id, true
-    FROM (
-        SELECT DISTINCT g.course_id, gm.user_id AS student_id
-        FROM group_members AS gm
-        JOIN groups AS g ON g.id = gm.group_id
-        JOIN courses AS c ON c.id = g.course_id
-        JOIN users AS u ON u.id = gm.user_id
-        WHERE gm.active IS TRUE AND u.role = 'student' AND u.school_id = c.school_id
-          AND g.course_id = NEW.id
-    ) AS p
-    WHERE NOT EXISTS (
-        SELECT 1 FROM course_enrollments AS e
-        WHERE e.course_id = p.course_id AND e.student_id = p.student_id AND e.active
-    )
-    ORDER BY p.course_id, p.student_id
-    ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+    IF TG_RELID OPERATOR(pg_catalog.<>) '"public".courses'::pg_catalog.regclass THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+            MESSAGE = 'course_enrollments_sync_course runs only as a sync trigger of "public".courses';
+    END IF;
+    INSERT INTO "public".course_enrollments_sync_pending (kind, ids) VALUES ('course', ARRAY[NEW.id]);
     RETURN NULL;
 END
 $sync$;
 
--- Install the sync triggers on group_members: a moment of SHARE ROW EXCLUSIVE (writes to
--- group_members wait, reads do not), retried on a lock timeout.
-DO $install$
-DECLARE
-    attempt integer := 0;
-BEGIN
-    LOOP
-        BEGIN
-            IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('group_members') AND tgname = 'course_enrollments_sync_on_insert' AND NOT tgisinternal) THEN
-                EXECUTE $ddl$CREATE TRIGGER course_enrollments_sync_on_insert AFTER INSERT ON group_members REFERENCING NEW TABLE AS new_members
-FOR EACH STATEMENT EXECUTE FUNCTION course_enrollments_sync_members()$ddl$;
-            END IF;
-            IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('group_members') AND tgname = 'course_enrollments_sync_on_update' AND NOT tgisinternal) THEN
-                EXECUTE $ddl$CREATE TRIGGER course_enrollments_sync_on_update AFTER UPDATE ON group_members REFERENCING OLD TABLE AS old_members NEW TABLE AS new_members
-FOR EACH STATEMENT EXECUTE FUNCTION course_enrollments_sync_members()$ddl$;
-            END IF;
-            EXIT;
-        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-            attempt := attempt + 1;
-            IF attempt > 5 THEN
-                RAISE;
-            END IF;
-            RAISE WARNING 'installing the sync triggers on group_members: lock not granted, retrying (attempt % of 5)', attempt;
-            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
-        END;
-    END LOOP;
-END
-$install$;
+REVOKE ALL ON FUNCTION "public".course_enrollments_sync_course() FROM PUBLIC;
 
--- Install the sync triggers on users: a moment of SHARE ROW EXCLUSIVE (writes to
--- users wait, reads do not), retried on a lock timeout.
-DO $install$
-DECLARE
-    attempt integer := 0;
+-- course_enrollments_sync_apply: at commit: enrolls what was queued.
+CREATE OR REPLACE FUNCTION "public".course_enrollments_sync_apply() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $sync$
 BEGIN
-    LOOP
-        BEGIN
-            IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('users') AND tgname = 'course_enrollments_sync_on_user' AND NOT tgisinternal) THEN
-                EXECUTE $ddl$CREATE TRIGGER course_enrollments_sync_on_user AFTER UPDATE OF role, school_id ON users FOR EACH ROW
-WHEN (NEW.role = 'student' AND (OLD.role IS DISTINCT FROM NEW.role
-      OR OLD.school_id IS DISTINCT FROM NEW.school_id))
-EXECUTE FUNCTION course_enrollments_sync_user()$ddl$;
-            END IF;
-            EXIT;
-        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-            attempt := attempt + 1;
-            IF attempt > 5 THEN
-                RAISE;
-            END IF;
-            RAISE WARNING 'installing the sync triggers on users: lock not granted, retrying (attempt % of 5)', attempt;
-            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
-        END;
-    END LOOP;
+    IF TG_RELID OPERATOR(pg_catalog.<>) '"public".course_enrollments_sync_pending'::pg_catalog.regclass THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+            MESSAGE = 'course_enrollments_sync_apply runs only as a sync trigger of "public".course_enrollments_sync_pending';
+    END IF;
+    IF NEW.kind OPERATOR(pg_catalog.=) 'membership' THEN
+        INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
+        SELECT p.course_id, p.student_id, true
+        FROM (
+            SELECT DISTINCT g.course_id, gm.user_id AS student_id
+            FROM "public".group_members AS gm
+            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
+            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
+            WHERE gm.id OPERATOR(pg_catalog.=) ANY (NEW.ids)
+              AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
+        ) AS p
+        WHERE NOT EXISTS (
+            SELECT 1 FROM "public".course_enrollments AS e
+            WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active
+        )
+        ORDER BY p.course_id, p.student_id
+        ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+    ELSIF NEW.kind OPERATOR(pg_catalog.=) 'user' THEN
+        INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
+        SELECT p.course_id, p.student_id, true
+        FROM (
+            SELECT DISTINCT g.course_id, gm.user_id AS student_id
+            FROM "public".group_members AS gm
+            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
+            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
+            WHERE gm.user_id OPERATOR(pg_catalog.=) ANY (NEW.ids)
+              AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
+        ) AS p
+        WHERE NOT EXISTS (
+            SELECT 1 FROM "public".course_enrollments AS e
+            WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active
+        )
+        ORDER BY p.course_id, p.student_id
+        ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+    ELSIF NEW.kind OPERATOR(pg_catalog.=) 'group' THEN
+        INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
+        SELECT p.course_id, p.student_id, true
+        FROM (
+            SELECT DISTINCT g.course_id, gm.user_id AS student_id
+            FROM "public".group_members AS gm
+            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
+            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
+            WHERE gm.group_id OPERATOR(pg_catalog.=) ANY (NEW.ids)
+              AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
+        ) AS p
+        WHERE NOT EXISTS (
+            SELECT 1 FROM "public".course_enrollments AS e
+            WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active
+        )
+        ORDER BY p.course_id, p.student_id
+        ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+    ELSIF NEW.kind OPERATOR(pg_catalog.=) 'course' THEN
+        INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
+        SELECT p.course_id, p.student_id, true
+        FROM (
+            SELECT DISTINCT g.course_id, gm.user_id AS student_id
+            FROM "public".group_members AS gm
+            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
+            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
+            WHERE g.course_id OPERATOR(pg_catalog.=) ANY (NEW.ids)
+              AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
+        ) AS p
+        WHERE NOT EXISTS (
+            SELECT 1 FROM "public".course_enrollments AS e
+            WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active
+        )
+        ORDER BY p.course_id, p.student_id
+        ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+    END IF;
+    DELETE FROM "public".course_enrollments_sync_pending AS q WHERE q.id OPERATOR(pg_catalog.=) NEW.id;
+    RETURN NULL;
 END
-$install$;
+$sync$;
 
--- Install the sync triggers on groups: a moment of SHARE ROW EXCLUSIVE (writes to
--- groups wait, reads do not), retried on a lock timeout.
-DO $install$
-DECLARE
-    attempt integer := 0;
-BEGIN
-    LOOP
-        BEGIN
-            IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('groups') AND tgname = 'course_enrollments_sync_on_group' AND NOT tgisinternal) THEN
-                EXECUTE $ddl$CREATE TRIGGER course_enrollments_sync_on_group AFTER UPDATE OF course_id ON groups FOR EACH ROW
-WHEN (OLD.course_id IS DISTINCT FROM NEW.course_id)
-EXECUTE FUNCTION course_enrollments_sync_group()$ddl$;
-            END IF;
-            EXIT;
-        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-            attempt := attempt + 1;
-            IF attempt > 5 THEN
-                RAISE;
-            END IF;
-            RAISE WARNING 'installing the sync triggers on groups: lock not granted, retrying (attempt % of 5)', attempt;
-            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
-        END;
-    END LOOP;
-END
-$install$;
+REVOKE ALL ON FUNCTION "public".course_enrollments_sync_apply() FROM PUBLIC;
 
--- Install the sync triggers on courses: a moment of SHARE ROW EXCLUSIVE (writes to
--- courses wait, reads do not), retried on a lock timeout.
-DO $install$
+-- At commit, apply what was queued (only our functions write the queue).
+DO $apply$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_apply()')) THEN
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal) THEN
+            DROP TRIGGER course_enrollments_sync_apply ON "public".course_enrollments_sync_pending;
+        END IF;
+        CREATE CONSTRAINT TRIGGER course_enrollments_sync_apply AFTER INSERT ON "public".course_enrollments_sync_pending
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION "public".course_enrollments_sync_apply();
+    END IF;
+END
+$apply$;
+
+COMMIT;
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0004 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+-- installing the sync triggers: each attempt waits at most lock_timeout (500ms) for the tables, so the
+-- application's writes never queue behind it for longer; retried until 10min.
+DO $ddl$
 DECLARE
+    started timestamptz := pg_catalog.clock_timestamp();
     attempt integer := 0;
+    holders text;
 BEGIN
     LOOP
         BEGIN
-            IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('courses') AND tgname = 'course_enrollments_sync_on_course' AND NOT tgisinternal) THEN
-                EXECUTE $ddl$CREATE TRIGGER course_enrollments_sync_on_course AFTER UPDATE OF school_id ON courses FOR EACH ROW
-WHEN (OLD.school_id IS DISTINCT FROM NEW.school_id)
-EXECUTE FUNCTION course_enrollments_sync_course()$ddl$;
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_insert' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_members()')) THEN
+                IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_insert' AND NOT t.tgisinternal) THEN
+                    DROP TRIGGER course_enrollments_sync_on_insert ON "public".group_members;
+                END IF;
+                CREATE TRIGGER course_enrollments_sync_on_insert AFTER INSERT ON "public".group_members REFERENCING NEW TABLE AS new_members
+                FOR EACH STATEMENT EXECUTE FUNCTION "public".course_enrollments_sync_members();
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_update' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_members()')) THEN
+                IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_update' AND NOT t.tgisinternal) THEN
+                    DROP TRIGGER course_enrollments_sync_on_update ON "public".group_members;
+                END IF;
+                CREATE TRIGGER course_enrollments_sync_on_update AFTER UPDATE ON "public".group_members
+                REFERENCING OLD TABLE AS old_members NEW TABLE AS new_members
+                FOR EACH STATEMENT EXECUTE FUNCTION "public".course_enrollments_sync_members();
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".users') AND t.tgname = 'course_enrollments_sync_on_user' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_user()')) THEN
+                IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".users') AND t.tgname = 'course_enrollments_sync_on_user' AND NOT t.tgisinternal) THEN
+                    DROP TRIGGER course_enrollments_sync_on_user ON "public".users;
+                END IF;
+                CREATE TRIGGER course_enrollments_sync_on_user AFTER UPDATE OF role, school_id ON "public".users FOR EACH ROW
+                WHEN (NEW.role = 'student' AND (OLD.role IS DISTINCT FROM NEW.role
+                      OR OLD.school_id IS DISTINCT FROM NEW.school_id))
+                EXECUTE FUNCTION "public".course_enrollments_sync_user();
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".groups') AND t.tgname = 'course_enrollments_sync_on_group' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_group()')) THEN
+                IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".groups') AND t.tgname = 'course_enrollments_sync_on_group' AND NOT t.tgisinternal) THEN
+                    DROP TRIGGER course_enrollments_sync_on_group ON "public".groups;
+                END IF;
+                CREATE TRIGGER course_enrollments_sync_on_group AFTER UPDATE OF course_id ON "public".groups FOR EACH ROW
+                WHEN (OLD.course_id IS DISTINCT FROM NEW.course_id)
+                EXECUTE FUNCTION "public".course_enrollments_sync_group();
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".courses') AND t.tgname = 'course_enrollments_sync_on_course' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_course()')) THEN
+                IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".courses') AND t.tgname = 'course_enrollments_sync_on_course' AND NOT t.tgisinternal) THEN
+                    DROP TRIGGER course_enrollments_sync_on_course ON "public".courses;
+                END IF;
+                CREATE TRIGGER course_enrollments_sync_on_course AFTER UPDATE OF school_id ON "public".courses FOR EACH ROW
+                WHEN (OLD.school_id IS DISTINCT FROM NEW.school_id)
+                EXECUTE FUNCTION "public".course_enrollments_sync_course();
             END IF;
             EXIT;
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             attempt := attempt + 1;
-            IF attempt > 5 THEN
-                RAISE;
+            SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('pid %s (%s, %s, transaction open for %s)',
+                       a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'),
+                       coalesce(a.state, 'state hidden: grant pg_monitor to see it'),
+                       coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - a.xact_start)::text, 'a time hidden')), '; ')
+            INTO holders
+            FROM pg_catalog.pg_locks AS l
+            JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            WHERE l.granted AND l.relation IN (pg_catalog.to_regclass('"public".group_members'), pg_catalog.to_regclass('"public".users'), pg_catalog.to_regclass('"public".groups'), pg_catalog.to_regclass('"public".courses'))
+              AND l.mode IN ('RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') AND l.pid <> pg_catalog.pg_backend_pid();
+            holders := coalesce(holders, 'a session that has just let go');
+            IF pg_catalog.clock_timestamp() - started > interval '600 s' THEN
+                RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
+                    MESSAGE = pg_catalog.format('installing the sync triggers: gave up after %s attempts over %s (lock_patience 10min); the tables are held by %s',
+                        attempt, pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - started), holders);
             END IF;
-            RAISE WARNING 'installing the sync triggers on courses: lock not granted, retrying (attempt % of 5)', attempt;
-            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
+            RAISE WARNING 'installing the sync triggers: a lock was not granted within 500ms (attempt %); held by %; retrying', attempt, holders;
+            PERFORM pg_catalog.pg_sleep(least(5.0, pg_catalog.random() * 0.2 * 2 ^ least(attempt, 6)));
         END;
     END LOOP;
 END
-$install$;
+$ddl$;
+
+COMMIT;
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0004 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+-- Older sync functions outside public that no trigger calls any more: dropped, so
+-- that none is left for a role to call.
+DO $strays$
+DECLARE
+    f record;
+BEGIN
+    FOR f IN
+        SELECT p.oid::pg_catalog.regprocedure AS signature
+        FROM pg_catalog.pg_proc AS p
+        JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
+        WHERE p.proname IN ('course_enrollments_sync_members', 'course_enrollments_sync_user', 'course_enrollments_sync_group', 'course_enrollments_sync_course', 'course_enrollments_sync_apply')
+          AND n.nspname <> 'public'
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgfoid = p.oid)
+    LOOP
+        EXECUTE pg_catalog.format('DROP FUNCTION %s', f.signature);
+    END LOOP;
+END
+$strays$;
+
+COMMIT;
 
 -- The backfill, one batch per transaction.
 DO $backfill$
@@ -273,16 +453,24 @@ DECLARE
     done_created bigint := 0;
     done_reactivated bigint := 0;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
+    PERFORM pg_catalog.set_config('statement_timeout', '0', true);
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'backfill 0004: another session took the enrollments lock between two batches; nothing of this batch was written'
+            USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
+    END IF;
     WITH trigger_now AS (
-        SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('group_members') AND tgname = 'course_enrollments_sync_on_insert' AND NOT tgisinternal)
-           AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('group_members') AND tgname = 'course_enrollments_sync_on_update' AND NOT tgisinternal)
-           AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('users') AND tgname = 'course_enrollments_sync_on_user' AND NOT tgisinternal)
-           AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('groups') AND tgname = 'course_enrollments_sync_on_group' AND NOT tgisinternal)
-           AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('courses') AND tgname = 'course_enrollments_sync_on_course' AND NOT tgisinternal) AS installed
+        SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_insert' AND NOT t.tgisinternal)
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_update' AND NOT t.tgisinternal)
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".users') AND t.tgname = 'course_enrollments_sync_on_user' AND NOT t.tgisinternal)
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".groups') AND t.tgname = 'course_enrollments_sync_on_group' AND NOT t.tgisinternal)
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".courses') AND t.tgname = 'course_enrollments_sync_on_course' AND NOT t.tgisinternal)
+           AND (pg_catalog.to_regclass('"public".course_enrollments_sync_pending') IS NULL OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal)) AS installed
     ),
     unfinished AS (
         SELECT r.id, r.checkpoint, r.sync_trigger
-        FROM enrollment_backfill_runs AS r
+        FROM "public".enrollment_backfill_runs AS r
         WHERE r.finished_at IS NULL
         ORDER BY r.id DESC
         LIMIT 1
@@ -292,11 +480,11 @@ BEGIN
         WHERE u.sync_trigger OR NOT t.installed
     ),
     closed AS (
-        UPDATE enrollment_backfill_runs SET finished_at = now()
+        UPDATE "public".enrollment_backfill_runs SET finished_at = now()
         WHERE finished_at IS NULL AND id NOT IN (SELECT id FROM resumable)
     ),
     started AS (
-        INSERT INTO enrollment_backfill_runs (source, sync_trigger)
+        INSERT INTO "public".enrollment_backfill_runs (source, sync_trigger)
         SELECT '0004', t.installed FROM trigger_now AS t
         WHERE NOT EXISTS (SELECT 1 FROM resumable)
         RETURNING id
@@ -313,10 +501,17 @@ BEGIN
     LOOP
         attempt := 0;
         started := clock_timestamp();
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
+        PERFORM pg_catalog.set_config('statement_timeout', '0', true);
+        IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+            RAISE EXCEPTION 'backfill 0004: another session took the enrollments lock between two batches; nothing of this batch was written'
+                USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
+        END IF;
         LOOP
             BEGIN
                 WITH slice AS MATERIALIZED (
-                    SELECT id, user_id, group_id, active FROM group_members
+                    SELECT id, user_id, group_id, active FROM "public".group_members
                     WHERE id > lo ORDER BY id LIMIT size
                 ),
                 candidates AS MATERIALIZED (
@@ -324,16 +519,16 @@ BEGIN
                     SELECT gm.id, gm.user_id AS student_id, gm.group_id, g.course_id, ce.id AS enrollment_id
                     FROM slice AS gm
                     CROSS JOIN LATERAL (
-                        SELECT x.course_id FROM groups AS x WHERE x.id = gm.group_id OFFSET 0
+                        SELECT x.course_id FROM "public".groups AS x WHERE x.id = gm.group_id OFFSET 0
                     ) AS g
                     CROSS JOIN LATERAL (
-                        SELECT x.school_id FROM courses AS x WHERE x.id = g.course_id OFFSET 0
+                        SELECT x.school_id FROM "public".courses AS x WHERE x.id = g.course_id OFFSET 0
                     ) AS c
                     CROSS JOIN LATERAL (
-                        SELECT x.role, x.school_id FROM users AS x WHERE x.id = gm.user_id OFFSET 0
+                        SELECT x.role, x.school_id FROM "public".users AS x WHERE x.id = gm.user_id OFFSET 0
                     ) AS u
                     LEFT JOIN LATERAL (
-                        SELECT x.id, x.active FROM course_enrollments AS x
+                        SELECT x.id, x.active FROM "public".course_enrollments AS x
                         WHERE x.course_id = g.course_id AND x.student_id = gm.user_id OFFSET 0
                     ) AS ce ON true
                     WHERE gm.active IS TRUE AND u.role = 'student' AND u.school_id = c.school_id AND ce.active IS NOT TRUE
@@ -343,7 +538,7 @@ BEGIN
                     -- deactivation by the application waits for this batch, or came first and makes the
                     -- row drop out here (PostgreSQL re-reads a row it locks)
                     SELECT gm.id, gm.user_id, gm.group_id
-                    FROM group_members AS gm
+                    FROM "public".group_members AS gm
                     WHERE gm.id = ANY (ARRAY(SELECT k.id FROM candidates AS k)) AND gm.active IS TRUE
                     ORDER BY gm.id
                     FOR SHARE
@@ -356,7 +551,7 @@ BEGIN
                 ),
                 to_reactivate AS MATERIALIZED (
                     SELECT e.id
-                    FROM course_enrollments AS e
+                    FROM "public".course_enrollments AS e
                     WHERE e.id = ANY (ARRAY(
                             SELECT p.enrollment_id FROM pairs AS p WHERE p.enrollment_id IS NOT NULL
                         ))
@@ -365,13 +560,13 @@ BEGIN
                     FOR UPDATE
                 ),
                 reactivated AS (
-                    UPDATE course_enrollments AS e
+                    UPDATE "public".course_enrollments AS e
                     SET active = true
                     WHERE e.id = ANY (ARRAY(SELECT r.id FROM to_reactivate AS r)) AND NOT e.active
                     RETURNING e.id, e.course_id, e.student_id, e.xmin::text::bigint AS row_xmin
                 ),
                 created AS (
-                    INSERT INTO course_enrollments (course_id, student_id, active)
+                    INSERT INTO "public".course_enrollments (course_id, student_id, active)
                     SELECT p.course_id, p.student_id, true
                     FROM pairs AS p
                     WHERE p.enrollment_id IS NULL
@@ -380,14 +575,14 @@ BEGIN
                     RETURNING id, course_id, student_id, xmin::text::bigint AS row_xmin
                 ),
                 recorded AS (
-                    INSERT INTO enrollment_backfill_changes (revision, enrollment_id, course_id, student_id, action, row_xmin)
+                    INSERT INTO "public".enrollment_backfill_changes (revision, enrollment_id, course_id, student_id, action, row_xmin)
                     SELECT '0004', id, course_id, student_id, 'reactivated', row_xmin FROM reactivated
                     UNION ALL
                     SELECT '0004', id, course_id, student_id, 'created', row_xmin FROM created
                     ON CONFLICT DO NOTHING
                 ),
                 progress AS (
-                    UPDATE enrollment_backfill_runs
+                    UPDATE "public".enrollment_backfill_runs
                     SET checkpoint = coalesce((SELECT max(id) FROM slice), checkpoint),
                         batches = batches + 1,
                         created = created + (SELECT count(*) FROM created),
@@ -402,11 +597,11 @@ BEGIN
                 EXIT;
             EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
                 attempt := attempt + 1;
-                IF attempt > 5 THEN
+                IF clock_timestamp() - started > interval '600 s' THEN
                     RAISE;
                 END IF;
-                RAISE WARNING 'backfill 0004: a batch failed (%), rolled back; retrying (attempt % of 5)', SQLERRM, attempt;
-                PERFORM pg_sleep(random() * 0.1 * 2 ^ attempt);
+                RAISE WARNING 'backfill 0004: a batch failed (%), rolled back; retrying (attempt %)', SQLERRM, attempt;
+                PERFORM pg_sleep(least(5.0, random() * 0.1 * 2 ^ least(attempt, 6)));
             END;
         END LOOP;
         EXIT WHEN result.memberships = 0;
@@ -422,7 +617,14 @@ BEGIN
         END IF;
         EXIT WHEN false;
     END LOOP;
-    UPDATE enrollment_backfill_runs SET finished_at = now() WHERE id = run.id;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
+    PERFORM pg_catalog.set_config('statement_timeout', '0', true);
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'backfill 0004: another session took the enrollments lock between two batches; nothing of this batch was written'
+            USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
+    END IF;
+    UPDATE "public".enrollment_backfill_runs SET finished_at = now() WHERE id = run.id;
     RAISE NOTICE 'backfill 0004: % enrollments created, % reactivated (% batches)', done_created, done_reactivated, done_batches;
     COMMIT;
 END
@@ -430,21 +632,71 @@ $backfill$;
 
 BEGIN;
 
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0004 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
 -- ==== downgrade 0004 -> 0003 ====
 
 -- Running downgrade 0004 -> 0003
 
 COMMIT;
 
--- The backfill's bookkeeping as 1.1 keeps it: a database 1.0.0 migrated lacks the row
--- version column, the index and the runs table (otherwise nothing happens).
 BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0003 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+-- The backfill's bookkeeping as it is kept since 1.1: a database 1.0.0 migrated lacks
+-- the row version column, the index and the runs table (otherwise nothing happens).
 SET LOCAL client_min_messages = warning;
-ALTER TABLE enrollment_backfill_changes ADD COLUMN IF NOT EXISTS row_xmin bigint;
+
+ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN IF NOT EXISTS row_xmin bigint;
+
 -- Only backfills write this table, and they wait for the enrollments lock this run holds.
 -- squawk-ignore require-concurrent-index-creation
-CREATE UNIQUE INDEX IF NOT EXISTS uq_enrollment_backfill_changes_enrollment ON enrollment_backfill_changes (enrollment_id);
-CREATE TABLE IF NOT EXISTS enrollment_backfill_runs (
+CREATE UNIQUE INDEX IF NOT EXISTS uq_enrollment_backfill_changes_enrollment ON "public".enrollment_backfill_changes (enrollment_id);
+
+CREATE TABLE IF NOT EXISTS "public".enrollment_backfill_runs (
     id serial NOT NULL,
     source varchar(32) NOT NULL,
     started_at timestamp with time zone DEFAULT now() NOT NULL,
@@ -456,97 +708,11 @@ CREATE TABLE IF NOT EXISTS enrollment_backfill_runs (
     reactivated bigint DEFAULT 0 NOT NULL,
     CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
 );
+
+REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs FROM PUBLIC;
+REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
+
 COMMIT;
-
--- Drop the sync triggers on group_members: a moment of ACCESS EXCLUSIVE, retried on a lock timeout.
-DO $drop$
-DECLARE
-    attempt integer := 0;
-BEGIN
-    LOOP
-        BEGIN
-            DROP TRIGGER IF EXISTS course_enrollments_sync_on_insert ON group_members;
-            DROP TRIGGER IF EXISTS course_enrollments_sync_on_update ON group_members;
-            EXIT;
-        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-            attempt := attempt + 1;
-            IF attempt > 5 THEN
-                RAISE;
-            END IF;
-            RAISE WARNING 'dropping the sync triggers on group_members: lock not granted, retrying (attempt % of 5)', attempt;
-            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
-        END;
-    END LOOP;
-END
-$drop$;
-
--- Drop the sync triggers on users: a moment of ACCESS EXCLUSIVE, retried on a lock timeout.
-DO $drop$
-DECLARE
-    attempt integer := 0;
-BEGIN
-    LOOP
-        BEGIN
-            DROP TRIGGER IF EXISTS course_enrollments_sync_on_user ON users;
-            EXIT;
-        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-            attempt := attempt + 1;
-            IF attempt > 5 THEN
-                RAISE;
-            END IF;
-            RAISE WARNING 'dropping the sync triggers on users: lock not granted, retrying (attempt % of 5)', attempt;
-            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
-        END;
-    END LOOP;
-END
-$drop$;
-
--- Drop the sync triggers on groups: a moment of ACCESS EXCLUSIVE, retried on a lock timeout.
-DO $drop$
-DECLARE
-    attempt integer := 0;
-BEGIN
-    LOOP
-        BEGIN
-            DROP TRIGGER IF EXISTS course_enrollments_sync_on_group ON groups;
-            EXIT;
-        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-            attempt := attempt + 1;
-            IF attempt > 5 THEN
-                RAISE;
-            END IF;
-            RAISE WARNING 'dropping the sync triggers on groups: lock not granted, retrying (attempt % of 5)', attempt;
-            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
-        END;
-    END LOOP;
-END
-$drop$;
-
--- Drop the sync triggers on courses: a moment of ACCESS EXCLUSIVE, retried on a lock timeout.
-DO $drop$
-DECLARE
-    attempt integer := 0;
-BEGIN
-    LOOP
-        BEGIN
-            DROP TRIGGER IF EXISTS course_enrollments_sync_on_course ON courses;
-            EXIT;
-        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-            attempt := attempt + 1;
-            IF attempt > 5 THEN
-                RAISE;
-            END IF;
-            RAISE WARNING 'dropping the sync triggers on courses: lock not granted, retrying (attempt % of 5)', attempt;
-            PERFORM pg_sleep(random() * 0.2 * 2 ^ attempt);
-        END;
-    END LOOP;
-END
-$drop$;
-
-DROP FUNCTION IF EXISTS course_enrollments_sync_members();
-DROP FUNCTION IF EXISTS course_enrollments_sync_user();
-DROP FUNCTION IF EXISTS course_enrollments_sync_group();
-DROP FUNCTION IF EXISTS course_enrollments_sync_course();
 
 -- backfill undo (downgrade of 0004): restore what the backfill changed, where it is still as the backfill left it.
 DO $undo$
@@ -563,11 +729,18 @@ BEGIN
     LOOP
         attempt := 0;
         started := clock_timestamp();
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
+        PERFORM pg_catalog.set_config('statement_timeout', '0', true);
+        IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+            RAISE EXCEPTION 'backfill undo (downgrade of 0004): another session took the enrollments lock between two batches; nothing of this batch was written'
+                USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
+        END IF;
         LOOP
             BEGIN
                 WITH batch AS MATERIALIZED (
                     SELECT r.enrollment_id, r.course_id, r.student_id, r.action, r.row_xmin
-                    FROM enrollment_backfill_changes AS r
+                    FROM "public".enrollment_backfill_changes AS r
                     WHERE r.enrollment_id > lo
                     ORDER BY r.enrollment_id
                     LIMIT size
@@ -575,7 +748,7 @@ BEGIN
                 locked AS MATERIALIZED (
                     -- the recorded rows as they are now, locked so that nobody changes them meanwhile
                     SELECT e.id, e.course_id, e.student_id, e.active, e.xmin::text::bigint AS row_xmin
-                    FROM course_enrollments AS e
+                    FROM "public".course_enrollments AS e
                     WHERE e.id = ANY (ARRAY(SELECT b.enrollment_id FROM batch AS b))
                     ORDER BY e.id
                     FOR UPDATE
@@ -589,18 +762,18 @@ BEGIN
                       AND (b.row_xmin IS NULL OR l.row_xmin = b.row_xmin)
                 ),
                 deleted AS (
-                    DELETE FROM course_enrollments AS e
+                    DELETE FROM "public".course_enrollments AS e
                     WHERE e.id = ANY (ARRAY(SELECT a.id FROM as_left AS a WHERE a.action = 'created'))
                     RETURNING e.id
                 ),
                 deactivated AS (
-                    UPDATE course_enrollments AS e
+                    UPDATE "public".course_enrollments AS e
                     SET active = false
                     WHERE e.id = ANY (ARRAY(SELECT a.id FROM as_left AS a WHERE a.action = 'reactivated'))
                     RETURNING e.id
                 ),
                 forgotten AS (
-                    DELETE FROM enrollment_backfill_changes AS r
+                    DELETE FROM "public".enrollment_backfill_changes AS r
                     WHERE r.enrollment_id = ANY (ARRAY(SELECT b.enrollment_id FROM batch AS b))
                 )
                 SELECT (SELECT max(enrollment_id) FROM batch) AS last_id,
@@ -611,11 +784,11 @@ BEGIN
                 EXIT;
             EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
                 attempt := attempt + 1;
-                IF attempt > 5 THEN
+                IF clock_timestamp() - started > interval '600 s' THEN
                     RAISE;
                 END IF;
-                RAISE WARNING 'backfill undo (downgrade of 0004): a batch failed (%), rolled back; retrying (attempt % of 5)', SQLERRM, attempt;
-                PERFORM pg_sleep(random() * 0.1 * 2 ^ attempt);
+                RAISE WARNING 'backfill undo (downgrade of 0004): a batch failed (%), rolled back; retrying (attempt %)', SQLERRM, attempt;
+                PERFORM pg_sleep(least(5.0, random() * 0.1 * 2 ^ least(attempt, 6)));
             END;
         END LOOP;
         EXIT WHEN result.records = 0;
@@ -638,3 +811,132 @@ END
 $undo$;
 
 BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0003 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+-- dropping the sync triggers: each attempt waits at most lock_timeout (500ms) for the tables, so the
+-- application's writes never queue behind it for longer; retried until 10min.
+DO $ddl$
+DECLARE
+    started timestamptz := pg_catalog.clock_timestamp();
+    attempt integer := 0;
+    holders text;
+BEGIN
+    LOOP
+        BEGIN
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_insert ON "public".group_members;
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_update ON "public".group_members;
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_user ON "public".users;
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_group ON "public".groups;
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_course ON "public".courses;
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            attempt := attempt + 1;
+            SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('pid %s (%s, %s, transaction open for %s)',
+                       a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'),
+                       coalesce(a.state, 'state hidden: grant pg_monitor to see it'),
+                       coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - a.xact_start)::text, 'a time hidden')), '; ')
+            INTO holders
+            FROM pg_catalog.pg_locks AS l
+            JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            WHERE l.granted AND l.relation IN (pg_catalog.to_regclass('"public".group_members'), pg_catalog.to_regclass('"public".users'), pg_catalog.to_regclass('"public".groups'), pg_catalog.to_regclass('"public".courses'))
+              AND l.mode IN ('AccessShareLock', 'RowShareLock', 'RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') AND l.pid <> pg_catalog.pg_backend_pid();
+            holders := coalesce(holders, 'a session that has just let go');
+            IF pg_catalog.clock_timestamp() - started > interval '600 s' THEN
+                RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
+                    MESSAGE = pg_catalog.format('dropping the sync triggers: gave up after %s attempts over %s (lock_patience 10min); the tables are held by %s',
+                        attempt, pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - started), holders);
+            END IF;
+            RAISE WARNING 'dropping the sync triggers: a lock was not granted within 500ms (attempt %); held by %; retrying', attempt, holders;
+            PERFORM pg_catalog.pg_sleep(least(5.0, pg_catalog.random() * 0.2 * 2 ^ least(attempt, 6)));
+        END;
+    END LOOP;
+END
+$ddl$;
+
+COMMIT;
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0003 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+DROP TABLE IF EXISTS "public".course_enrollments_sync_pending;
+
+DROP FUNCTION IF EXISTS "public".course_enrollments_sync_members();
+
+DROP FUNCTION IF EXISTS "public".course_enrollments_sync_user();
+
+DROP FUNCTION IF EXISTS "public".course_enrollments_sync_group();
+
+DROP FUNCTION IF EXISTS "public".course_enrollments_sync_course();
+
+DROP FUNCTION IF EXISTS "public".course_enrollments_sync_apply();
+
+COMMIT;
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0003 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;

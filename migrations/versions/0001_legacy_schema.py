@@ -11,6 +11,11 @@ production database is brought under Alembic with ``alembic stamp 0001``.
 Fixed in 1.1 (helpers v2): the upgrade refuses, naming ``alembic stamp 0001``, where the
 tables exist already; the downgrade refuses to drop tables that hold rows unless
 ``-x drop_legacy_schema=yes`` (online and in the offline script).
+
+Fixed in 1.2 (helpers v3): every statement of a run now executes with ``search_path =
+pg_catalog, pg_temp``, so that nothing planted in a writable schema runs as the migration
+role; the tables are created in the legacy schema by name (the run's, ``public`` by
+default).
 """
 
 from collections.abc import Sequence
@@ -18,7 +23,9 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from migrations.shared.v2.legacy import (
+from migrations.shared.v3.legacy import (
+    drop_tables,
+    legacy_schema,
     refuse_to_drop_tables_with_rows,
     refuse_unstamped_legacy_schema,
 )
@@ -33,12 +40,14 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     """Apply the legacy schema (refused where it exists already: stamp it instead)."""
     refuse_unstamped_legacy_schema()
+    schema = legacy_schema()
     op.create_table(
         "schools",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(200), nullable=False),
         sa.PrimaryKeyConstraint("id", name="schools_pkey"),
         sa.UniqueConstraint("name", name="schools_name_key"),
+        schema=schema,
     )
     op.create_table(
         "users",
@@ -50,9 +59,10 @@ def upgrade() -> None:
         sa.Column("archived", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.PrimaryKeyConstraint("id", name="users_pkey"),
         sa.ForeignKeyConstraint(
-            ["school_id"], ["schools.id"], name="users_school_id_fkey", ondelete="CASCADE"
+            ["school_id"], [f"{schema}.schools.id"], name="users_school_id_fkey", ondelete="CASCADE"
         ),
         sa.UniqueConstraint("school_id", "email", name="uq_user_email_per_school"),
+        schema=schema,
     )
     op.create_table(
         "courses",
@@ -63,8 +73,12 @@ def upgrade() -> None:
         sa.Column("is_active", sa.Boolean(), server_default=sa.text("true"), nullable=False),
         sa.PrimaryKeyConstraint("id", name="courses_pkey"),
         sa.ForeignKeyConstraint(
-            ["school_id"], ["schools.id"], name="courses_school_id_fkey", ondelete="CASCADE"
+            ["school_id"],
+            [f"{schema}.schools.id"],
+            name="courses_school_id_fkey",
+            ondelete="CASCADE",
         ),
+        schema=schema,
     )
     op.create_table(
         "groups",
@@ -75,10 +89,14 @@ def upgrade() -> None:
         sa.Column("team_number", sa.Integer(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="groups_pkey"),
         sa.ForeignKeyConstraint(
-            ["course_id"], ["courses.id"], name="groups_course_id_fkey", ondelete="CASCADE"
+            ["course_id"],
+            [f"{schema}.courses.id"],
+            name="groups_course_id_fkey",
+            ondelete="CASCADE",
         ),
+        schema=schema,
     )
-    op.create_index("ix_group_course", "groups", ["course_id"])
+    op.create_index("ix_group_course", "groups", ["course_id"], schema=schema)
     op.create_table(
         "group_members",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -89,14 +107,21 @@ def upgrade() -> None:
         sa.Column("active", sa.Boolean(), server_default=sa.text("true"), nullable=True),
         sa.PrimaryKeyConstraint("id", name="group_members_pkey"),
         sa.ForeignKeyConstraint(
-            ["group_id"], ["groups.id"], name="group_members_group_id_fkey", ondelete="CASCADE"
+            ["group_id"],
+            [f"{schema}.groups.id"],
+            name="group_members_group_id_fkey",
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name="group_members_user_id_fkey", ondelete="CASCADE"
+            ["user_id"],
+            [f"{schema}.users.id"],
+            name="group_members_user_id_fkey",
+            ondelete="CASCADE",
         ),
         sa.UniqueConstraint("group_id", "user_id", name="uq_member_once"),
+        schema=schema,
     )
-    op.create_index("ix_member_user", "group_members", ["user_id"])
+    op.create_index("ix_member_user", "group_members", ["user_id"], schema=schema)
     op.create_table(
         "course_enrollments",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -106,25 +131,29 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="course_enrollments_pkey"),
         sa.ForeignKeyConstraint(
             ["course_id"],
-            ["courses.id"],
+            [f"{schema}.courses.id"],
             name="course_enrollments_course_id_fkey",
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
             ["student_id"],
-            ["users.id"],
+            [f"{schema}.users.id"],
             name="course_enrollments_student_id_fkey",
             ondelete="CASCADE",
         ),
         sa.UniqueConstraint("course_id", "student_id", name="uq_course_enrollment_once"),
+        schema=schema,
     )
-    op.create_index("ix_course_enrollment_course", "course_enrollments", ["course_id"])
-    op.create_index("ix_course_enrollment_student", "course_enrollments", ["student_id"])
+    op.create_index(
+        "ix_course_enrollment_course", "course_enrollments", ["course_id"], schema=schema
+    )
+    op.create_index(
+        "ix_course_enrollment_student", "course_enrollments", ["student_id"], schema=schema
+    )
 
 
 def downgrade() -> None:
     """Unapply the legacy schema: drop its tables, dependents first; refused while they
     hold rows, unless ``-x drop_legacy_schema=yes``."""
     refuse_to_drop_tables_with_rows()
-    for table in ("course_enrollments", "group_members", "groups", "courses", "users", "schools"):
-        op.drop_table(table)
+    drop_tables()

@@ -12,11 +12,16 @@ Fixed in 1.1 (helpers v2): the build waits for older transactions without a
 ``lock_timeout`` (saying every few seconds which pids it waits for) instead of failing
 and leaving an INVALID index; an INVALID leftover is dropped with ``DROP INDEX
 CONCURRENTLY``; ``indisvalid`` is checked before the revision is recorded.
+
+Fixed in 1.2 (helpers v3): the build no longer sets ``lock_timeout`` for the session, which
+through a connection pooler was left on a server connection for other clients: on a direct
+connection it is set for the build alone and reset; through a pooler and in the script the
+server's own setting applies. The table is named with its schema.
 """
 
 from collections.abc import Sequence
 
-from migrations.shared.v2.indexes import create_index_concurrently, drop_index_concurrently
+from migrations.shared.v3.indexes import create_index_concurrently, drop_index_concurrently
 
 # revision identifiers, used by Alembic.
 revision: str = "0002"

@@ -16,11 +16,16 @@ back, is told apart; a second table, ``enrollment_backfill_runs``, keeps each ru
 checkpoint so that a cut run resumes. The downgrade never drops a record that holds rows:
 it undoes them first (a backfill by the command at this revision, or a 0004 cut short),
 and drops a sync trigger such a cut 0004 left.
+
+Fixed in 1.2 (helpers v3): both tables grant nothing to PUBLIC; every statement runs with
+a pinned search_path and names the schema of its tables, so that an operator planted in a
+writable schema (the record's CHECK constraint compares with ``=``) never runs as the
+migration role.
 """
 
 from collections.abc import Sequence
 
-from migrations.shared.v2.steps import create_bookkeeping, drop_bookkeeping
+from migrations.shared.v3.steps import create_bookkeeping, drop_bookkeeping
 
 # revision identifiers, used by Alembic.
 revision: str = "0003"

@@ -21,11 +21,22 @@ an enrollment:
 - it holds the enrollments lock, like ``enrollments backfill --commit``;
 - the downgrade drops the trigger, then undoes every recorded change (the revision's and
   the command's), in batches, where the row is still the version the backfill wrote.
+
+Fixed in 1.2 (helpers v3), because any role could use the trigger to write enrollments and
+a writable ``public`` let a role run its own code as the migration role:
+
+- the trigger functions are safe ``SECURITY DEFINER`` functions: pinned search_path,
+  everything qualified, ``EXECUTE`` revoked from PUBLIC, refusing any table but their own;
+- they write no enrollment during the application's statement: they queue what changed,
+  and a deferred constraint trigger enrolls it at commit, so the trigger adds no
+  deadlock to an application that writes its enrollments in a fixed order;
+- the backfill and every other statement run with ``search_path = pg_catalog, pg_temp``;
+- the downgrade undoes first and drops the triggers last, all in one transaction.
 """
 
 from collections.abc import Sequence
 
-from migrations.shared.v2.steps import backfill_revision, undo_backfill_revision
+from migrations.shared.v3.steps import backfill_revision, undo_backfill_revision
 
 # revision identifiers, used by Alembic.
 revision: str = "0004"

@@ -18,11 +18,16 @@ Fixed in 1.1 (helpers v2), because the gate failed every live deploy and could c
 - pairs are (student_id, course_id), never packed into one number: any int4 id works;
 - its counts and the pairs it names come from one REPEATABLE READ snapshot, and the
   server keeps no list of every gap to name the first ten.
+
+Fixed in 1.2 (helpers v3): the gate's PL/pgSQL runs with ``search_path = pg_catalog,
+pg_temp`` and names the schema of its tables (a function planted in a writable schema,
+``unnest`` or ``format`` of the exact types, would have run as the migration role); a
+repair installs this version's sync trigger.
 """
 
 from collections.abc import Sequence
 
-from migrations.shared.v2.steps import keep_coverage
+from migrations.shared.v3.steps import keep_coverage
 
 # revision identifiers, used by Alembic.
 revision: str = "0005"

@@ -9,11 +9,13 @@ has drifted since as the legacy application writes only ``group_members``. Here,
 trigger is missing, it is installed, a backfill catches up, and the coverage gate runs.
 Where it is installed (every database that reached 0005 with 1.1) nothing happens: the
 trigger has kept coverage since 0005's gate.
+
+Fixed in 1.2 (helpers v3): as 0005, a pinned search_path and qualified tables.
 """
 
 from collections.abc import Sequence
 
-from migrations.shared.v2.steps import keep_coverage
+from migrations.shared.v3.steps import keep_coverage
 
 # revision identifiers, used by Alembic.
 revision: str = "0006"

@@ -1,4 +1,10 @@
-"""Running a revision's SQL: executed online, written to the psql script offline."""
+"""Running a revision's SQL: executed online, written to the psql script offline.
+
+Every transaction of a run starts with the run's prelude (``app.migration_env``): the
+pinned ``search_path`` and the timeouts, ``SET LOCAL``, and the enrollments lock (checked
+online, taken offline). Alembic's own transactions get it from the environment; the
+transactions these helpers open get it from :func:`in_transaction`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,10 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from app.batching import transaction
+from app.db import run_prelude
+from migrations.shared.v3.definition import Tables
+
 log = logging.getLogger("migrations")
 
 NOTICE = re.compile(r"^(WARNING|NOTICE|INFO):\s+(.*)$", re.S)
@@ -19,6 +29,56 @@ NOTICE = re.compile(r"^(WARNING|NOTICE|INFO):\s+(.*)$", re.S)
 
 def is_offline() -> bool:
     return context.is_offline_mode()
+
+
+def tables() -> Tables:
+    """The tables of this run, in the legacy schema the environment resolved (online: the
+    connection's; offline: ``-x legacy_schema``, ``public`` by default). Outside a run (a
+    helper called on its own), ``public``."""
+    try:
+        schema = context.config.attributes.get("legacy_schema")
+    except (AttributeError, NameError):
+        schema = None
+    return Tables(schema or "public")
+
+
+@contextlib.contextmanager
+def in_transaction(connection: Connection | None, isolation: str | None = None) -> Iterator[None]:
+    """A transaction of its own (with the run's prelude first), online or in the script.
+
+    Online outside a transaction, ``BEGIN`` ... ``COMMIT``; inside the caller's (a test),
+    a savepoint. Offline, ``BEGIN;`` with the prelude ... ``COMMIT;`` written to the
+    script (the caller is in Alembic's autocommit block). ``isolation`` (for instance
+    ``REPEATABLE READ READ ONLY``) goes in the ``BEGIN``, before the prelude's queries.
+    """
+    begin = f"BEGIN ISOLATION LEVEL {isolation}" if isolation else "BEGIN"
+    if connection is None:
+        if not _offline_autocommit:  # in Alembic's transaction: the prelude ran already
+            yield
+            return
+        impl = op.get_context().impl
+        impl.static_output(begin + ";")
+        for statement in context.config.attributes.get("transaction_prelude", []):
+            impl.static_output(statement + ";")
+        yield
+        impl.emit_commit()
+        return
+    if isolation and connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        connection.exec_driver_sql(begin)
+        try:
+            run_prelude(connection)
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                connection.exec_driver_sql("ROLLBACK")
+            raise
+        connection.exec_driver_sql("COMMIT")
+        return
+    with transaction(connection):
+        yield
+
+
+_offline_autocommit = False  # offline: inside an autocommit block (see outside_transaction)
 
 
 def execute_sql(connection: Connection, sql: str) -> int:
@@ -56,9 +116,17 @@ def outside_transaction() -> Iterator[Connection | None]:
     Offline it writes ``COMMIT;`` ... ``BEGIN;`` around what runs in it (and yields None).
     Inside a caller's transaction (a test) it is that transaction.
     """
+    global _offline_autocommit
     if can_autocommit():
         with op.get_context().autocommit_block():
-            yield None if is_offline() else op.get_bind()
+            if not is_offline():
+                yield op.get_bind()
+                return
+            _offline_autocommit = True
+            try:
+                yield None
+            finally:
+                _offline_autocommit = False
     else:
         yield op.get_bind()
 
@@ -84,9 +152,17 @@ class _Notices:
 def run_block(
     connection: Connection | None, sql: str, error: type[CommandError] = CommandError
 ) -> None:
-    """A DO block: written offline (``connection`` None); executed online, with its
-    notices logged and its ``RAISE EXCEPTION`` turned into one ``error`` (message, detail,
-    hint)."""
+    """A DO block in a transaction of its own (:func:`in_transaction`): written offline
+    (``connection`` None); executed online, with its notices logged and its ``RAISE
+    EXCEPTION`` turned into one ``error`` (message, detail, hint)."""
+    with in_transaction(connection):
+        execute_block(connection, sql, error)
+
+
+def execute_block(
+    connection: Connection | None, sql: str, error: type[CommandError] = CommandError
+) -> None:
+    """A DO block in the transaction the caller holds (see :func:`run_block`)."""
     if connection is None:
         op.execute(sql)
         return

@@ -37,34 +37,37 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Connection
 
 from app.batching import BatchSettings, Progress, StepResult, run_batches, transaction
+from app.db import duration_seconds
+from app.lock import LOCK_KEY
 from app.migration_env import MigrationSettings
-from migrations.shared.v2.bookkeeping import CHANGES, RUNS
-from migrations.shared.v2.definition import ACTIVE_MEMBERSHIP, ELIGIBLE, indent
-from migrations.shared.v2.sync import installed_sql
+from migrations.shared.v3.definition import ACTIVE_MEMBERSHIP, ELIGIBLE, Tables, indent
+from migrations.shared.v3.sync import keeping_sql
 
 log = logging.getLogger("migrations")
 
 BEFORE_ANY_ID = -2147483649  # below every int4 id: where a walk starts
 
+
 # The slice's memberships, each looked up by primary key. LATERAL ... OFFSET 0 keeps every
 # lookup a parameterized index scan in the order written, whatever the statistics say
 # (the planner can neither pull such a subquery up nor swap it to the outer side).
-LOOKUPS = """CROSS JOIN LATERAL (
-    SELECT x.course_id FROM groups AS x WHERE x.id = gm.group_id OFFSET 0
+def lookups(t: Tables) -> str:
+    return f"""CROSS JOIN LATERAL (
+    SELECT x.course_id FROM {t.groups} AS x WHERE x.id = gm.group_id OFFSET 0
 ) AS g
 CROSS JOIN LATERAL (
-    SELECT x.school_id FROM courses AS x WHERE x.id = g.course_id OFFSET 0
+    SELECT x.school_id FROM {t.courses} AS x WHERE x.id = g.course_id OFFSET 0
 ) AS c
 CROSS JOIN LATERAL (
-    SELECT x.role, x.school_id FROM users AS x WHERE x.id = gm.user_id OFFSET 0
+    SELECT x.role, x.school_id FROM {t.users} AS x WHERE x.id = gm.user_id OFFSET 0
 ) AS u
 LEFT JOIN LATERAL (
-    SELECT x.id, x.active FROM course_enrollments AS x
+    SELECT x.id, x.active FROM {t.course_enrollments} AS x
     WHERE x.course_id = g.course_id AND x.student_id = gm.user_id OFFSET 0
 ) AS ce ON true"""
 
 
-def _writes(run: str, source: str, checkpoint: str, which: str | None) -> str:
+def _writes(t: Tables, run: str, source: str, checkpoint: str, which: str | None) -> str:
     """From ``candidates`` on: lock, reactivate, create, record, move the checkpoint.
 
     ``which`` selects the candidates' memberships to lock by primary key; ``None`` when
@@ -79,7 +82,7 @@ def _writes(run: str, source: str, checkpoint: str, which: str | None) -> str:
     -- deactivation by the application waits for this batch, or came first and makes the
     -- row drop out here (PostgreSQL re-reads a row it locks)
     SELECT gm.id, gm.user_id, gm.group_id
-    FROM group_members AS gm
+    FROM {t.group_members} AS gm
     WHERE {which} AND {ACTIVE_MEMBERSHIP}
     ORDER BY gm.id
     FOR SHARE
@@ -95,7 +98,7 @@ pairs AS (
         + f"""
 to_reactivate AS MATERIALIZED (
     SELECT e.id
-    FROM course_enrollments AS e
+    FROM {t.course_enrollments} AS e
     WHERE e.id = ANY (ARRAY(
             SELECT p.enrollment_id FROM pairs AS p WHERE p.enrollment_id IS NOT NULL
         ))
@@ -104,13 +107,13 @@ to_reactivate AS MATERIALIZED (
     FOR UPDATE
 ),
 reactivated AS (
-    UPDATE course_enrollments AS e
+    UPDATE {t.course_enrollments} AS e
     SET active = true
     WHERE e.id = ANY (ARRAY(SELECT r.id FROM to_reactivate AS r)) AND NOT e.active
     RETURNING e.id, e.course_id, e.student_id, e.xmin::text::bigint AS row_xmin
 ),
 created AS (
-    INSERT INTO course_enrollments (course_id, student_id, active)
+    INSERT INTO {t.course_enrollments} (course_id, student_id, active)
     SELECT p.course_id, p.student_id, true
     FROM pairs AS p
     WHERE p.enrollment_id IS NULL
@@ -119,14 +122,14 @@ created AS (
     RETURNING id, course_id, student_id, xmin::text::bigint AS row_xmin
 ),
 recorded AS (
-    INSERT INTO {CHANGES} (revision, enrollment_id, course_id, student_id, action, row_xmin)
+    INSERT INTO {t.enrollment_backfill_changes} (revision, enrollment_id, course_id, student_id, action, row_xmin)
     SELECT {source}, id, course_id, student_id, 'reactivated', row_xmin FROM reactivated
     UNION ALL
     SELECT {source}, id, course_id, student_id, 'created', row_xmin FROM created
     ON CONFLICT DO NOTHING
 ),
 progress AS (
-    UPDATE {RUNS}
+    UPDATE {t.enrollment_backfill_runs}
     SET checkpoint = coalesce({checkpoint}, checkpoint),
         batches = batches + 1,
         created = created + (SELECT count(*) FROM created),
@@ -147,7 +150,7 @@ CANDIDATES = """candidates AS MATERIALIZED (
 )"""
 
 
-def batch_sql(lo: str, size: str, run: str, source: str) -> str:
+def batch_sql(t: Tables, lo: str, size: str, run: str, source: str) -> str:
     """One batch: the slice of at most ``size`` memberships after id ``lo``.
 
     ``lo``, ``size`` and ``run`` are SQL expressions: literals online, PL/pgSQL variables
@@ -157,32 +160,32 @@ def batch_sql(lo: str, size: str, run: str, source: str) -> str:
     """
     candidates = CANDIDATES.format(
         source="slice AS gm",  # the slice carries the memberships' columns
-        lookups=indent(LOOKUPS),
+        lookups=indent(lookups(t)),
         eligible=ELIGIBLE,
         locking="",
     )
     return f"""WITH slice AS MATERIALIZED (
-    SELECT id, user_id, group_id, active FROM group_members
+    SELECT id, user_id, group_id, active FROM {t.group_members}
     WHERE id > {lo} ORDER BY id LIMIT {size}
 ),
 {candidates},
-{_writes(run, source, "(SELECT max(id) FROM slice)", BY_ID)}
+{_writes(t, run, source, "(SELECT max(id) FROM slice)", BY_ID)}
 SELECT (SELECT max(id) FROM slice) AS last_id,
     (SELECT count(*) FROM slice) AS memberships,
     (SELECT count(*) FROM created) AS created,
     (SELECT count(*) FROM reactivated) AS reactivated"""
 
 
-def one_statement_sql(run: str, source: str) -> str:
+def one_statement_sql(t: Tables, run: str, source: str) -> str:
     """The whole backfill in one statement (``-x backfill_one_statement=yes``): plain
     joins, for the planner to hash over the whole tables."""
     candidates = CANDIDATES.format(
-        source="group_members AS gm",
+        source=f"{t.group_members} AS gm",
         lookups=indent(
-            """JOIN groups AS g ON g.id = gm.group_id
-JOIN courses AS c ON c.id = g.course_id
-JOIN users AS u ON u.id = gm.user_id
-LEFT JOIN course_enrollments AS ce
+            f"""JOIN {t.groups} AS g ON g.id = gm.group_id
+JOIN {t.courses} AS c ON c.id = g.course_id
+JOIN {t.users} AS u ON u.id = gm.user_id
+LEFT JOIN {t.course_enrollments} AS ce
     ON ce.course_id = g.course_id AND ce.student_id = gm.user_id"""
         ),
         eligible=ELIGIBLE,
@@ -190,15 +193,15 @@ LEFT JOIN course_enrollments AS ce
         locking="\n    ORDER BY gm.id\n    FOR SHARE OF gm",
     )
     return f"""WITH {candidates},
-{_writes(run, source, "(SELECT max(id) FROM group_members)", None)}
-SELECT (SELECT max(id) FROM group_members) AS last_id,
+{_writes(t, run, source, f"(SELECT max(id) FROM {t.group_members})", None)}
+SELECT (SELECT max(id) FROM {t.group_members}) AS last_id,
     NULL::bigint AS memberships,
     (SELECT count(*) FROM created) AS created,
     (SELECT count(*) FROM reactivated) AS reactivated"""
 
 
 # --- runs: start or resume, finish ----------------------------------------------------
-def start_run_sql(source: str) -> str:
+def start_run_sql(t: Tables, source: str) -> str:
     """One row: the run id, the membership id to start after, whether it resumes.
 
     The newest unfinished run is resumed from its checkpoint when that is sound: it
@@ -207,11 +210,11 @@ def start_run_sql(source: str) -> str:
     by another). Otherwise the walk starts over and the old run is closed.
     """
     return f"""WITH trigger_now AS (
-{indent(installed_sql())}
+{indent(keeping_sql(t).replace(" AS keeping", " AS installed"))}
 ),
 unfinished AS (
     SELECT r.id, r.checkpoint, r.sync_trigger
-    FROM {RUNS} AS r
+    FROM {t.enrollment_backfill_runs} AS r
     WHERE r.finished_at IS NULL
     ORDER BY r.id DESC
     LIMIT 1
@@ -221,11 +224,11 @@ resumable AS (
     WHERE u.sync_trigger OR NOT t.installed
 ),
 closed AS (
-    UPDATE {RUNS} SET finished_at = now()
+    UPDATE {t.enrollment_backfill_runs} SET finished_at = now()
     WHERE finished_at IS NULL AND id NOT IN (SELECT id FROM resumable)
 ),
 started AS (
-    INSERT INTO {RUNS} (source, sync_trigger)
+    INSERT INTO {t.enrollment_backfill_runs} (source, sync_trigger)
     SELECT {source}, t.installed FROM trigger_now AS t
     WHERE NOT EXISTS (SELECT 1 FROM resumable)
     RETURNING id
@@ -235,12 +238,12 @@ UNION ALL
 SELECT id, {BEFORE_ANY_ID}, false FROM started"""
 
 
-def finish_run_sql(run: str) -> str:
-    return f"UPDATE {RUNS} SET finished_at = now() WHERE id = {run}"
+def finish_run_sql(t: Tables, run: str) -> str:
+    return f"UPDATE {t.enrollment_backfill_runs} SET finished_at = now() WHERE id = {run}"
 
 
 # --- the undo -------------------------------------------------------------------------
-def undo_batch_sql(lo: str, size: str) -> str:
+def undo_batch_sql(t: Tables, lo: str, size: str) -> str:
     """Undo the next ``size`` recorded changes after enrollment id ``lo``, and forget them.
 
     A row is restored only while it is still the version the backfill wrote (same pair,
@@ -248,7 +251,7 @@ def undo_batch_sql(lo: str, size: str) -> str:
     """
     return f"""WITH batch AS MATERIALIZED (
     SELECT r.enrollment_id, r.course_id, r.student_id, r.action, r.row_xmin
-    FROM {CHANGES} AS r
+    FROM {t.enrollment_backfill_changes} AS r
     WHERE r.enrollment_id > {lo}
     ORDER BY r.enrollment_id
     LIMIT {size}
@@ -256,7 +259,7 @@ def undo_batch_sql(lo: str, size: str) -> str:
 locked AS MATERIALIZED (
     -- the recorded rows as they are now, locked so that nobody changes them meanwhile
     SELECT e.id, e.course_id, e.student_id, e.active, e.xmin::text::bigint AS row_xmin
-    FROM course_enrollments AS e
+    FROM {t.course_enrollments} AS e
     WHERE e.id = ANY (ARRAY(SELECT b.enrollment_id FROM batch AS b))
     ORDER BY e.id
     FOR UPDATE
@@ -270,18 +273,18 @@ as_left AS (
       AND (b.row_xmin IS NULL OR l.row_xmin = b.row_xmin)
 ),
 deleted AS (
-    DELETE FROM course_enrollments AS e
+    DELETE FROM {t.course_enrollments} AS e
     WHERE e.id = ANY (ARRAY(SELECT a.id FROM as_left AS a WHERE a.action = 'created'))
     RETURNING e.id
 ),
 deactivated AS (
-    UPDATE course_enrollments AS e
+    UPDATE {t.course_enrollments} AS e
     SET active = false
     WHERE e.id = ANY (ARRAY(SELECT a.id FROM as_left AS a WHERE a.action = 'reactivated'))
     RETURNING e.id
 ),
 forgotten AS (
-    DELETE FROM {CHANGES} AS r
+    DELETE FROM {t.enrollment_backfill_changes} AS r
     WHERE r.enrollment_id = ANY (ARRAY(SELECT b.enrollment_id FROM batch AS b))
 )
 SELECT (SELECT max(enrollment_id) FROM batch) AS last_id,
@@ -291,13 +294,29 @@ SELECT (SELECT max(enrollment_id) FROM batch) AS last_id,
 
 
 # --- offline: the loops in the script --------------------------------------------------
-RETRY = """            EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
+def _transaction_start(settings: MigrationSettings, what: str, spaces: str) -> str:
+    """After each ``COMMIT`` in a loop: the run's settings and the enrollments lock again
+    (both end with the transaction that just committed)."""
+    return indent(
+        settings.plpgsql_sql()
+        + f"""
+IF NOT pg_catalog.pg_try_advisory_xact_lock({LOCK_KEY}) THEN
+    RAISE EXCEPTION '{what}: another session took the enrollments lock between two batches; nothing of this batch was written'
+        USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
+END IF;""",
+        spaces,
+    )
+
+
+def _retry(settings: MigrationSettings, what: str) -> str:
+    patience = duration_seconds(settings.lock_patience)
+    return f"""            EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
                 attempt := attempt + 1;
-                IF attempt > {retries} THEN
+                IF clock_timestamp() - started > interval '{patience:g} s' THEN
                     RAISE;
                 END IF;
-                RAISE WARNING '{what}: a batch failed (%), rolled back; retrying (attempt % of {retries})', SQLERRM, attempt;
-                PERFORM pg_sleep(random() * {backoff} * 2 ^ attempt);
+                RAISE WARNING '{what}: a batch failed (%), rolled back; retrying (attempt %)', SQLERRM, attempt;
+                PERFORM pg_sleep(least(5.0, random() * {settings.batch.backoff_seconds} * 2 ^ least(attempt, 6)));
             END;"""
 
 
@@ -312,16 +331,18 @@ def _adapt(batch: BatchSettings, rows: str) -> str:
         END IF;"""
 
 
-def offline_backfill_sql(source: str, batch: BatchSettings, one_statement: bool) -> str:
+def offline_backfill_sql(t: Tables, source: str, settings: MigrationSettings) -> str:
     """The backfill as a DO block for psql, outside a transaction block: a ``COMMIT`` per
     batch, sized toward the online target, retried with backoff; a cut script goes on from
-    the checkpoint when run again."""
+    the checkpoint when run again. Each transaction sets the run's settings and takes the
+    enrollments lock first."""
     what = f"backfill {source}"
+    one_statement = settings.backfill_one_statement
+    batch = settings.batch
     if one_statement:
-        statement = one_statement_sql("run.id", f"'{source}'")
+        statement = one_statement_sql(t, "run.id", f"'{source}'")
     else:
-        statement = batch_sql("lo", "size", "run.id", f"'{source}'")
-    retry = RETRY.format(retries=batch.retries, backoff=batch.backoff_seconds, what=what)
+        statement = batch_sql(t, "lo", "size", "run.id", f"'{source}'")
     return f"""-- The backfill, {"in one statement" if one_statement else "one batch per transaction"}.
 DO $backfill$
 DECLARE
@@ -335,7 +356,8 @@ DECLARE
     done_created bigint := 0;
     done_reactivated bigint := 0;
 BEGIN
-{indent(start_run_sql(f"'{source}'"))}
+{_transaction_start(settings, what, "    ")}
+{indent(start_run_sql(t, f"'{source}'"))}
     INTO run;
     lo := run.after;
     IF run.resumed THEN
@@ -345,12 +367,13 @@ BEGIN
     LOOP
         attempt := 0;
         started := clock_timestamp();
+{_transaction_start(settings, what, "        ")}
         LOOP
             BEGIN
 {indent(statement, "                ")}
                 INTO result;
                 EXIT;
-{retry}
+{_retry(settings, what)}
         END LOOP;
         EXIT WHEN result.memberships = 0;
         done_batches := done_batches + 1;
@@ -360,17 +383,18 @@ BEGIN
         COMMIT;{"" if one_statement else _adapt(batch, "result.memberships")}
         EXIT WHEN {"true" if one_statement else "false"};
     END LOOP;
-    {finish_run_sql("run.id")};
+{_transaction_start(settings, what, "    ")}
+    {finish_run_sql(t, "run.id")};
     RAISE NOTICE '{what}: % enrollments created, % reactivated (% batches)', done_created, done_reactivated, done_batches;
     COMMIT;
 END
 $backfill$"""
 
 
-def offline_undo_sql(what: str, batch: BatchSettings) -> str:
+def offline_undo_sql(t: Tables, what: str, settings: MigrationSettings) -> str:
     """The undo as a DO block for psql: a ``COMMIT`` per batch; warns about rows changed
     since the backfill, which it leaves as they are."""
-    retry = RETRY.format(retries=batch.retries, backoff=batch.backoff_seconds, what=what)
+    batch = settings.batch
     return f"""-- {what}: restore what the backfill changed, where it is still as the backfill left it.
 DO $undo$
 DECLARE
@@ -386,12 +410,13 @@ BEGIN
     LOOP
         attempt := 0;
         started := clock_timestamp();
+{_transaction_start(settings, what, "        ")}
         LOOP
             BEGIN
-{indent(undo_batch_sql("lo", "size"), "                ")}
+{indent(undo_batch_sql(t, "lo", "size"), "                ")}
                 INTO result;
                 EXIT;
-{retry}
+{_retry(settings, what)}
         END LOOP;
         EXIT WHEN result.records = 0;
         done_records := done_records + result.records;
@@ -421,21 +446,23 @@ def _row(connection: Connection, sql: str):
     return connection.exec_driver_sql(sql, execution_options={"no_parameters": True}).one()
 
 
-def backfill_online(connection: Connection, source: str, settings: MigrationSettings) -> Outcome:
+def backfill_online(
+    connection: Connection, t: Tables, source: str, settings: MigrationSettings
+) -> Outcome:
     """The backfill on ``connection``: outside a transaction (Alembic's autocommit block),
     or in the caller's (then each batch is a savepoint and nothing commits)."""
     with transaction(connection):
-        run = _row(connection, start_run_sql(f"'{source}'"))
+        run = _row(connection, start_run_sql(t, f"'{source}'"))
     if run.resumed:
         log.info("backfill %s: resuming run %d after membership id %d", source, run.id, run.after)
     if settings.backfill_one_statement:
         with transaction(connection):
-            row = _row(connection, one_statement_sql(str(run.id), f"'{source}'"))
-            connection.exec_driver_sql(finish_run_sql(str(run.id)))
+            row = _row(connection, one_statement_sql(t, str(run.id), f"'{source}'"))
+            connection.exec_driver_sql(finish_run_sql(t, str(run.id)))
         return Outcome(int(row.created), int(row.reactivated), 1, 0)
 
     def step(conn: Connection, after: int, size: int) -> StepResult:
-        row = _row(conn, batch_sql(str(after), str(size), str(run.id), f"'{source}'"))
+        row = _row(conn, batch_sql(t, str(after), str(size), str(run.id), f"'{source}'"))
         return StepResult(
             last_key=row.last_id,
             rows=int(row.memberships),
@@ -444,22 +471,22 @@ def backfill_online(connection: Connection, source: str, settings: MigrationSett
 
     with transaction(connection):
         total = connection.exec_driver_sql(
-            f"SELECT count(*) FROM group_members WHERE id > {int(run.after)}"
+            f"SELECT count(*) FROM {t.group_members} WHERE id > {int(run.after)}"
         ).scalar_one()
     progress = Progress(f"backfill {source}", total)
     totals = run_batches(connection, step, int(run.after), settings.batch, progress)
     with transaction(connection):
-        connection.exec_driver_sql(finish_run_sql(str(run.id)))
+        connection.exec_driver_sql(finish_run_sql(t, str(run.id)))
     created, reactivated = totals.counts.get("created", 0), totals.counts.get("reactivated", 0)
     progress.close(f"{created:,} created, {reactivated:,} reactivated")
     return Outcome(created, reactivated, totals.batches, totals.rows)
 
 
-def undo_online(connection: Connection, what: str, settings: MigrationSettings) -> None:
+def undo_online(connection: Connection, t: Tables, what: str, settings: MigrationSettings) -> None:
     """The undo on ``connection``, batched; one warning line for rows changed since."""
 
     def step(conn: Connection, after: int, size: int) -> StepResult:
-        row = _row(conn, undo_batch_sql(str(after), str(size)))
+        row = _row(conn, undo_batch_sql(t, str(after), str(size)))
         return StepResult(
             last_key=row.last_id,
             rows=int(row.records),
@@ -467,7 +494,9 @@ def undo_online(connection: Connection, what: str, settings: MigrationSettings) 
         )
 
     with transaction(connection):
-        total = connection.exec_driver_sql(f"SELECT count(*) FROM {CHANGES}").scalar_one()
+        total = connection.exec_driver_sql(
+            f"SELECT count(*) FROM {t.enrollment_backfill_changes}"
+        ).scalar_one()
     progress = Progress(what, total)
     totals = run_batches(connection, step, BEFORE_ANY_ID, settings.batch, progress)
     deleted, deactivated = totals.counts.get("deleted", 0), totals.counts.get("deactivated", 0)

@@ -26,9 +26,9 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
 from app.migration_env import MigrationSettings
-from migrations.shared.v2 import sync
-from migrations.shared.v2.definition import ACTIVE_MEMBERSHIP, STATUS, indent
-from migrations.shared.v2.run import outside_transaction, run_block, run_sql
+from migrations.shared.v3 import sync
+from migrations.shared.v3.definition import ACTIVE_MEMBERSHIP, STATUS, Tables, indent
+from migrations.shared.v3.run import execute_block, in_transaction, outside_transaction, tables
 
 log = logging.getLogger("migrations")
 
@@ -37,39 +37,43 @@ MAX_BUCKETS = 65_536
 MIN_BUCKET = 512
 FIX = "enrollments backfill --commit, then alembic upgrade head again"
 
+
 # The pairs of active memberships, in two halves by the student's parity (each half gets its
 # own parallel sort), with the memberships behind each.
-PAIRS = "\nUNION ALL\n".join(
-    f"""SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
-FROM group_members AS gm
-JOIN groups AS g ON g.id = gm.group_id
+def pairs_sql(t: Tables) -> str:
+    return "\nUNION ALL\n".join(
+        f"""SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
+FROM {t.group_members} AS gm
+JOIN {t.groups} AS g ON g.id = gm.group_id
 WHERE {ACTIVE_MEMBERSHIP} AND gm.user_id & 1 = {parity}
 GROUP BY gm.user_id, g.course_id"""
-    for parity in (0, 1)
-)
+        for parity in (0, 1)
+    )
+
 
 # One row per (status, bucket): pairs, and the active memberships behind them. Covered
 # pairs are not bucketed; bucket b holds student ids [lo + b * width, lo + (b + 1) * width),
 # lo and width being the block's variables.
-COUNTS_SQL = f"""SELECT k.status,
+def counts_sql(t: Tables) -> str:
+    return f"""SELECT k.status,
     CASE WHEN k.status = 'covered' THEN NULL ELSE (k.student_id - lo) / width END AS bucket,
     count(*) AS pairs, sum(k.memberships) AS memberships
 FROM (
     SELECT p.student_id, p.memberships,
 {indent(STATUS, "        ")} AS status
     FROM (
-{indent(PAIRS, "        ")}
+{indent(pairs_sql(t), "        ")}
     ) AS p
-    JOIN users AS u ON u.id = p.student_id
-    JOIN courses AS c ON c.id = p.course_id
-    LEFT JOIN course_enrollments AS ce
+    JOIN {t.users} AS u ON u.id = p.student_id
+    JOIN {t.courses} AS c ON c.id = p.course_id
+    LEFT JOIN {t.course_enrollments} AS ce
         ON ce.course_id = p.course_id AND ce.student_id = p.student_id
     OFFSET 0
 ) AS k
 GROUP BY 1, 2"""
 
 
-def samples_sql(lo: str, hi: str, statuses: str, limit: str) -> str:
+def samples_sql(t: Tables, lo: str, hi: str, statuses: str, limit: str) -> str:
     """The first ``limit`` pairs of the given statuses among student ids [lo, hi), with
     names and the number of active memberships behind each (``groups``).
 
@@ -82,22 +86,22 @@ def samples_sql(lo: str, hi: str, statuses: str, limit: str) -> str:
 {indent(STATUS, "        ")} AS status
     FROM (
         SELECT gm.user_id AS student_id, g.course_id, count(*) AS groups
-        FROM group_members AS gm
+        FROM {t.group_members} AS gm
         CROSS JOIN LATERAL (
-            SELECT x.course_id FROM groups AS x WHERE x.id = gm.group_id OFFSET 0
+            SELECT x.course_id FROM {t.groups} AS x WHERE x.id = gm.group_id OFFSET 0
         ) AS g
         WHERE {ACTIVE_MEMBERSHIP} AND gm.user_id >= {lo} AND gm.user_id < {hi}
         GROUP BY gm.user_id, g.course_id
     ) AS p
     CROSS JOIN LATERAL (
-        SELECT x.name, x.email, x.role, x.school_id FROM users AS x
+        SELECT x.name, x.email, x.role, x.school_id FROM {t.users} AS x
         WHERE x.id = p.student_id OFFSET 0
     ) AS u
     CROSS JOIN LATERAL (
-        SELECT x.name, x.school_id FROM courses AS x WHERE x.id = p.course_id OFFSET 0
+        SELECT x.name, x.school_id FROM {t.courses} AS x WHERE x.id = p.course_id OFFSET 0
     ) AS c
     LEFT JOIN LATERAL (
-        SELECT x.id, x.active FROM course_enrollments AS x
+        SELECT x.id, x.active FROM {t.course_enrollments} AS x
         WHERE x.course_id = p.course_id AND x.student_id = p.student_id OFFSET 0
     ) AS ce ON true
 ) AS s
@@ -106,7 +110,7 @@ ORDER BY s.student_id, s.course_id
 LIMIT {limit}"""
 
 
-def gate_sql(revision: str, mode: str) -> str:
+def gate_sql(t: Tables, revision: str, mode: str) -> str:
     """The gate as a DO block: raises below 100% (``mode`` abort), or warns (``warn``)."""
     level = "EXCEPTION" if mode == "abort" else "WARNING"
     ending = (
@@ -134,15 +138,15 @@ DECLARE
     b bigint;
     firsts text[] := '{{}}';
 BEGIN
-    IF NOT ({sync.installed_sql().replace("SELECT ", "", 1).replace(" AS installed", "").replace(chr(10), chr(10) + "            ")}) THEN
+    IF NOT ({sync.keeping_sql(t).replace("SELECT ", "", 1).replace(" AS keeping", "").replace(chr(10), chr(10) + "            ")}) THEN
         RAISE {level} 'coverage gate before revision {revision}: the sync trigger is not installed, so coverage would not hold; {ending}'
             USING HINT = 'run alembic upgrade head again: revision 0005 or 0006 installs it';
     END IF;
     -- buckets of student ids: at least {MIN_BUCKET} ids each, at most {MAX_BUCKETS:,} of them
-    SELECT coalesce(min(id), 0), coalesce(max(id), 0) INTO lo, hi FROM users;
+    SELECT coalesce(min(id), 0), coalesce(max(id), 0) INTO lo, hi FROM {t.users};
     width := greatest({MIN_BUCKET}, ceil((hi - lo + 1) / {MAX_BUCKETS}.0))::bigint;
     FOR r IN
-{indent(COUNTS_SQL, "        ")}
+{indent(counts_sql(t), "        ")}
     LOOP
         CASE r.status
             WHEN 'covered' THEN covered := covered + r.pairs;
@@ -159,7 +163,7 @@ BEGIN
     IF covered < eligible THEN
         FOR b IN SELECT DISTINCT x FROM unnest(buckets) AS x ORDER BY x LOOP
             FOR pair IN
-{indent(samples_sql("lo + b * width", "lo + (b + 1) * width", "('missing', 'inactive')", f"{SAMPLE} - cardinality(firsts)"), "                ")}
+{indent(samples_sql(t, "lo + b * width", "lo + (b + 1) * width", "('missing', 'inactive')", f"{SAMPLE} - cardinality(firsts)"), "                ")}
             LOOP
                 firsts := firsts || format('(student %s %s <%s>, course %s %s, %s, %s group(s))',
                     pair.student_id, pair.student_name, pair.email, pair.course_id,
@@ -190,32 +194,20 @@ class CoverageGateError(CommandError):
     """Coverage is below 100%: the upgrade stops before the revision that needs it."""
 
 
-def check_coverage(connection: Connection | None, revision: str, mode: str = "abort") -> None:
+def check_coverage(
+    connection: Connection | None, revision: str, mode: str = "abort", t: Tables | None = None
+) -> None:
     """The gate, in a REPEATABLE READ READ ONLY transaction of its own when ``connection``
     is outside one (Alembic's autocommit block, or offline: None), else in the caller's."""
+    t = t or tables()
     if mode == "warn":
         log.warning(
             "COVERAGE GATE OVERRIDDEN (-x coverage_gate=warn) before revision %s: if coverage is "
             "below 100%%, the upgrade goes on anyway",
             revision,
         )
-    own = connection is None or (
-        connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
-    )
-    if own:
-        _statement(connection, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-    try:
-        run_block(connection, gate_sql(revision, mode), CoverageGateError)
-    finally:
-        if own:
-            _statement(connection, "COMMIT")
-
-
-def _statement(connection: Connection | None, sql: str) -> None:
-    if connection is None:
-        run_sql(sql)
-    else:
-        connection.exec_driver_sql(sql)
+    with in_transaction(connection, isolation="REPEATABLE READ READ ONLY"):
+        execute_block(connection, gate_sql(t, revision, mode), CoverageGateError)
 
 
 def require_full_coverage(revision: str) -> None:

@@ -11,16 +11,24 @@
   trigger was installed when it started, and its counts. A cut run goes on from its
   checkpoint.
 
+Both grant nothing to PUBLIC (a default privilege of the schema could have): only their
+owner and the roles the DBA grants read them.
+
 Revision 0003 creates both; later revisions run :func:`ensure_sql` first, because a
 database 1.0.0 migrated has the record table without the new column, index and table.
 """
 
 from __future__ import annotations
 
+from migrations.shared.v3.definition import Tables
+
 CHANGES = "enrollment_backfill_changes"
 RUNS = "enrollment_backfill_runs"
+ENROLLMENT_INDEX = "uq_enrollment_backfill_changes_enrollment"
 
-CREATE_CHANGES = f"""CREATE TABLE {CHANGES} (
+
+def _changes(t: Tables) -> str:
+    return f"""CREATE TABLE {t.enrollment_backfill_changes} (
     revision varchar(32) NOT NULL,
     enrollment_id integer NOT NULL,
     course_id integer NOT NULL,
@@ -31,6 +39,7 @@ CREATE_CHANGES = f"""CREATE TABLE {CHANGES} (
     CONSTRAINT enrollment_backfill_changes_pkey PRIMARY KEY (revision, enrollment_id),
     CONSTRAINT ck_enrollment_backfill_changes_action CHECK (action IN ('created', 'reactivated'))
 )"""
+
 
 RUNS_COLUMNS = """    id serial NOT NULL,
     source varchar(32) NOT NULL,
@@ -43,39 +52,43 @@ RUNS_COLUMNS = """    id serial NOT NULL,
     reactivated bigint DEFAULT 0 NOT NULL,
     CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)"""
 
-ENROLLMENT_INDEX = "uq_enrollment_backfill_changes_enrollment"
+
+def revoke_sql(t: Tables) -> str:
+    return (
+        f"REVOKE ALL ON {t.enrollment_backfill_changes}, {t.enrollment_backfill_runs} FROM PUBLIC;\n"
+        f"REVOKE ALL ON SEQUENCE {t.enrollment_backfill_runs_id_seq} FROM PUBLIC"
+    )
 
 
-def create_sql() -> list[str]:
-    """Revision 0003: the two tables, created."""
+def create_sql(t: Tables) -> list[str]:
+    """Revision 0003: the two tables, created, granting nothing to PUBLIC."""
     return [
-        f"-- What a backfill created or reactivated, so that a downgrade undoes exactly that.\n{CREATE_CHANGES}",
-        f"CREATE UNIQUE INDEX {ENROLLMENT_INDEX} ON {CHANGES} (enrollment_id)",
-        f"-- Each backfill run and its checkpoint, so that a cut run goes on where it stopped.\nCREATE TABLE {RUNS} (\n{RUNS_COLUMNS}\n)",
+        f"-- What a backfill created or reactivated, so that a downgrade undoes exactly that.\n{_changes(t)}",
+        f"CREATE UNIQUE INDEX {ENROLLMENT_INDEX} ON {t.enrollment_backfill_changes} (enrollment_id)",
+        f"-- Each backfill run and its checkpoint, so that a cut run goes on where it stopped.\nCREATE TABLE {t.enrollment_backfill_runs} (\n{RUNS_COLUMNS}\n)",
+        f"-- Only their owner (and whom the DBA grants) may read or write them.\n{revoke_sql(t)}",
     ]
 
 
-def ensure_sql(in_transaction: bool = False) -> str:
+def ensure_sql(t: Tables) -> list[str]:
     """After 0003: the same, added where a 1.0.0 migration left them out: idempotent,
-    quiet about what is there already, in a transaction of its own unless
-    ``in_transaction`` (the caller's)."""
-    body = f"""SET LOCAL client_min_messages = warning;
-ALTER TABLE {CHANGES} ADD COLUMN IF NOT EXISTS row_xmin bigint;
--- Only backfills write this table, and they wait for the enrollments lock this run holds.
--- squawk-ignore require-concurrent-index-creation
-CREATE UNIQUE INDEX IF NOT EXISTS {ENROLLMENT_INDEX} ON {CHANGES} (enrollment_id);
-CREATE TABLE IF NOT EXISTS {RUNS} (
-{RUNS_COLUMNS}
-)"""
-    if in_transaction:
-        return body
-    return f"""-- The backfill's bookkeeping as 1.1 keeps it: a database 1.0.0 migrated lacks the row
--- version column, the index and the runs table (otherwise nothing happens).
-BEGIN;
-{body};
-COMMIT"""
+    quiet about what is there already (the caller's transaction)."""
+    return [
+        "-- The backfill's bookkeeping as it is kept since 1.1: a database 1.0.0 migrated lacks\n"
+        "-- the row version column, the index and the runs table (otherwise nothing happens).\n"
+        "SET LOCAL client_min_messages = warning",
+        f"ALTER TABLE {t.enrollment_backfill_changes} ADD COLUMN IF NOT EXISTS row_xmin bigint",
+        "-- Only backfills write this table, and they wait for the enrollments lock this run holds.\n"
+        "-- squawk-ignore require-concurrent-index-creation\n"
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {ENROLLMENT_INDEX} ON {t.enrollment_backfill_changes} (enrollment_id)",
+        f"CREATE TABLE IF NOT EXISTS {t.enrollment_backfill_runs} (\n{RUNS_COLUMNS}\n)",
+        revoke_sql(t),
+    ]
 
 
-def drop_sql() -> list[str]:
+def drop_sql(t: Tables) -> list[str]:
     """Revision 0003's downgrade, once the record is empty (see the undo)."""
-    return [f"DROP TABLE {RUNS}", f"DROP TABLE {CHANGES}"]
+    return [
+        f"DROP TABLE {t.enrollment_backfill_runs}",
+        f"DROP TABLE {t.enrollment_backfill_changes}",
+    ]

@@ -6,7 +6,7 @@ from alembic import op
 from alembic.util import CommandError
 
 from app.migration_env import MigrationSettings
-from migrations.shared.v2.run import is_offline
+from migrations.shared.v3.run import is_offline, tables
 
 LEGACY_TABLES = ("schools", "users", "courses", "groups", "group_members", "course_enrollments")
 
@@ -15,32 +15,32 @@ def refuse_unstamped_legacy_schema() -> None:
     """Online, before 0001 creates the tables: stop if they exist already.
 
     That is a production database never put under Alembic: it is stamped, not created.
-    (Offline, the script's start check says the same before anything runs.)
+    Legacy tables in another schema than the one this run creates them in stop it too:
+    it would create empty ones beside them. (Offline, the script's start check says the
+    same before anything runs.)
     """
     if is_offline():
         return
-    elsewhere = (
-        op.get_bind()
-        .exec_driver_sql(
-            "SELECT string_agg(DISTINCT n.nspname, ', ') FROM pg_class AS c"
-            " JOIN pg_namespace AS n ON n.oid = c.relnamespace"
-            " WHERE c.relname = 'schools' AND c.relkind IN ('r', 'p')"
-            " AND n.nspname <> ALL (current_schemas(false)) AND to_regclass('schools') IS NULL"
-        )
-        .scalar()
-    )
+    t = tables()
+    bind = op.get_bind()
+    elsewhere = bind.exec_driver_sql(
+        "SELECT pg_catalog.string_agg(DISTINCT n.nspname, ', ') FROM pg_catalog.pg_class AS c"
+        " JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"
+        f" WHERE c.relname = 'schools' AND c.relkind IN ('r', 'p') AND n.nspname <> {t.literal}"
+        f" AND {t.regclass('schools')} IS NULL"
+    ).scalar()
     if elsewhere:
-        path = op.get_bind().exec_driver_sql("SHOW search_path").scalar()
         raise CommandError(
-            f"the legacy tables are in schema {elsewhere}, which the search_path ({path}) "
-            f"does not show: this would create empty ones beside them; connect with that "
-            f"schema first on the search_path (in the URL: ?options=-csearch_path%3D{elsewhere}"
-            "), then alembic stamp 0001 if the database was never stamped"
+            f"the legacy tables are in schema {elsewhere}, not in {t.schema} where this run "
+            f"would create empty ones beside them: put that schema first on the search_path "
+            f"(in the URL: ?options=-csearch_path%3D{elsewhere}) or name it with "
+            f"-x legacy_schema={elsewhere}, then alembic stamp 0001 if the database was never "
+            "stamped"
         )
     found = [
         name
         for name in LEGACY_TABLES
-        if op.get_bind().exec_driver_sql(f"SELECT to_regclass('{name}')").scalar() is not None
+        if bind.exec_driver_sql(f"SELECT {t.regclass(name)}").scalar() is not None
     ]
     if found:
         raise CommandError(
@@ -59,8 +59,11 @@ def refuse_to_drop_tables_with_rows() -> None:
     """
     if MigrationSettings.current().drop_legacy_schema:
         return
+    t = tables()
     if is_offline():
-        checks = "\n       OR ".join(f"EXISTS (SELECT 1 FROM {t})" for t in LEGACY_TABLES)
+        checks = "\n       OR ".join(
+            f"EXISTS (SELECT 1 FROM {getattr(t, name)})" for name in LEGACY_TABLES
+        )
         op.execute(
             f"""-- Stop unless the legacy tables are empty: they are production's data.
 DO $refuse$
@@ -75,9 +78,9 @@ $refuse$"""
         return
     bind = op.get_bind()
     holding = [
-        t
-        for t in LEGACY_TABLES
-        if bind.exec_driver_sql(f"SELECT EXISTS (SELECT 1 FROM {t})").scalar()
+        name
+        for name in LEGACY_TABLES
+        if bind.exec_driver_sql(f"SELECT EXISTS (SELECT 1 FROM {getattr(t, name)})").scalar()
     ]
     if holding:
         raise CommandError(
@@ -85,3 +88,15 @@ $refuse$"""
             "data); to drop them anyway (tests, empty databases): "
             "alembic -x drop_legacy_schema=yes downgrade base"
         )
+
+
+def legacy_schema() -> str:
+    """The schema 0001 creates the tables in (the run's legacy schema)."""
+    return tables().schema
+
+
+def drop_tables() -> None:
+    """0001's downgrade: drop the legacy tables, dependents first."""
+    t = tables()
+    for name in ("course_enrollments", "group_members", "groups", "courses", "users", "schools"):
+        op.drop_table(name, schema=t.schema)

@@ -1,0 +1,181 @@
+"""What each revision on helpers v3 runs, online and offline, from the pieces of this
+version."""
+
+from __future__ import annotations
+
+import logging
+
+from alembic import op
+from alembic.util import CommandError
+
+from app.migration_env import MigrationSettings
+from migrations.shared.v3 import backfill, bookkeeping, sync
+from migrations.shared.v3.definition import Tables
+from migrations.shared.v3.gate import check_coverage
+from migrations.shared.v3.run import (
+    execute_block,
+    in_transaction,
+    is_offline,
+    outside_transaction,
+    run_sql,
+    tables,
+    write_raw,
+)
+
+log = logging.getLogger("migrations")
+
+
+def create_bookkeeping() -> None:
+    """Revision 0003: the record of changes and the runs table."""
+    for statement in bookkeeping.create_sql(tables()):
+        run_sql(statement)
+
+
+def _ensure_bookkeeping(connection, t: Tables) -> None:
+    """The bookkeeping a 1.0.0 migration left out, in a transaction of its own."""
+    with in_transaction(connection):
+        for statement in bookkeeping.ensure_sql(t):
+            execute_block(connection, statement)
+
+
+def _backfill(connection, t: Tables, source: str, settings: MigrationSettings) -> None:
+    if connection is None:
+        run_sql(backfill.offline_backfill_sql(t, source, settings))
+        return
+    outcome = backfill.backfill_online(connection, t, source, settings)
+    log.info(
+        "backfill %s: %d enrollments created, %d reactivated (%d batches over %d memberships)",
+        source,
+        outcome.created,
+        outcome.reactivated,
+        outcome.batches,
+        outcome.memberships,
+    )
+
+
+def _undo(connection, t: Tables, what: str, settings: MigrationSettings) -> None:
+    if connection is None:
+        run_sql(backfill.offline_undo_sql(t, what, settings))
+    else:
+        backfill.undo_online(connection, t, what, settings)
+
+
+def backfill_revision(revision: str) -> None:
+    """Revision 0004: install the sync trigger, then backfill (recorded as ``revision``).
+
+    The trigger first: every membership committed after it gets its enrollment in its own
+    transaction; the backfill, which starts after it, covers every one committed before.
+    """
+    settings, t = MigrationSettings.current(), tables()
+    with outside_transaction() as connection:
+        _ensure_bookkeeping(connection, t)
+        sync.install(connection, t, settings)
+        _backfill(connection, t, revision, settings)
+
+
+def undo_backfill_revision(revision: str) -> None:
+    """Revision 0004's downgrade: undo every recorded change (the revision's, the
+    command's and any catch-up's) where the row is still as left, then drop the sync
+    trigger: until then, what the application writes meanwhile is still enrolled."""
+    settings, t = MigrationSettings.current(), tables()
+    with outside_transaction() as connection:
+        _ensure_bookkeeping(connection, t)
+        _undo(connection, t, f"backfill undo (downgrade of {revision})", settings)
+        sync.drop(connection, t, settings)
+
+
+def drop_bookkeeping(revision: str) -> None:
+    """Revision 0003's downgrade: never drop a record that holds rows, undo them first.
+
+    Rows remain after a backfill run by ``enrollments backfill --commit`` at 0003, or a
+    revision 0004 cut short (which also left the sync trigger: dropped here too).
+    """
+    settings, t = MigrationSettings.current(), tables()
+    with outside_transaction() as connection:
+        _ensure_bookkeeping(connection, t)
+        _undo(connection, t, f"backfill undo (downgrade of {revision})", settings)
+        sync.drop(connection, t, settings)
+    if is_offline():
+        run_sql(
+            f"""-- Stop unless the undo above emptied the record.
+DO $empty$
+BEGIN
+    IF EXISTS (SELECT 1 FROM {t.enrollment_backfill_changes}) THEN
+        RAISE EXCEPTION '{bookkeeping.CHANGES} still holds records: refusing to drop it';
+    END IF;
+END
+$empty$"""
+        )
+    else:
+        left = (
+            op.get_bind()
+            .exec_driver_sql(f"SELECT count(*) FROM {t.enrollment_backfill_changes}")
+            .scalar()
+        )
+        if left:
+            raise CommandError(
+                f"{bookkeeping.CHANGES} still holds {left} records: refusing to drop it; "
+                "run the downgrade again"
+            )
+    for statement in bookkeeping.drop_sql(t):
+        run_sql(statement)
+
+
+def keep_coverage(revision: str, gate: str) -> None:
+    """Revisions 0005 and 0006: make sure coverage is kept, then gate.
+
+    Where the sync trigger is missing (1.0.0 migrated this database, or a downgrade was
+    cut short), install it and catch up with a backfill recorded as ``revision``. ``gate``
+    is ``always``, or ``after_repair`` (only when it had to install the trigger).
+    """
+    settings, t = MigrationSettings.current(), tables()
+    with outside_transaction() as connection:
+        _ensure_bookkeeping(connection, t)
+        if connection is None:  # offline: psql decides with \gset and \if
+            condition = sync.keeping_sql(t).removeprefix("SELECT ").removesuffix(" AS keeping")
+            with in_transaction(None):
+                write_raw(
+                    "-- Is the sync trigger missing (1.0.0 migrated this database)? Then install it\n"
+                    "-- and catch up with a backfill: psql's \\gset and \\if decide.\n"
+                    f"SELECT NOT ({condition}) AS enrollments_sync_missing\n\\gset"
+                )
+            write_raw("\\if :enrollments_sync_missing")
+            sync.install(None, t, settings)
+            _backfill(None, t, revision, settings)
+            if gate != "always":
+                check_coverage(None, revision, settings.coverage_gate, t)
+            write_raw("\\endif")
+            if gate == "always":
+                check_coverage(None, revision, settings.coverage_gate, t)
+            return
+        with in_transaction(connection):
+            installed = connection.exec_driver_sql(sync.keeping_sql(t)).scalar_one()
+        if not installed:
+            log.warning(
+                "revision %s: the sync trigger is missing (1.0.0 migrated this database): "
+                "installing it and catching up with a backfill",
+                revision,
+            )
+            sync.install(connection, t, settings)
+            _backfill(connection, t, revision, settings)
+        if gate == "always" or not installed:
+            check_coverage(connection, revision, settings.coverage_gate, t)
+        else:
+            log.info("revision %s: the sync trigger is installed; coverage is kept", revision)
+
+
+def harden_sync_trigger(revision: str) -> None:
+    """Revision 0007: the sync trigger and the bookkeeping as this version installs them,
+    on every database: functions replaced (safe definers, enrollments written at commit),
+    EXECUTE revoked from PUBLIC, triggers that call anything else re-created, stray old
+    functions dropped, the bookkeeping tables granting nothing to PUBLIC.
+
+    Only the queue table and functions change while the application writes; the legacy
+    tables are locked only where a trigger must be re-created (1.1 put its functions in
+    another schema than the tables'), briefly and retried.
+    """
+    settings, t = MigrationSettings.current(), tables()
+    with outside_transaction() as connection:
+        _ensure_bookkeeping(connection, t)
+        sync.install(connection, t, settings)
+    log.info("revision %s: the sync trigger is hardened", revision)
