@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection
 from app import lock
 from app.batching import BatchSettings, Progress, StepResult, run_batches, transaction
 from app.coverage import ACTIVE_MEMBERSHIP, ELIGIBLE, CoverageReport, indent
-from app.db import set_transaction_prelude
+from app.db import POOLER_NOTE, behind_pooler, set_transaction_prelude
 from app.names import Tables
 
 log = logging.getLogger(__name__)
@@ -302,9 +302,13 @@ def backfill(
 ) -> Written:
     """Write the backfill; ``connection`` is outside any transaction, with ``prelude``
     (the command's settings) run first in each of its transactions."""
+    with transaction(connection):
+        pooled = behind_pooler(connection)
+    if pooled:
+        log.info("%s", POOLER_NOTE)
     holder = lock.LockSession(connection.engine, "enrollments backfill")
     try:
-        pid = holder.acquire()
+        pid = holder.acquire(patience=settings.patience_seconds)
         set_transaction_prelude(connection, [*prelude, lock.verify_sql(pid, "this backfill")])
         with transaction(connection):
             books = Bookkeeping.of(connection, t)

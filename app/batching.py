@@ -20,8 +20,9 @@ transaction each, the way GitLab runs batched background migrations:
 - **visible**: a progress bar (tqdm) on a terminal, a log line every few seconds otherwise,
   with done/total, rate and ETA.
 
-DDL that takes a heavy lock (a trigger) goes through :func:`run_ddl`: short
-``lock_timeout``, retried with backoff and jitter (as pgroll does).
+A batch that fails on a lock timeout, a deadlock or a serialization failure is retried
+with backoff and jitter until the run's patience is spent (as pgroll retries its DDL): the
+run's ``lock_timeout`` is short, so that nobody queues long behind a batch's locks.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from app.db import interrupted, run_prelude
+from app.db import interrupted, run_prelude, stop_if_interrupted
+from app.errors import PermissionDeniedError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,9 @@ class BatchSettings:
     max_size: int = 200_000
     target_seconds: float = 0.1
     max_replica_lag: float | None = 10.0  # seconds; None or 0: do not pace
-    retries: int = 5
+    lag_bound_explicit: bool = False  # asked for by the user: hidden lag stops the run
+    lag_option: str = "--max-replica-lag"  # how the running tool spells the bound
+    patience_seconds: float = 600.0  # how long a batch keeps retrying for its locks
     backoff_seconds: float = 0.1
 
     @property
@@ -112,8 +116,13 @@ LAG_SQL = """SELECT coalesce(application_name, '') AS name,
     pg_current_wal_lsn() AS current_lsn,
     replay_lsn,
     pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS bytes,
-    extract(epoch FROM replay_lag)::float8 AS replay_lag
+    extract(epoch FROM replay_lag)::float8 AS replay_lag,
+    current_user AS role
 FROM pg_stat_replication"""
+
+
+class ReplicaLagHiddenError(PermissionDeniedError):
+    """The standbys' lag columns are hidden from this role, and a bound was asked for."""
 
 
 @dataclass
@@ -137,17 +146,21 @@ class ReplicaLag:
     """
 
     samples: list[tuple[float, int]] = field(default_factory=list)  # (monotonic, lsn)
-    visible: bool = True
+    hidden: int = 0  # standbys whose lag this role cannot read, at the last check
+    role: str = ""
+    told: bool = False  # the run has said once that it cannot see them
 
     def measure(self, connection: Connection) -> list[Standby]:
         now = time.monotonic()
         rows = connection.exec_driver_sql(LAG_SQL).all()
         current = None
         standbys = []
+        self.hidden = 0
         for row in rows:
             current = _lsn(row.current_lsn)
-            if row.replay_lsn is None:
-                self.visible = False  # no pg_monitor: the lag columns are hidden
+            self.role = row.role
+            if row.replay_lsn is None:  # without pg_monitor the lag columns are hidden
+                self.hidden += 1
                 continue
             replay = _lsn(row.replay_lsn)
             behind_since = next((t for t, lsn in self.samples if lsn > replay), None)
@@ -165,15 +178,38 @@ def _lsn(text: str) -> int:
 
 
 def wait_for_replicas(
-    connection: Connection, lag: ReplicaLag, bound: float | None, say: Callable[[str], None]
+    connection: Connection,
+    lag: ReplicaLag,
+    settings: BatchSettings,
+    say: Callable[[str], None],
 ) -> None:
-    """Before a batch: wait while a standby is further behind than ``bound`` seconds."""
+    """Before a batch: wait while a standby is further behind than the bound.
+
+    A standby whose lag this role cannot read (the columns of ``pg_stat_replication`` are
+    hidden without ``pg_monitor``) is never silently passed over: the run says so once,
+    naming the grant; and where the bound was asked for explicitly, it stops.
+    """
+    bound = settings.max_replica_lag
     if not bound:
         return
     said_at = None
     while True:
         with transaction(connection):
             standbys = lag.measure(connection)
+        if lag.hidden:
+            hidden = (
+                f"cannot read the replication lag of {lag.hidden} standby(s): role "
+                f"{lag.role} may not see the lag columns of pg_stat_replication"
+            )
+            if settings.lag_bound_explicit:
+                raise ReplicaLagHiddenError(
+                    f"{hidden}, so it cannot keep the asked bound of {bound:g} s; GRANT "
+                    f"pg_monitor TO {lag.role}, or run with {settings.lag_option}"
+                    f"{'=' if settings.lag_option.startswith('-x') else ' '}0"
+                )
+            if not lag.told:
+                say(f"{hidden}: the backfill does not pace on them; GRANT pg_monitor TO {lag.role}")
+                lag.told = True
         worst = max(standbys, key=lambda s: s.seconds, default=None)
         if worst is None or worst.seconds <= bound:
             if said_at is not None:
@@ -181,9 +217,10 @@ def wait_for_replicas(
             return
         now = time.monotonic()
         if said_at is None or now - said_at >= 10:
-            say(f"waiting: {worst}, above the bound of {bound:g} s (--max-replica-lag)")
+            say(f"waiting: {worst}, above the bound of {bound:g} s ({settings.lag_option})")
             said_at = now
         time.sleep(LAG_POLL_SECONDS)
+        stop_if_interrupted()
 
 
 # --- transactions and retries ------------------------------------------------------------
@@ -218,34 +255,12 @@ def _pgcode(exc: BaseException) -> str:
     return getattr(getattr(exc, "orig", None), "pgcode", None) or ""
 
 
+MAX_BACKOFF_SECONDS = 5.0
+
+
 def backoff(settings: BatchSettings, attempt: int) -> float:
-    """Exponential backoff with full jitter: up to base * 2^attempt seconds."""
-    return random.uniform(0, settings.backoff_seconds * 2**attempt)
-
-
-def run_ddl(
-    connection: Connection,
-    statements: Sequence[str],
-    what: str,
-    settings: BatchSettings = BatchSettings(),
-) -> None:
-    """Run DDL in one short transaction, retried on a lock timeout with backoff and jitter.
-
-    The session's ``lock_timeout`` bounds each wait, so the application's queries queue
-    behind the DDL's lock for that long at most; then it lets go and tries again.
-    """
-    for attempt in range(settings.retries + 1):
-        try:
-            with transaction(connection):
-                for statement in statements:
-                    connection.exec_driver_sql(statement, execution_options={"no_parameters": True})
-            return
-        except DBAPIError as exc:
-            if _pgcode(exc) not in RETRYABLE or attempt == settings.retries or interrupted():
-                raise
-            pause = backoff(settings, attempt)
-            log.warning("%s: %s, retrying in %.1f s", what, RETRYABLE[_pgcode(exc)], pause)
-            time.sleep(pause)
+    """Exponential backoff with full jitter: up to base * 2^attempt seconds, at most 5 s."""
+    return random.uniform(0, min(MAX_BACKOFF_SECONDS, settings.backoff_seconds * 2**attempt))
 
 
 # --- progress ----------------------------------------------------------------------------
@@ -343,7 +358,8 @@ def run_batches(
     after = start_after
     say = progress.say if progress is not None else log.info
     while True:
-        wait_for_replicas(connection, lag, settings.max_replica_lag, say)
+        stop_if_interrupted()
+        wait_for_replicas(connection, lag, settings, say)
         result, seconds = _one_batch(connection, step, after, sizer, settings, say)
         if result.rows == 0 or result.last_key is None:
             return totals
@@ -366,6 +382,7 @@ def _one_batch(
     say: Callable[[str], None],
 ) -> tuple[StepResult, float]:
     attempt = 0
+    first_failure = None
     while True:
         started = time.monotonic()
         try:
@@ -379,12 +396,26 @@ def _one_batch(
             if code == STATEMENT_TIMEOUT and sizer.split():
                 say(f"a batch hit statement_timeout: split, retrying with {sizer.size:,} rows")
                 continue
-            if code not in RETRYABLE or attempt >= settings.retries:
+            if code not in RETRYABLE:
+                raise
+            now = time.monotonic()
+            first_failure = first_failure or now
+            attempt += 1
+            if now - first_failure >= settings.patience_seconds:
+                log.warning(
+                    "a batch failed on a %s %d times over %.0f s: giving up (patience %.0f s)",
+                    RETRYABLE[code],
+                    attempt,
+                    now - first_failure,
+                    settings.patience_seconds,
+                )
                 raise
             pause = backoff(settings, attempt)
-            attempt += 1
-            say(
-                f"a batch failed on a {RETRYABLE[code]} (attempt {attempt} of "
-                f"{settings.retries}): rolled back, retrying in {pause:.1f} s"
+            log.warning(
+                "a batch failed on a %s (attempt %d): rolled back, retrying in %.1f s",
+                RETRYABLE[code],
+                attempt,
+                pause,
             )
             time.sleep(pause)
+            stop_if_interrupted()

@@ -51,7 +51,9 @@ from app.schema import check_schema, security_warnings
 
 log = logging.getLogger("app")
 
-DEFAULT_LOCK_TIMEOUT = "5s"
+DEFAULT_LOCK_TIMEOUT = "5s"  # the audit: it only reads
+BACKFILL_LOCK_TIMEOUT = "500ms"  # a batch's wait: nobody queues long behind its locks
+DEFAULT_LOCK_PATIENCE = "10min"
 DEFAULT_STATEMENT_TIMEOUT = "15min"
 DEFAULT_MAX_REPLICA_LAG = "10s"
 
@@ -101,7 +103,9 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_connection_options(parser: argparse.ArgumentParser) -> None:
+def add_connection_options(
+    parser: argparse.ArgumentParser, lock_timeout: str = DEFAULT_LOCK_TIMEOUT
+) -> None:
     add_common_options(parser)
     parser.add_argument(
         "--database-url",
@@ -111,10 +115,10 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lock-timeout",
         type=timeout,
-        default=DEFAULT_LOCK_TIMEOUT,
+        default=lock_timeout,
         metavar="DURATION",
         help="give up when a lock is not granted within this time "
-        f"(default {DEFAULT_LOCK_TIMEOUT}; keep: the role's setting)",
+        f"(default {lock_timeout}; keep: the role's setting)",
     )
     parser.add_argument(
         "--statement-timeout",
@@ -183,12 +187,20 @@ def build_parser() -> Parser:
     p_backfill.add_argument(
         "--max-replica-lag",
         type=duration,
-        default=DEFAULT_MAX_REPLICA_LAG,
+        default=None,
         metavar="DURATION",
         help="before each batch, wait while a standby is further behind "
         f"(default {DEFAULT_MAX_REPLICA_LAG}; 0: do not wait)",
     )
-    add_connection_options(p_backfill)
+    p_backfill.add_argument(
+        "--lock-patience",
+        type=duration,
+        default=DEFAULT_LOCK_PATIENCE,
+        metavar="DURATION",
+        help="how long a batch keeps retrying when a lock is not granted in time, and how "
+        f"long to wait for the enrollments lock (default {DEFAULT_LOCK_PATIENCE})",
+    )
+    add_connection_options(p_backfill, lock_timeout=BACKFILL_LOCK_TIMEOUT)
 
     p_demo = commands.add_parser(
         "demo",
@@ -291,7 +303,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             started = time.monotonic()
             settings = BatchSettings(
                 fixed_size=args.batch_size,
-                max_replica_lag=duration_seconds(args.max_replica_lag),
+                max_replica_lag=duration_seconds(args.max_replica_lag or DEFAULT_MAX_REPLICA_LAG),
+                lag_bound_explicit=args.max_replica_lag is not None,
+                patience_seconds=duration_seconds(args.lock_patience),
             )
             written = backfill(
                 session.connection,

@@ -125,13 +125,30 @@ def resolve_url(explicit: str | None = None, via_cli: bool = False) -> URL:
     return parse_url(raw)
 
 
+def connect_timeout(url: URL) -> float:
+    """Seconds a connection may take: the URL's ``connect_timeout`` (libpq's parameter),
+    else ``PGCONNECT_TIMEOUT``, else 10. Bounded (0 or less, or not a number: the default),
+    as the same for Alembic and the commands."""
+    raw = url.query.get("connect_timeout") or os.environ.get("PGCONNECT_TIMEOUT") or ""
+    if isinstance(raw, tuple):
+        raw = raw[-1]
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return DEFAULT_CONNECT_TIMEOUT
+    return seconds if seconds > 0 else DEFAULT_CONNECT_TIMEOUT
+
+
 def make_engine(url: URL, application_name: str = "enrollments") -> Engine:
-    """An engine that fails fast when the server is unreachable."""
+    """An engine that fails fast when the server is unreachable or never answers."""
+    global CONNECT_TIMEOUT
+    CONNECT_TIMEOUT = connect_timeout(url)
+    query = {k: v for k, v in url.query.items() if k != "connect_timeout"}
     return create_engine(
-        url,
+        url.set(query=query),
         pool_pre_ping=False,
         connect_args={
-            "connect_timeout": int(CONNECT_TIMEOUT),
+            "connect_timeout": max(1, round(CONNECT_TIMEOUT)),
             "application_name": application_name,
         },
     )
@@ -145,9 +162,23 @@ def _first_line(message: str) -> str:
     return "unknown error"
 
 
+STATEMENT_POOLING = (
+    "the connection pooler runs in statement mode, which allows no transaction of more "
+    "than one statement, and every step here is one: connect directly to the server (for "
+    "example a DATABASE_URL for migrations on the server's own port) or through a pooler "
+    "in transaction or session mode"
+)
+
+
+def _statement_pooling(detail: str) -> bool:
+    return "statement pooling mode" in detail
+
+
 def connect_error(exc: BaseException, url: URL) -> EnrollmentsError:
     """An error raised while connecting: the server, the role or the database is wrong."""
     detail = _first_line(str(getattr(exc, "orig", exc)))
+    if _statement_pooling(detail):
+        return ConfigError(f"{STATEMENT_POOLING} ({detail})")
     return DatabaseUnavailableError(
         f"cannot connect to {url.render_as_string(hide_password=True)}: {detail}"
     )
@@ -179,6 +210,8 @@ def translate_db_error(exc: BaseException, advice: Advice = CLI_ADVICE) -> Enrol
     orig = getattr(exc, "orig", exc)
     pgcode = getattr(orig, "pgcode", None) or ""
     detail = _first_line(str(orig))
+    if _statement_pooling(detail):
+        return ConfigError(f"{STATEMENT_POOLING} ({detail})")
     if pgcode == "57014" and interrupted():
         return UserInterruptError(
             "interrupted: the running statement was cancelled on the server and its "
@@ -188,7 +221,7 @@ def translate_db_error(exc: BaseException, advice: Advice = CLI_ADVICE) -> Enrol
         return RetryableError(
             f"gave up waiting for a lock (lock_timeout): {detail}; another transaction "
             f"holds it and this one was rolled back; {advice.rerun} later, or raise "
-            f"{advice.lock_timeout}"
+            f"{advice.lock_timeout} or {advice.lock_patience}"
         )
     if pgcode == "57014":
         return RetryableError(
@@ -225,7 +258,8 @@ def translate_db_error(exc: BaseException, advice: Advice = CLI_ADVICE) -> Enrol
 # seconds from the first wait), or a server that accepts the connection and never answers
 # would hang every command.
 _interrupted = False
-CONNECT_TIMEOUT = 10.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+CONNECT_TIMEOUT = DEFAULT_CONNECT_TIMEOUT  # set by make_engine (the run's URL)
 CONNECTING = {psycopg2.extensions.STATUS_SETUP, 20}  # 20: psycopg2's "connecting"
 _connect_deadlines: dict[int, float] = {}
 
@@ -285,10 +319,13 @@ def interrupted() -> bool:
     return _interrupted
 
 
-def note_interrupt() -> None:
-    """Ctrl-C arrived between statements: remember it, so the next check stops the run."""
-    global _interrupted
-    _interrupted = True
+def stop_if_interrupted() -> None:
+    """Between two steps (batches, revisions): stop if Ctrl-C came while the last one ran.
+
+    Its cancel request may reach the server after the statement finished, which then
+    succeeds: without this check the run would go on as if nothing had been pressed."""
+    if _interrupted:
+        raise KeyboardInterrupt
 
 
 # --- connection poolers ------------------------------------------------------------------
@@ -308,6 +345,13 @@ def behind_pooler(connection: Connection) -> bool:
         actual = connection.exec_driver_sql("SELECT pg_catalog.pg_backend_pid()").scalar_one()
         found = connection.info[POOLED] = announced != actual
     return found
+
+
+POOLER_NOTE = (
+    "connected through a connection pooler (the server's process id differs from the one "
+    "announced at connect): every setting is SET LOCAL and the enrollments lock is held in "
+    "a transaction of its own, so nothing is left on a pooled server connection"
+)
 
 
 # --- every transaction of a run --------------------------------------------------------

@@ -66,17 +66,20 @@ class Advice:
     """How a tool names its own settings in advice: its flags, or Alembic's ``-x`` options."""
 
     lock_timeout: str
+    lock_patience: str
     statement_timeout: str
     rerun: str
 
 
 CLI_ADVICE = Advice(
     lock_timeout="--lock-timeout",
+    lock_patience="--lock-patience",
     statement_timeout="--statement-timeout",
     rerun="run the command again",
 )
 ALEMBIC_ADVICE = Advice(
     lock_timeout="-x lock_timeout=DURATION",
+    lock_patience="-x lock_patience=DURATION",
     statement_timeout="-x statement_timeout=DURATION",
     rerun="run the alembic command again",
 )

@@ -30,7 +30,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
+from app.db import connect_error
+from app.errors import RetryableError
 from app.names import PINNED_SEARCH_PATH
 
 log = logging.getLogger(__name__)
@@ -164,15 +167,21 @@ class LockSession:
         self,
         report: Callable[[str], None] | None = None,
         report_every: float = REPORT_SECONDS,
+        patience: float | None = None,
     ) -> int:
         """Take the lock, waiting for its holder to finish; return the lock session's pid.
 
         Polled in short transactions: a session waiting inside a statement holds a
         snapshot, and a CREATE INDEX CONCURRENTLY run by the holder would wait for that
-        snapshot (a deadlock). The holder is named at once and every ``report_every`` s.
+        snapshot (a deadlock). The holder is named at once and every ``report_every`` s;
+        after ``patience`` seconds the wait ends with :class:`RetryableError`.
         """
+        started = time.monotonic()
         say = report or log.info
-        self.connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            self.connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except DBAPIError as exc:
+            raise connect_error(exc, self.engine.url) from None
         last_report = None
         while not self._try():
             now = time.monotonic()
@@ -185,6 +194,12 @@ class LockSession:
                     self._rollback()
                 say(f"{self.purpose}: waiting for the enrollments lock, held by {holder}")
                 last_report = now
+            if patience is not None and now - started >= patience:
+                self.release()
+                raise RetryableError(
+                    f"gave up waiting for the enrollments lock after {now - started:.0f} s "
+                    f"(lock patience): held by {holder}; run again when it is free"
+                )
             time.sleep(POLL_SECONDS)
         assert self.pid is not None
         return self.pid

@@ -50,6 +50,8 @@ from app import lock
 from app.batching import BatchSettings
 from app.db import (
     KEEP,
+    POOLER_NOTE,
+    behind_pooler,
     clear_transaction_prelude,
     connect_error,
     duration_seconds,
@@ -61,6 +63,7 @@ from app.db import (
     resolve_url,
     run_settings,
     set_transaction_prelude,
+    stop_if_interrupted,
     translate_db_error,
 )
 from app.errors import ALEMBIC_ADVICE, EX_INTERRUPTED, EnrollmentsError
@@ -114,13 +117,19 @@ class MigrationSettings:
     backfill_batch_size: int | None = None
     backfill_one_statement: bool = False
     max_replica_lag: str = "10s"
+    max_replica_lag_explicit: bool = False  # given with -x: hidden lag stops the run
     coverage_gate: str = "abort"
     drop_legacy_schema: bool = False
     legacy_schema: str | None = None
 
     @classmethod
+    def options(cls) -> set[str]:
+        """The ``-x`` options (every field but what follows from them)."""
+        return {f.name for f in fields(cls)} - {"max_replica_lag_explicit"}
+
+    @classmethod
     def from_x_arguments(cls, x: dict[str, str]) -> MigrationSettings:
-        known = {f.name for f in fields(cls)}
+        known = cls.options()
         unknown = sorted(set(x) - known)
         if unknown:
             raise CommandError(
@@ -147,6 +156,7 @@ class MigrationSettings:
             max_replica_lag=_duration(
                 "max_replica_lag", x.get("max_replica_lag", cls.max_replica_lag)
             ),
+            max_replica_lag_explicit="max_replica_lag" in x,
             coverage_gate=gate,
             drop_legacy_schema=_flag("drop_legacy_schema", x.get("drop_legacy_schema")),
             legacy_schema=_schema(x.get("legacy_schema")),
@@ -163,6 +173,9 @@ class MigrationSettings:
         return BatchSettings(
             fixed_size=self.backfill_batch_size,
             max_replica_lag=duration_seconds(self.max_replica_lag),
+            lag_bound_explicit=self.max_replica_lag_explicit,
+            lag_option="-x max_replica_lag",
+            patience_seconds=duration_seconds(self.lock_patience),
         )
 
     def settings(self) -> list[tuple[str, str]]:
@@ -329,6 +342,7 @@ def migration_session(connection: Connection, settings: MigrationSettings) -> It
     in_caller_transaction = connection.in_transaction()
     schemas = run_schemas(connection, settings)
     context.config.attributes["legacy_schema"] = schemas.legacy
+    pooled = behind_pooler(connection)
     if not in_caller_transaction:
         connection.rollback()
     holder: lock.LockSession | None = None
@@ -347,8 +361,10 @@ def migration_session(connection: Connection, settings: MigrationSettings) -> It
             for statement in settings.local_sql():
                 connection.exec_driver_sql(statement)
         elif writing:
+            if pooled:
+                log.info("%s", POOLER_NOTE)
             holder = lock.LockSession(connection.engine, "alembic")
-            pid = holder.acquire(report=_report)
+            pid = holder.acquire(report=_report, patience=duration_seconds(settings.lock_patience))
             set_transaction_prelude(
                 connection,
                 [*settings.local_sql(), lock.verify_sql(pid, "this migration")],
@@ -502,7 +518,10 @@ def write_offline_prologue(settings: MigrationSettings) -> None:
 
 
 def after_each_revision(ctx, step, heads, run_args) -> None:
-    """``on_version_apply``: offline, check that the version moved before committing."""
-    if ctx.as_sql:
-        schema = ctx.config.attributes.get("legacy_schema", "public") if ctx.config else "public"
-        ctx.impl.static_output(moved_check_sql(set(heads), schema) + ";")
+    """``on_version_apply``: online, stop if Ctrl-C came while the revision ran (this
+    revision then rolls back); offline, check that the version moved before committing."""
+    if not ctx.as_sql:
+        stop_if_interrupted()
+        return
+    schema = ctx.config.attributes.get("legacy_schema", "public") if ctx.config else "public"
+    ctx.impl.static_output(moved_check_sql(set(heads), schema) + ";")

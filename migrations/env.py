@@ -72,6 +72,7 @@ def run_migrations_online() -> None:
             # Named where every statement runs with a pinned search_path (writing
             # commands); elsewhere it is on the search_path, where autogenerate expects it.
             version_table_schema=schemas.version if is_writing_command() else None,
+            on_version_apply=after_each_revision,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -79,6 +79,10 @@ class Cluster:
             timeout=60,
         )
 
+    def libpq(self, database: str = "postgres", user: str = "postgres") -> str:
+        """The libpq URL psql takes."""
+        return f"postgresql://{user}@/{database}?host={self.socket}&port={self.port}"
+
     def url(self, database: str = "postgres") -> URL:
         return URL.create(
             "postgresql+psycopg2",

@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL, Engine
 
 from app.db import parse_url
 from tests.helpers import ROOT, PostgresForTests, load_story, story_rows, upgrade, url_string
+from tests.pooler import Poolers, pgbouncer_binary
 from tests.roles import Roles
 
 SERVER_ENV = "ENROLLMENTS_TEST_SERVER"
@@ -52,6 +53,19 @@ def pg_server() -> Iterator[PostgresForTests]:
         return
     with EmbeddedPostgres() as pg:
         yield PostgresForTests(admin_url=pg.url(), bin_dir=pg.bin_dir)
+
+
+@pytest.fixture(scope="session")
+def poolers(pg_server: PostgresForTests) -> Iterator[Poolers]:
+    """PgBouncer in transaction and in session mode in front of the test server."""
+    binary = pgbouncer_binary()
+    if binary is None:
+        pytest.skip("PgBouncer is not installed (Debian package pgbouncer; .ci/run installs it)")
+    found = Poolers(pg_server.admin_url, binary)
+    try:
+        yield found
+    finally:
+        found.stop()
 
 
 @pytest.fixture

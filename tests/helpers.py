@@ -28,11 +28,12 @@ class PostgresForTests:
     def tool(self, name: str) -> str:
         return str(self.bin_dir / name)
 
-    def create_database(self) -> URL:
+    def create_database(self, template: str | None = None) -> URL:
         name = f"t_{uuid.uuid4().hex[:16]}"
         engine = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            copy = f' TEMPLATE "{template}"' if template else ""
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"{copy}')
         engine.dispose()
         return self.admin_url.set(database=name)
 
@@ -187,8 +188,9 @@ class Background:
                 database_url if isinstance(database_url, str) else url_string(database_url)
             )
         environ.update(env)
+        exe = args[0] if os.path.isabs(args[0]) else str(VENV_BIN / args[0])
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / args[0]), *args[1:]],
+            [exe, *args[1:]],
             cwd=ROOT,
             env=environ,
             stdout=subprocess.PIPE,

@@ -425,7 +425,9 @@ def test_cli_advice_names_its_own_flags(database_url, story):
     holder = psycopg2.connect(libpq_url(database_url))
     holder.cursor().execute("LOCK TABLE course_enrollments IN ACCESS EXCLUSIVE MODE")
     try:
-        result = enrollments(database_url, "backfill", "--commit", "--lock-timeout", "200ms")
+        result = enrollments(
+            database_url, "backfill", "--commit", "--lock-timeout", "200ms", "--lock-patience", "1s"
+        )
     finally:
         holder.rollback()
         holder.close()
@@ -433,7 +435,7 @@ def test_cli_advice_names_its_own_flags(database_url, story):
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1, result.stderr  # (before it: the retries, said as they happen)
-    assert "raise --lock-timeout" in errors[0] and "-x " not in errors[0]
+    assert "raise --lock-timeout or --lock-patience" in errors[0] and "-x " not in errors[0]
 
 
 def test_a_role_that_may_not_read_a_table_is_told_so(database_url, story):

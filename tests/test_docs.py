@@ -43,7 +43,7 @@ def test_every_x_option_is_documented():
     from app.migration_env import MigrationSettings
 
     commands = (DOCS / "commands.md").read_text()
-    for option in MigrationSettings.__dataclass_fields__:
+    for option in MigrationSettings.options():
         assert f"`{option}`" in commands
 
 

@@ -186,7 +186,9 @@ def test_backfill_lock_wait_times_out_and_changes_nothing(story, database_url):
     holder.cursor().execute("LOCK TABLE course_enrollments IN ACCESS EXCLUSIVE MODE")
     try:
         started = time.monotonic()
-        result = enrollments(database_url, "backfill", "--commit", "--lock-timeout", "300ms")
+        result = enrollments(
+            database_url, "backfill", "--commit", "--lock-timeout", "300ms", "--lock-patience", "2s"
+        )
         elapsed = time.monotonic() - started
     finally:
         holder.rollback()
@@ -203,7 +205,9 @@ def test_upgrade_lock_wait_times_out_and_changes_nothing(story, database_url):
     holder = psycopg2.connect(libpq_url(database_url))
     holder.cursor().execute("LOCK TABLE course_enrollments IN ACCESS EXCLUSIVE MODE")
     try:
-        result = alembic(database_url, "-x", "lock_timeout=300ms", "upgrade", "head")
+        result = alembic(
+            database_url, "-x", "lock_timeout=300ms", "-x", "lock_patience=2s", "upgrade", "head"
+        )
     finally:
         holder.rollback()
         holder.close()

@@ -1,13 +1,16 @@
 """Ctrl-C (SIGINT) during a long statement: the statement is cancelled on the server, the
 transaction rolled back, and the tool ends with one line and exit 130."""
 
+import random
 import signal
+import time
 
 import psycopg2
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from app.errors import EX_INTERRUPTED
+from bench.generate import generate
 from tests.helpers import (
     WAITING_ON_LOCK,
     Background,
@@ -91,3 +94,57 @@ def test_alembic_upgrade(database_url, story):
     assert left == []
     assert snapshot(story) == before
     assert alembic(database_url, "current").stdout.strip() == "0003"
+
+
+CUT = "SELECT finished_at IS NULL FROM enrollment_backfill_runs ORDER BY id DESC LIMIT 1"
+STARTED = "SELECT checkpoint IS NOT NULL FROM enrollment_backfill_runs ORDER BY id DESC LIMIT 1"
+
+
+@pytest.fixture
+def walk(pg_server, database_url, legacy):
+    """A database at 0003 whose backfill takes hundreds of small batches, to copy."""
+    with legacy.begin() as conn:
+        generate(conn, 600)
+    upgrade(legacy, "0003")
+    legacy.dispose()
+    return database_url.database
+
+
+def sigint_at_random_moments(pg_server, template: str, command: list[str], runs: int):
+    """Run ``command`` on a fresh copy of ``template`` ``runs`` times, each cut by SIGINT at
+    a random moment once its batches have started (the moment is the test's input, drawn
+    from a fixed seed; everything else waits on the database). Yields each result with an
+    engine on its copy."""
+    rng = random.Random(20261130)
+    for _ in range(runs):
+        url = pg_server.create_database(template=template)
+        engine = create_engine(url)
+        try:
+            run = Background(command, url)
+            wait_until(engine, STARTED)
+            time.sleep(rng.uniform(0, 0.5))
+            run.proc.send_signal(signal.SIGINT)
+            yield run.finish(timeout=60), engine
+        finally:
+            engine.dispose()
+            pg_server.drop_database(url)
+
+
+def test_every_sigint_stops_the_command(pg_server, walk):
+    command = ["enrollments", "backfill", "--commit", "--batch-size", "10"]
+    for result, engine in sigint_at_random_moments(pg_server, walk, command, 20):
+        assert result.returncode == EX_INTERRUPTED, result.stdout + result.stderr
+        lines = [line for line in result.stderr.splitlines() if "interrupted" in line]
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        with engine.connect() as conn:
+            assert conn.execute(text(CUT)).scalar() is True  # cut: the next run resumes
+
+
+def test_every_sigint_stops_alembic(pg_server, walk):
+    command = ["alembic", "-x", "backfill_batch_size=10", "upgrade", "head"]
+    for result, engine in sigint_at_random_moments(pg_server, walk, command, 8):
+        assert result.returncode == EX_INTERRUPTED, result.stdout + result.stderr
+        failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+        assert len(failed) == 1 and failed[0].startswith("FAILED: interrupted")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"

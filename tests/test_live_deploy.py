@@ -7,19 +7,21 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from app.names import Tables
 from bench.generate import generate
 from migrations.shared.v3 import sync
 from tests.helpers import (
     HEAD,
+    WAITING_ON_LOCK,
     Application,
     Background,
     alembic,
     at_release_1_0_0,
     enrollments,
     upgrade,
+    wait_until,
 )
 
 STUDENTS = 600  # about 5,000 memberships
@@ -59,12 +61,36 @@ def assert_covered_and_kept(database_url, engine, app: Application) -> None:
     assert app.errors == []
 
 
+RUNNING = (
+    "SELECT count(*) FROM enrollment_backfill_runs WHERE finished_at IS NULL"
+    " AND checkpoint IS NOT NULL"
+)
+
+
 def upgrade_while_writing(database_url, *x: str) -> tuple[Application, object]:
+    """``alembic upgrade head`` while the application writes before, during and after it.
+
+    During: once the backfill has committed a batch, a session locks its runs table, so
+    that the next batch waits (and retries) until the application has committed more; so
+    some of its commits fall inside the backfill, whatever the machine's speed."""
     app = Application(database_url).start()
     try:
         while len(app.commits) < 5:  # the application is writing before the deploy starts
             app.stop_event.wait(0.01)
         run = Background(["alembic", *x, "upgrade", "head"], database_url)
+        watcher = create_engine(database_url)
+        try:
+            wait_until(watcher, "SELECT to_regclass('enrollment_backfill_runs') IS NOT NULL")
+            wait_until(watcher, RUNNING, timeout=120)
+            with watcher.connect() as holder:
+                holder.execute(text("LOCK TABLE enrollment_backfill_runs IN EXCLUSIVE MODE"))
+                wait_until(watcher, WAITING_ON_LOCK, app="alembic")
+                during = len(app.commits)
+                while len(app.commits) < during + 5 and not app.errors:
+                    app.stop_event.wait(0.01)
+                holder.rollback()
+        finally:
+            watcher.dispose()
         result = run.finish(timeout=300)
         after = len(app.commits)  # and goes on writing after it: the trigger keeps up
         while len(app.commits) < after + 5 and not app.errors:
@@ -75,7 +101,7 @@ def upgrade_while_writing(database_url, *x: str) -> tuple[Application, object]:
 
 
 def test_from_0001_a_fresh_deploy(database_url, generated):
-    app, result = upgrade_while_writing(database_url, "-x", "backfill_batch_size=300")
+    app, result = upgrade_while_writing(database_url, "-x", "backfill_batch_size=100")
     assert result.returncode == 0, result.stdout + result.stderr
     assert_covered_and_kept(database_url, generated, app)
     (source, started, finished), *_ = runs(generated)
@@ -87,7 +113,7 @@ def test_from_0001_a_fresh_deploy(database_url, generated):
 @pytest.mark.parametrize("revision", ["0003", "0004", "0005"])
 def test_from_where_1_0_0_left_it(pg_server, database_url, generated, revision):
     at_release_1_0_0(pg_server, database_url, generated, revision)
-    app, result = upgrade_while_writing(database_url, "-x", "backfill_batch_size=300")
+    app, result = upgrade_while_writing(database_url, "-x", "backfill_batch_size=100")
     assert result.returncode == 0, result.stdout + result.stderr
     assert_covered_and_kept(database_url, generated, app)
     catch_up = {"0003": "0004", "0004": "0005", "0005": "0006"}[revision]

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0004; digest 2172619d1e1a.
+-- Pinned offline SQL of revision 0004; digest 66a28e429d47.
 -- Written by `python -m migrations.pins --write`. tests/test_pins.py fails when the
 -- revision writes anything else. A released revision changes only to fix a defect: rewrite
 -- this file in the same commit and give the reason in migrations/pinned/CHANGES.md.
@@ -36,29 +36,36 @@ $lock$;
 
 -- The backfill's bookkeeping as it is kept since 1.1: a database 1.0.0 migrated lacks
 -- the row version column, the index and the runs table (otherwise nothing happens).
-SET LOCAL client_min_messages = warning;
-
-ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN IF NOT EXISTS row_xmin bigint;
-
--- Only backfills write this table, and they wait for the enrollments lock this run holds.
--- squawk-ignore require-concurrent-index-creation
-CREATE UNIQUE INDEX IF NOT EXISTS uq_enrollment_backfill_changes_enrollment ON "public".enrollment_backfill_changes (enrollment_id);
-
-CREATE TABLE IF NOT EXISTS "public".enrollment_backfill_runs (
+DO $ensure$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                   WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_changes') AND attname = 'row_xmin'
+                     AND NOT attisdropped) THEN
+        ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN row_xmin bigint;
+    END IF;
+    IF pg_catalog.to_regclass('"public".uq_enrollment_backfill_changes_enrollment') IS NULL THEN
+        -- Only backfills write this table, and they wait for the enrollments lock this run holds.
+        CREATE UNIQUE INDEX uq_enrollment_backfill_changes_enrollment ON "public".enrollment_backfill_changes (enrollment_id);
+    END IF;
+    IF pg_catalog.to_regclass('"public".enrollment_backfill_runs') IS NULL THEN
+        CREATE TABLE "public".enrollment_backfill_runs (
     id serial NOT NULL,
-    source varchar(32) NOT NULL,
-    started_at timestamp with time zone DEFAULT now() NOT NULL,
-    finished_at timestamp with time zone,
-    checkpoint bigint,
-    sync_trigger boolean NOT NULL,
-    batches integer DEFAULT 0 NOT NULL,
-    created bigint DEFAULT 0 NOT NULL,
-    reactivated bigint DEFAULT 0 NOT NULL,
-    CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
-);
-
-REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs FROM PUBLIC;
-REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
+            source varchar(32) NOT NULL,
+            started_at timestamp with time zone DEFAULT now() NOT NULL,
+            finished_at timestamp with time zone,
+            checkpoint bigint,
+            sync_trigger boolean NOT NULL,
+            batches integer DEFAULT 0 NOT NULL,
+            created bigint DEFAULT 0 NOT NULL,
+            reactivated bigint DEFAULT 0 NOT NULL,
+            CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
+        );
+    END IF;
+    -- Nothing for PUBLIC (a default privilege may have given it some; 1.1 did not revoke).
+    REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs FROM PUBLIC;
+    REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
+END
+$ensure$;
 
 COMMIT;
 
@@ -452,6 +459,11 @@ DECLARE
     done_batches integer := 0;
     done_created bigint := 0;
     done_reactivated bigint := 0;
+    standbys record;
+    replayed pg_lsn;
+    replay_moved timestamptz := clock_timestamp();
+    waited_at timestamptz;
+    told boolean := false;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
@@ -500,7 +512,6 @@ BEGIN
     COMMIT;
     LOOP
         attempt := 0;
-        started := clock_timestamp();
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
         PERFORM pg_catalog.set_config('statement_timeout', '0', true);
@@ -508,6 +519,35 @@ BEGIN
             RAISE EXCEPTION 'backfill 0004: another session took the enrollments lock between two batches; nothing of this batch was written'
                 USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
         END IF;
+        -- Pace on the standbys: wait while one is more than 10 s behind.
+        LOOP
+            SELECT count(*) FILTER (WHERE r.replay_lsn IS NULL) AS hidden,
+                   min(r.replay_lsn) AS replay,
+                   max(extract(epoch FROM r.replay_lag)) AS seconds,
+                   max(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), r.replay_lsn)) AS bytes
+            INTO standbys FROM pg_catalog.pg_stat_replication AS r;
+            IF standbys.hidden > 0 THEN
+                IF NOT told THEN
+                    RAISE WARNING 'backfill 0004: cannot read the replication lag of % standby(s): role % may not see the lag columns of pg_stat_replication; the backfill does not pace on them; GRANT pg_monitor TO %', standbys.hidden, current_user, current_user;
+                    told := true;
+                END IF;
+            END IF;
+            IF standbys.replay IS DISTINCT FROM replayed THEN
+                replayed := standbys.replay;
+                replay_moved := clock_timestamp();
+            END IF;
+            EXIT WHEN coalesce(standbys.bytes, 0) <= 0
+                OR greatest(coalesce(standbys.seconds, 0),
+                            extract(epoch FROM clock_timestamp() - replay_moved)) <= 10.0;
+            IF waited_at IS NULL OR clock_timestamp() - waited_at > interval '10 s' THEN
+                RAISE NOTICE 'backfill 0004: waiting: a standby is % MB / % s behind, above the bound of 10 s (-x max_replica_lag)',
+                    round(standbys.bytes / 1048576.0, 1), round(greatest(coalesce(standbys.seconds, 0), extract(epoch FROM clock_timestamp() - replay_moved))::numeric, 1);
+                waited_at := clock_timestamp();
+            END IF;
+            PERFORM pg_catalog.pg_sleep(1);
+        END LOOP;
+        waited_at := NULL;
+        started := clock_timestamp();
         LOOP
             BEGIN
                 WITH slice AS MATERIALIZED (
@@ -688,29 +728,36 @@ $lock$;
 
 -- The backfill's bookkeeping as it is kept since 1.1: a database 1.0.0 migrated lacks
 -- the row version column, the index and the runs table (otherwise nothing happens).
-SET LOCAL client_min_messages = warning;
-
-ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN IF NOT EXISTS row_xmin bigint;
-
--- Only backfills write this table, and they wait for the enrollments lock this run holds.
--- squawk-ignore require-concurrent-index-creation
-CREATE UNIQUE INDEX IF NOT EXISTS uq_enrollment_backfill_changes_enrollment ON "public".enrollment_backfill_changes (enrollment_id);
-
-CREATE TABLE IF NOT EXISTS "public".enrollment_backfill_runs (
+DO $ensure$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                   WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_changes') AND attname = 'row_xmin'
+                     AND NOT attisdropped) THEN
+        ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN row_xmin bigint;
+    END IF;
+    IF pg_catalog.to_regclass('"public".uq_enrollment_backfill_changes_enrollment') IS NULL THEN
+        -- Only backfills write this table, and they wait for the enrollments lock this run holds.
+        CREATE UNIQUE INDEX uq_enrollment_backfill_changes_enrollment ON "public".enrollment_backfill_changes (enrollment_id);
+    END IF;
+    IF pg_catalog.to_regclass('"public".enrollment_backfill_runs') IS NULL THEN
+        CREATE TABLE "public".enrollment_backfill_runs (
     id serial NOT NULL,
-    source varchar(32) NOT NULL,
-    started_at timestamp with time zone DEFAULT now() NOT NULL,
-    finished_at timestamp with time zone,
-    checkpoint bigint,
-    sync_trigger boolean NOT NULL,
-    batches integer DEFAULT 0 NOT NULL,
-    created bigint DEFAULT 0 NOT NULL,
-    reactivated bigint DEFAULT 0 NOT NULL,
-    CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
-);
-
-REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs FROM PUBLIC;
-REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
+            source varchar(32) NOT NULL,
+            started_at timestamp with time zone DEFAULT now() NOT NULL,
+            finished_at timestamp with time zone,
+            checkpoint bigint,
+            sync_trigger boolean NOT NULL,
+            batches integer DEFAULT 0 NOT NULL,
+            created bigint DEFAULT 0 NOT NULL,
+            reactivated bigint DEFAULT 0 NOT NULL,
+            CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
+        );
+    END IF;
+    -- Nothing for PUBLIC (a default privilege may have given it some; 1.1 did not revoke).
+    REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs FROM PUBLIC;
+    REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
+END
+$ensure$;
 
 COMMIT;
 

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0007; digest 3d95d5e6153a.
+-- Pinned offline SQL of revision 0007; digest 48f85a81c505.
 -- Written by `python -m migrations.pins --write`. tests/test_pins.py fails when the
 -- revision writes anything else. A released revision changes only to fix a defect: rewrite
 -- this file in the same commit and give the reason in migrations/pinned/CHANGES.md.
@@ -36,29 +36,36 @@ $lock$;
 
 -- The backfill's bookkeeping as it is kept since 1.1: a database 1.0.0 migrated lacks
 -- the row version column, the index and the runs table (otherwise nothing happens).
-SET LOCAL client_min_messages = warning;
-
-ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN IF NOT EXISTS row_xmin bigint;
-
--- Only backfills write this table, and they wait for the enrollments lock this run holds.
--- squawk-ignore require-concurrent-index-creation
-CREATE UNIQUE INDEX IF NOT EXISTS uq_enrollment_backfill_changes_enrollment ON "public".enrollment_backfill_changes (enrollment_id);
-
-CREATE TABLE IF NOT EXISTS "public".enrollment_backfill_runs (
+DO $ensure$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                   WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_changes') AND attname = 'row_xmin'
+                     AND NOT attisdropped) THEN
+        ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN row_xmin bigint;
+    END IF;
+    IF pg_catalog.to_regclass('"public".uq_enrollment_backfill_changes_enrollment') IS NULL THEN
+        -- Only backfills write this table, and they wait for the enrollments lock this run holds.
+        CREATE UNIQUE INDEX uq_enrollment_backfill_changes_enrollment ON "public".enrollment_backfill_changes (enrollment_id);
+    END IF;
+    IF pg_catalog.to_regclass('"public".enrollment_backfill_runs') IS NULL THEN
+        CREATE TABLE "public".enrollment_backfill_runs (
     id serial NOT NULL,
-    source varchar(32) NOT NULL,
-    started_at timestamp with time zone DEFAULT now() NOT NULL,
-    finished_at timestamp with time zone,
-    checkpoint bigint,
-    sync_trigger boolean NOT NULL,
-    batches integer DEFAULT 0 NOT NULL,
-    created bigint DEFAULT 0 NOT NULL,
-    reactivated bigint DEFAULT 0 NOT NULL,
-    CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
-);
-
-REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs FROM PUBLIC;
-REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
+            source varchar(32) NOT NULL,
+            started_at timestamp with time zone DEFAULT now() NOT NULL,
+            finished_at timestamp with time zone,
+            checkpoint bigint,
+            sync_trigger boolean NOT NULL,
+            batches integer DEFAULT 0 NOT NULL,
+            created bigint DEFAULT 0 NOT NULL,
+            reactivated bigint DEFAULT 0 NOT NULL,
+            CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
+        );
+    END IF;
+    -- Nothing for PUBLIC (a default privilege may have given it some; 1.1 did not revoke).
+    REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs FROM PUBLIC;
+    REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
+END
+$ensure$;
 
 COMMIT;
 

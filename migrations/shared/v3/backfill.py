@@ -320,6 +320,51 @@ def _retry(settings: MigrationSettings, what: str) -> str:
             END;"""
 
 
+def _pace(settings: MigrationSettings, what: str) -> str:
+    """Before each batch in the script: wait while a standby is further behind than the
+    bound, as the online run does. A standby counts as behind by its ``replay_lag``, or by
+    the time its replay position has not moved while the primary is ahead of it (a paused
+    standby keeps reporting the lag it had). A lag this role cannot read (no pg_monitor)
+    stops the script where the bound was asked for with -x, and is said once otherwise."""
+    bound = settings.batch.max_replica_lag
+    if not bound:
+        return ""
+    if settings.max_replica_lag_explicit:
+        hidden = f"""RAISE EXCEPTION '{what}: cannot read the replication lag of % standby(s): role % may not see the lag columns of pg_stat_replication, so it cannot keep the asked bound of {bound:g} s', standbys.hidden, current_user
+                    USING HINT = 'GRANT pg_monitor TO ' || current_user || ', or write the script with -x max_replica_lag=0';"""
+    else:
+        hidden = f"""IF NOT told THEN
+                    RAISE WARNING '{what}: cannot read the replication lag of % standby(s): role % may not see the lag columns of pg_stat_replication; the backfill does not pace on them; GRANT pg_monitor TO %', standbys.hidden, current_user, current_user;
+                    told := true;
+                END IF;"""
+    return f"""
+        -- Pace on the standbys: wait while one is more than {bound:g} s behind.
+        LOOP
+            SELECT count(*) FILTER (WHERE r.replay_lsn IS NULL) AS hidden,
+                   min(r.replay_lsn) AS replay,
+                   max(extract(epoch FROM r.replay_lag)) AS seconds,
+                   max(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), r.replay_lsn)) AS bytes
+            INTO standbys FROM pg_catalog.pg_stat_replication AS r;
+            IF standbys.hidden > 0 THEN
+                {hidden}
+            END IF;
+            IF standbys.replay IS DISTINCT FROM replayed THEN
+                replayed := standbys.replay;
+                replay_moved := clock_timestamp();
+            END IF;
+            EXIT WHEN coalesce(standbys.bytes, 0) <= 0
+                OR greatest(coalesce(standbys.seconds, 0),
+                            extract(epoch FROM clock_timestamp() - replay_moved)) <= {bound};
+            IF waited_at IS NULL OR clock_timestamp() - waited_at > interval '10 s' THEN
+                RAISE NOTICE '{what}: waiting: a standby is % MB / % s behind, above the bound of {bound:g} s (-x max_replica_lag)',
+                    round(standbys.bytes / 1048576.0, 1), round(greatest(coalesce(standbys.seconds, 0), extract(epoch FROM clock_timestamp() - replay_moved))::numeric, 1);
+                waited_at := clock_timestamp();
+            END IF;
+            PERFORM pg_catalog.pg_sleep(1);
+        END LOOP;
+        waited_at := NULL;"""
+
+
 def _adapt(batch: BatchSettings, rows: str) -> str:
     if batch.fixed_size:
         return ""
@@ -355,6 +400,11 @@ DECLARE
     done_batches integer := 0;
     done_created bigint := 0;
     done_reactivated bigint := 0;
+    standbys record;
+    replayed pg_lsn;
+    replay_moved timestamptz := clock_timestamp();
+    waited_at timestamptz;
+    told boolean := false;
 BEGIN
 {_transaction_start(settings, what, "    ")}
 {indent(start_run_sql(t, f"'{source}'"))}
@@ -366,8 +416,8 @@ BEGIN
     COMMIT;
     LOOP
         attempt := 0;
+{_transaction_start(settings, what, "        ")}{"" if one_statement else _pace(settings, what)}
         started := clock_timestamp();
-{_transaction_start(settings, what, "        ")}
         LOOP
             BEGIN
 {indent(statement, "                ")}

@@ -71,18 +71,32 @@ def create_sql(t: Tables) -> list[str]:
 
 
 def ensure_sql(t: Tables) -> list[str]:
-    """After 0003: the same, added where a 1.0.0 migration left them out: idempotent,
-    quiet about what is there already (the caller's transaction)."""
+    """After 0003: the same, added where a 1.0.0 migration left them out (the caller's
+    transaction). Each piece only where it is missing: an ALTER TABLE takes its heavy lock
+    even when it has nothing to do."""
     return [
-        "-- The backfill's bookkeeping as it is kept since 1.1: a database 1.0.0 migrated lacks\n"
-        "-- the row version column, the index and the runs table (otherwise nothing happens).\n"
-        "SET LOCAL client_min_messages = warning",
-        f"ALTER TABLE {t.enrollment_backfill_changes} ADD COLUMN IF NOT EXISTS row_xmin bigint",
-        "-- Only backfills write this table, and they wait for the enrollments lock this run holds.\n"
-        "-- squawk-ignore require-concurrent-index-creation\n"
-        f"CREATE UNIQUE INDEX IF NOT EXISTS {ENROLLMENT_INDEX} ON {t.enrollment_backfill_changes} (enrollment_id)",
-        f"CREATE TABLE IF NOT EXISTS {t.enrollment_backfill_runs} (\n{RUNS_COLUMNS}\n)",
-        revoke_sql(t),
+        f"""-- The backfill's bookkeeping as it is kept since 1.1: a database 1.0.0 migrated lacks
+-- the row version column, the index and the runs table (otherwise nothing happens).
+DO $ensure$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                   WHERE attrelid = {t.regclass(CHANGES)} AND attname = 'row_xmin'
+                     AND NOT attisdropped) THEN
+        ALTER TABLE {t.enrollment_backfill_changes} ADD COLUMN row_xmin bigint;
+    END IF;
+    IF {t.regclass(ENROLLMENT_INDEX)} IS NULL THEN
+        -- Only backfills write this table, and they wait for the enrollments lock this run holds.
+        CREATE UNIQUE INDEX {ENROLLMENT_INDEX} ON {t.enrollment_backfill_changes} (enrollment_id);
+    END IF;
+    IF {t.regclass(RUNS)} IS NULL THEN
+        CREATE TABLE {t.enrollment_backfill_runs} (
+{RUNS_COLUMNS.replace(chr(10), chr(10) + "        ")}
+        );
+    END IF;
+    -- Nothing for PUBLIC (a default privilege may have given it some; 1.1 did not revoke).
+    {revoke_sql(t).replace(chr(10), chr(10) + "    ")};
+END
+$ensure$""",
     ]
 
 

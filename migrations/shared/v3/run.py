@@ -132,21 +132,15 @@ def outside_transaction() -> Iterator[Connection | None]:
 
 
 class _Notices:
-    """What psycopg2 appends the server's notices to while a block runs. Not iterable, so
-    that SQLAlchemy's dialect (which logs and clears an iterable one) leaves it alone."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
+    """What psycopg2 appends the server's notices to while a block runs: each is logged as
+    it arrives (a block that retries says so while it waits). Not iterable, so that
+    SQLAlchemy's dialect (which logs and clears an iterable one) leaves it alone."""
 
     def append(self, notice: str) -> None:
-        self.messages.append(notice)
-
-    def relay(self) -> None:
-        for notice in self.messages:
-            match = NOTICE.match(notice.strip())
-            if match:
-                level = logging.WARNING if match.group(1) == "WARNING" else logging.INFO
-                log.log(level, "%s", match.group(2).strip())
+        match = NOTICE.match(notice.strip())
+        if match:
+            level = logging.WARNING if match.group(1) == "WARNING" else logging.INFO
+            log.log(level, "%s", match.group(2).strip())
 
 
 def run_block(
@@ -168,7 +162,6 @@ def execute_block(
         return
     raw = connection.connection.dbapi_connection
     kept, raw.notices = raw.notices, _Notices()
-    collected = raw.notices
     try:
         execute_sql(connection, sql)
     except DBAPIError as exc:
@@ -181,4 +174,3 @@ def execute_block(
         raise error("\n".join(lines)) from None
     finally:
         raw.notices = kept
-        collected.relay()

@@ -1,0 +1,166 @@
+"""Through a real PgBouncer: the writing commands work correctly through a transaction- or
+a session-mode pooler, and leave nothing on a pooled server connection.
+
+1.1.0 behind PgBouncer in transaction mode: two upgrades both ran the backfill, the lock
+stayed on an idle server connection, and 28-37% of the application's transactions ran with
+the tool's settings. Here the lock is held in a transaction of its own and every setting
+is SET LOCAL: an application using the same pooler meanwhile never sees either.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import psycopg2
+from sqlalchemy import text
+
+from app import lock
+from app.errors import EX_INTERRUPTED
+from bench.generate import generate
+from tests.helpers import (
+    HEAD,
+    Background,
+    alembic,
+    enrollments,
+    libpq_url,
+    psql,
+    upgrade,
+    url_string,
+    wait_until,
+)
+
+
+class Application(threading.Thread):
+    """Short transactions through the pooler, each reading the settings and advisory locks
+    of whatever server connection it was given, until stopped."""
+
+    def __init__(self, url) -> None:
+        super().__init__(daemon=True)
+        self.url = libpq_url(url)
+        self.stop_event = threading.Event()
+        self.seen: list[tuple] = []
+
+    def run(self) -> None:
+        conn = psycopg2.connect(self.url, application_name="application")
+        cur = conn.cursor()
+        while not self.stop_event.is_set():
+            cur.execute(
+                "SELECT current_setting('lock_timeout'), current_setting('statement_timeout'),"
+                " current_setting('search_path'),"
+                " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                "  AND pid = pg_backend_pid())"
+            )
+            self.seen.append(cur.fetchone())
+            conn.commit()
+        conn.close()
+
+    def finish(self) -> list[tuple]:
+        self.stop_event.set()
+        self.join(30)
+        return self.seen
+
+
+def advisory_locks(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        ).scalar()
+
+
+def test_the_writers_leave_nothing_on_pooled_connections(pg_server, poolers, database_url, story):
+    pooled = poolers.transaction.url(database_url)
+    with story.connect() as conn:
+        defaults = tuple(
+            conn.execute(text(f"SELECT current_setting('{name}')")).scalar()
+            for name in ("lock_timeout", "statement_timeout", "search_path")
+        )
+    app = Application(pooled)
+    app.start()
+    try:
+        first = alembic(pooled, "upgrade", "0003")
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "connected through a connection pooler" in first.stderr
+        command = enrollments(pooled, "backfill", "--commit", "--batch-size", "2")
+        assert command.returncode == 0, command.stderr
+        script = alembic(None, "upgrade", "0003:head", "--sql").stdout
+        applied = psql(pg_server, pooled, script)
+        assert applied.returncode == 0, applied.stderr
+        last = alembic(pooled, "downgrade", "0004")
+        assert last.returncode == 0, last.stdout + last.stderr
+    finally:
+        seen = app.finish()
+    assert len(seen) > 50
+    leaked = [row for row in seen if row[:3] != defaults or row[3]]
+    assert leaked == [], f"{len(leaked)} of {len(seen)} transactions saw: {leaked[:3]}"
+    assert advisory_locks(story) == 0
+    assert alembic(database_url, "current").stdout.strip() == "0004"
+
+
+def test_two_upgrades_through_a_transaction_pooler_one_applies(poolers, database_url, story):
+    pooled = poolers.transaction.url(database_url)
+    with story.connect() as holder:  # hold the lock, so both start and wait behind it
+        holder.execute(text(lock.TRY_SQL))
+        runs = [Background(["alembic", "upgrade", "head"], url_string(pooled)) for _ in range(2)]
+        for run in runs:
+            assert "held by pid" in run.wait_for("waiting for the enrollments lock")
+        holder.rollback()
+        results = [run.finish() for run in runs]
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    assert sum("Running upgrade 0003 -> 0004" in r.stderr for r in results) == 1
+    assert alembic(database_url, "current").stdout.strip() == f"{HEAD} (head)"
+    with story.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM enrollment_backfill_runs")).scalar() == 1
+    assert advisory_locks(story) == 0
+
+
+def test_session_pooling_keeps_working(poolers, database_url, story):
+    pooled = poolers.session.url(database_url)
+    result = alembic(pooled, "upgrade", "head")
+    assert result.returncode == 0, result.stdout + result.stderr
+    audit = enrollments(pooled, "audit")
+    assert audit.returncode == 1, audit.stderr
+    assert advisory_locks(story) == 0
+
+
+def test_ctrl_c_through_the_pooler_stops_the_backfill(poolers, database_url, legacy):
+    with legacy.begin() as conn:
+        generate(conn, 400)
+    upgrade(legacy, "0003")
+    pooled = poolers.transaction.url(database_url)
+    run = Background(
+        ["enrollments", "backfill", "--commit", "--batch-size", "20"], url_string(pooled)
+    )
+    wait_until(
+        legacy,
+        "SELECT checkpoint IS NOT NULL FROM enrollment_backfill_runs ORDER BY id DESC LIMIT 1",
+    )
+    run.proc.send_signal(signal.SIGINT)
+    result = run.finish(timeout=30)
+    assert result.returncode == EX_INTERRUPTED, result.stdout + result.stderr
+    with legacy.connect() as conn:
+        assert conn.execute(
+            text(
+                "SELECT finished_at IS NULL FROM enrollment_backfill_runs ORDER BY id DESC LIMIT 1"
+            )
+        ).scalar()
+    assert advisory_locks(legacy) == 0
+
+
+def test_a_statement_mode_pooler_is_refused_at_once(pg_server, poolers, database_url, story):
+    """Statement pooling allows no transaction of two statements: every writer refuses
+    before changing anything, saying why and how to connect."""
+    from app.errors import EX_CONFIG
+    from tests.helpers import snapshot
+
+    before = snapshot(story)
+    pooled = poolers.statement.url(database_url)
+    for result in (alembic(pooled, "upgrade", "head"), enrollments(pooled, "backfill", "--commit")):
+        lines = (result.stdout + result.stderr).strip().splitlines()
+        assert result.returncode != 0 and len(lines) == 1, lines
+        assert "the connection pooler runs in statement mode" in lines[0]
+    assert enrollments(pooled, "audit").returncode == EX_CONFIG
+    script = alembic(None, "upgrade", "0001:head", "--sql").stdout
+    assert psql(pg_server, pooled, script).returncode != 0
+    assert snapshot(story) == before
+    assert alembic(database_url, "current").stdout.strip() == "0001"
