@@ -23,6 +23,9 @@ Settings come from ``alembic -x key=value``:
   100%. ``warn`` is for emergencies and is logged loudly.
 - ``drop_legacy_schema`` (``no``): ``yes`` lets ``downgrade base`` drop legacy tables that
   hold rows (tests, empty databases).
+- ``undo_referenced`` (``keep``): what the undo below 0004 does with a recorded enrollment
+  another table references: ``keep`` leaves it as it is (and counts it); ``refuse`` stops
+  before any change, naming the tables.
 - ``legacy_schema`` (online: found through the URL's search_path; offline: ``public``): the
   schema of the legacy tables, which every statement names. Offline the script checks it
   before it changes anything.
@@ -87,6 +90,15 @@ def _duration(name: str, value: str, keep: bool = False) -> str:
     return value
 
 
+UNDO_REFERENCED = ("keep", "refuse")
+
+
+def _choice(name: str, value: str) -> str:
+    if value not in UNDO_REFERENCED:
+        raise CommandError(f"-x {name}={value!r} must be one of {', '.join(UNDO_REFERENCED)}")
+    return value
+
+
 def _schema(value: str | None) -> str | None:
     if value is None:
         return None
@@ -121,6 +133,7 @@ class MigrationSettings:
     coverage_gate: str = "abort"
     drop_legacy_schema: bool = False
     legacy_schema: str | None = None
+    undo_referenced: str = "keep"
 
     @classmethod
     def options(cls) -> set[str]:
@@ -160,6 +173,7 @@ class MigrationSettings:
             coverage_gate=gate,
             drop_legacy_schema=_flag("drop_legacy_schema", x.get("drop_legacy_schema")),
             legacy_schema=_schema(x.get("legacy_schema")),
+            undo_referenced=_choice("undo_referenced", x.get("undo_referenced", "keep")),
         )
 
     @classmethod

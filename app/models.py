@@ -158,6 +158,7 @@ class EnrollmentBackfillChange(Base):
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
     row_xmin: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class EnrollmentBackfillRun(Base):

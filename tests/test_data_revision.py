@@ -98,7 +98,7 @@ def test_downgrade_leaves_rows_changed_since_alone(database_url, engine):
     result = alembic(database_url, "downgrade", "0003")
 
     assert result.returncode == 0, result.stderr
-    assert "1 recorded enrollments were changed since the backfill and are left as they are" in (
+    assert "kept 1 recorded enrollments as they are: 1 changed since the backfill" in (
         result.stderr
     )
     rows = enrollments_rows(engine)

@@ -6,7 +6,7 @@ from sqlalchemy import text
 
 from app.migration_env import MigrationSettings
 from app.names import Tables
-from migrations.shared.v3 import backfill, gate, indexes, sync
+from migrations.shared.v3 import backfill, gate, indexes, sync, undo
 from tests.helpers import enrollments_rows, psql, upgrade
 
 T = Tables("public")
@@ -99,10 +99,13 @@ def test_the_undo_touches_only_recorded_rows_still_as_left(database_url, story):
     with story.begin() as conn:
         # Not the backfill's: an enrollment the application added after it.
         conn.execute(text("INSERT INTO course_enrollments (course_id, student_id) VALUES (4, 1)"))
+        for statement in undo.function_sql(T):
+            conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
         row = conn.exec_driver_sql(
-            backfill.undo_batch_sql(T, str(backfill.BEFORE_ANY_ID), "100")
+            f"SELECT * FROM public.course_enrollments_undo_batch({backfill.BEFORE_ANY_ID}, 100)"
         ).one()
-    assert (row.records, row.deleted, row.deactivated) == (5, 3, 2)
+    assert (row.records, row.deleted_rows, row.deactivated_rows) == (5, 3, 2)
+    assert (row.referenced_rows, row.claimed_rows, row.changed_rows) == (0, 0, 0)
     assert (4, 1, True) in enrollments_rows(story)
 
 
@@ -123,12 +126,7 @@ def test_sync_trigger_installs_and_drops_idempotently(pg_server, database_url, l
         assert result.returncode == 0, result.stderr
     with legacy.connect() as conn:
         assert conn.execute(text(sync.installed_sql(T))).scalar() is True
-    drop = (
-        sync.drop_triggers_sql(T, settings)
-        + ";\nBEGIN;\n"
-        + ";\n".join(sync.drop_objects_sql(T))
-        + ";\nCOMMIT;"
-    )
+    drop = "BEGIN;\n" + sync.drop_sql(T, settings) + ";\nCOMMIT;"
     for _ in range(2):
         result = psql(pg_server, database_url, drop)
         assert result.returncode == 0, result.stderr

@@ -143,8 +143,8 @@ def test_a_row_changed_since_and_changed_back_is_left_and_counted(database_url, 
 
     assert result.returncode == 0, result.stderr
     assert (
-        "1 recorded enrollments were changed since the backfill and are left as they are"
-        in result.stderr
+        "backfill undo (downgrade of 0004): kept 1 recorded enrollments as they are: "
+        "1 changed since the backfill" in result.stderr
     )
     after = full_table(story)
     ada = [r for r in after if r[1:3] == (2, 1)]

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0004; digest 66a28e429d47.
+-- Pinned offline SQL of revision 0004; digest b03eae5e6103.
 -- Written by `python -m migrations.pins --write`. tests/test_pins.py fails when the
 -- revision writes anything else. A released revision changes only to fix a defect: rewrite
 -- this file in the same commit and give the reason in migrations/pinned/CHANGES.md.
@@ -34,14 +34,21 @@ BEGIN
 END
 $lock$;
 
--- The backfill's bookkeeping as it is kept since 1.1: a database 1.0.0 migrated lacks
--- the row version column, the index and the runs table (otherwise nothing happens).
+-- The backfill's bookkeeping as this release keeps it: a database 1.0.0 migrated lacks the
+-- row version column, the index and the runs table; one 1.1.0 migrated, the claim column
+-- (otherwise nothing happens, and no table is locked).
 DO $ensure$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
                    WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_changes') AND attname = 'row_xmin'
                      AND NOT attisdropped) THEN
         ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN row_xmin bigint;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                   WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_changes') AND attname = 'claimed_at'
+                     AND NOT attisdropped) THEN
+        -- Since 1.2: a pair the application made its own since the backfill.
+        ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN claimed_at timestamp with time zone;
     END IF;
     IF pg_catalog.to_regclass('"public".uq_enrollment_backfill_changes_enrollment') IS NULL THEN
         -- Only backfills write this table, and they wait for the enrollments lock this run holds.
@@ -199,14 +206,18 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 AS $sync$
+DECLARE
+    courses integer[];
+    students integer[];
 BEGIN
     IF TG_RELID OPERATOR(pg_catalog.<>) '"public".course_enrollments_sync_pending'::pg_catalog.regclass THEN
         RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
             MESSAGE = 'course_enrollments_sync_apply runs only as a sync trigger of "public".course_enrollments_sync_pending';
     END IF;
     IF NEW.kind OPERATOR(pg_catalog.=) 'membership' THEN
-        INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
-        SELECT p.course_id, p.student_id, true
+        SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id),
+               pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id)
+        INTO courses, students
         FROM (
             SELECT DISTINCT g.course_id, gm.user_id AS student_id
             FROM "public".group_members AS gm
@@ -215,16 +226,11 @@ BEGIN
             JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
             WHERE gm.id OPERATOR(pg_catalog.=) ANY (NEW.ids)
               AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
-        ) AS p
-        WHERE NOT EXISTS (
-            SELECT 1 FROM "public".course_enrollments AS e
-            WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active
-        )
-        ORDER BY p.course_id, p.student_id
-        ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+        ) AS p;
     ELSIF NEW.kind OPERATOR(pg_catalog.=) 'user' THEN
-        INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
-        SELECT p.course_id, p.student_id, true
+        SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id),
+               pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id)
+        INTO courses, students
         FROM (
             SELECT DISTINCT g.course_id, gm.user_id AS student_id
             FROM "public".group_members AS gm
@@ -233,16 +239,11 @@ BEGIN
             JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
             WHERE gm.user_id OPERATOR(pg_catalog.=) ANY (NEW.ids)
               AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
-        ) AS p
-        WHERE NOT EXISTS (
-            SELECT 1 FROM "public".course_enrollments AS e
-            WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active
-        )
-        ORDER BY p.course_id, p.student_id
-        ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+        ) AS p;
     ELSIF NEW.kind OPERATOR(pg_catalog.=) 'group' THEN
-        INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
-        SELECT p.course_id, p.student_id, true
+        SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id),
+               pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id)
+        INTO courses, students
         FROM (
             SELECT DISTINCT g.course_id, gm.user_id AS student_id
             FROM "public".group_members AS gm
@@ -251,16 +252,11 @@ BEGIN
             JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
             WHERE gm.group_id OPERATOR(pg_catalog.=) ANY (NEW.ids)
               AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
-        ) AS p
-        WHERE NOT EXISTS (
-            SELECT 1 FROM "public".course_enrollments AS e
-            WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active
-        )
-        ORDER BY p.course_id, p.student_id
-        ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+        ) AS p;
     ELSIF NEW.kind OPERATOR(pg_catalog.=) 'course' THEN
-        INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
-        SELECT p.course_id, p.student_id, true
+        SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id),
+               pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id)
+        INTO courses, students
         FROM (
             SELECT DISTINCT g.course_id, gm.user_id AS student_id
             FROM "public".group_members AS gm
@@ -269,7 +265,24 @@ BEGIN
             JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
             WHERE g.course_id OPERATOR(pg_catalog.=) ANY (NEW.ids)
               AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
-        ) AS p
+        ) AS p;
+    END IF;
+    IF courses IS NOT NULL THEN
+        WITH met AS (
+            SELECT e.id
+            FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS p(course_id, student_id)
+            JOIN "public".course_enrollments AS e
+                ON e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id
+            JOIN "public".enrollment_backfill_changes AS r ON r.enrollment_id OPERATOR(pg_catalog.=) e.id
+            WHERE e.active AND r.claimed_at IS NULL
+            ORDER BY e.course_id, e.student_id
+            FOR SHARE OF e
+        )
+        UPDATE "public".enrollment_backfill_changes AS r SET claimed_at = pg_catalog.now()
+        FROM met WHERE r.enrollment_id OPERATOR(pg_catalog.=) met.id AND r.claimed_at IS NULL;
+        INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
+        SELECT p.course_id, p.student_id, true
+        FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS p(course_id, student_id)
         WHERE NOT EXISTS (
             SELECT 1 FROM "public".course_enrollments AS e
             WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active
@@ -726,14 +739,21 @@ BEGIN
 END
 $lock$;
 
--- The backfill's bookkeeping as it is kept since 1.1: a database 1.0.0 migrated lacks
--- the row version column, the index and the runs table (otherwise nothing happens).
+-- The backfill's bookkeeping as this release keeps it: a database 1.0.0 migrated lacks the
+-- row version column, the index and the runs table; one 1.1.0 migrated, the claim column
+-- (otherwise nothing happens, and no table is locked).
 DO $ensure$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
                    WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_changes') AND attname = 'row_xmin'
                      AND NOT attisdropped) THEN
         ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN row_xmin bigint;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                   WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_changes') AND attname = 'claimed_at'
+                     AND NOT attisdropped) THEN
+        -- Since 1.2: a pair the application made its own since the backfill.
+        ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN claimed_at timestamp with time zone;
     END IF;
     IF pg_catalog.to_regclass('"public".uq_enrollment_backfill_changes_enrollment') IS NULL THEN
         -- Only backfills write this table, and they wait for the enrollments lock this run holds.
@@ -761,7 +781,134 @@ $ensure$;
 
 COMMIT;
 
--- backfill undo (downgrade of 0004): restore what the backfill changed, where it is still as the backfill left it.
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0003 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+-- One batch of the undo (see migrations/shared/v3/undo.py): installed for the undo and
+-- dropped with it.
+CREATE OR REPLACE FUNCTION "public".course_enrollments_undo_batch(lo bigint, size integer)
+RETURNS TABLE (last_id bigint, records bigint, deleted_rows bigint, deactivated_rows bigint,
+               referenced_rows bigint, claimed_rows bigint, changed_rows bigint, by_table jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $undo$
+#variable_conflict use_column
+DECLARE
+    ids integer[];
+    kept integer[] := '{}';
+    found integer[];
+    fk record;
+    tally jsonb := '{}';
+BEGIN
+    SELECT pg_catalog.array_agg(x.enrollment_id ORDER BY x.enrollment_id) INTO ids
+    FROM (
+        SELECT r.enrollment_id FROM "public".enrollment_backfill_changes AS r
+        WHERE r.enrollment_id > lo ORDER BY r.enrollment_id LIMIT size
+    ) AS x;
+    IF ids IS NULL THEN
+        RETURN QUERY SELECT NULL::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint,
+            0::bigint, '{}'::jsonb;
+        RETURN;
+    END IF;
+    -- 1. The batch's rows, locked in (course, student) order as the sync trigger locks them.
+    PERFORM 1 FROM "public".course_enrollments AS e
+    WHERE e.id = ANY (ids) ORDER BY e.course_id, e.student_id FOR UPDATE;
+    -- 2. Which of them another table references (a snapshot taken after the locks).
+    FOR fk IN
+        SELECT c.conrelid::pg_catalog.regclass::text AS referencing,
+            (SELECT pg_catalog.string_agg('r.' || pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.n)
+             FROM pg_catalog.unnest(c.conkey) WITH ORDINALITY AS k(attnum, n)
+             JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = k.attnum)
+                AS referencing_columns,
+            (SELECT pg_catalog.string_agg('e.' || pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.n)
+             FROM pg_catalog.unnest(c.confkey) WITH ORDINALITY AS k(attnum, n)
+             JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.confrelid AND a.attnum = k.attnum)
+                AS referenced_columns
+        FROM pg_catalog.pg_constraint AS c
+        WHERE c.contype = 'f' AND c.confrelid = pg_catalog.to_regclass('"public".course_enrollments') AND c.conparentid = 0
+        ORDER BY 1
+    LOOP
+        EXECUTE pg_catalog.format('SELECT coalesce(pg_catalog.array_agg(e.id), ''{}'') FROM "public".course_enrollments AS e WHERE e.id = ANY ($1) AND EXISTS (SELECT 1 FROM %s AS r WHERE (%s) = (%s))', fk.referencing, fk.referencing_columns, fk.referenced_columns) INTO found USING ids;
+        IF pg_catalog.cardinality(found) > 0 THEN
+            tally := tally || pg_catalog.jsonb_build_object(fk.referencing,
+                coalesce((tally ->> fk.referencing)::bigint, 0) + pg_catalog.cardinality(found));
+            kept := kept || found;
+        END IF;
+    END LOOP;
+    -- 3. Undo what is still as the backfill left it, unreferenced and unclaimed.
+    RETURN QUERY
+    WITH batch AS MATERIALIZED (
+        SELECT r.enrollment_id, r.course_id, r.student_id, r.action, r.row_xmin, r.claimed_at
+        FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id = ANY (ids)
+    ),
+    now_rows AS MATERIALIZED (
+        SELECT e.id, e.course_id, e.student_id, e.active, e.xmin::text::bigint AS row_xmin
+        FROM "public".course_enrollments AS e WHERE e.id = ANY (ids)
+    ),
+    classified AS MATERIALIZED (
+        SELECT b.enrollment_id, b.action,
+            CASE
+                WHEN b.enrollment_id = ANY (kept) THEN 'referenced'
+                WHEN b.claimed_at IS NOT NULL THEN 'claimed'
+                WHEN n.id IS NOT NULL AND n.course_id = b.course_id
+                     AND n.student_id = b.student_id AND n.active
+                     AND (b.row_xmin IS NULL OR n.row_xmin = b.row_xmin) THEN 'as left'
+                ELSE 'changed'
+            END AS state
+        FROM batch AS b LEFT JOIN now_rows AS n ON n.id = b.enrollment_id
+    ),
+    deleted AS (
+        DELETE FROM "public".course_enrollments AS e
+        WHERE e.id IN (SELECT c.enrollment_id FROM classified AS c
+                       WHERE c.state = 'as left' AND c.action = 'created')
+        RETURNING e.id
+    ),
+    deactivated AS (
+        UPDATE "public".course_enrollments AS e SET active = false
+        WHERE e.id IN (SELECT c.enrollment_id FROM classified AS c
+                       WHERE c.state = 'as left' AND c.action = 'reactivated')
+        RETURNING e.id
+    ),
+    forgotten AS (
+        DELETE FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id = ANY (ids)
+    )
+    SELECT ids[pg_catalog.cardinality(ids)]::bigint, pg_catalog.cardinality(ids)::bigint,
+        (SELECT pg_catalog.count(*) FROM deleted), (SELECT pg_catalog.count(*) FROM deactivated),
+        (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'referenced'),
+        (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'claimed'),
+        (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'changed'),
+        tally;
+END
+$undo$;
+
+REVOKE ALL ON FUNCTION "public".course_enrollments_undo_batch(bigint, integer) FROM PUBLIC;
+
+COMMIT;
+
+-- backfill undo (downgrade of 0004): restore what the backfill changed, where it is still as the backfill left it,
+-- keeping what other tables reference and what the application made its own.
 DO $undo$
 DECLARE
     result record;
@@ -769,13 +916,16 @@ DECLARE
     size integer := 1000;
     attempt integer;
     started timestamptz;
-    done_records bigint := 0;
     done_deleted bigint := 0;
     done_deactivated bigint := 0;
+    done_referenced bigint := 0;
+    done_claimed bigint := 0;
+    done_changed bigint := 0;
+    tally jsonb := '{}';
+    parts text[] := '{}';
 BEGIN
     LOOP
         attempt := 0;
-        started := clock_timestamp();
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
         PERFORM pg_catalog.set_config('statement_timeout', '0', true);
@@ -783,51 +933,10 @@ BEGIN
             RAISE EXCEPTION 'backfill undo (downgrade of 0004): another session took the enrollments lock between two batches; nothing of this batch was written'
                 USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
         END IF;
+        started := clock_timestamp();
         LOOP
             BEGIN
-                WITH batch AS MATERIALIZED (
-                    SELECT r.enrollment_id, r.course_id, r.student_id, r.action, r.row_xmin
-                    FROM "public".enrollment_backfill_changes AS r
-                    WHERE r.enrollment_id > lo
-                    ORDER BY r.enrollment_id
-                    LIMIT size
-                ),
-                locked AS MATERIALIZED (
-                    -- the recorded rows as they are now, locked so that nobody changes them meanwhile
-                    SELECT e.id, e.course_id, e.student_id, e.active, e.xmin::text::bigint AS row_xmin
-                    FROM "public".course_enrollments AS e
-                    WHERE e.id = ANY (ARRAY(SELECT b.enrollment_id FROM batch AS b))
-                    ORDER BY e.id
-                    FOR UPDATE
-                ),
-                as_left AS (
-                    -- still exactly as the backfill left them
-                    SELECT l.id, b.action
-                    FROM locked AS l
-                    JOIN batch AS b ON b.enrollment_id = l.id
-                    WHERE l.course_id = b.course_id AND l.student_id = b.student_id AND l.active
-                      AND (b.row_xmin IS NULL OR l.row_xmin = b.row_xmin)
-                ),
-                deleted AS (
-                    DELETE FROM "public".course_enrollments AS e
-                    WHERE e.id = ANY (ARRAY(SELECT a.id FROM as_left AS a WHERE a.action = 'created'))
-                    RETURNING e.id
-                ),
-                deactivated AS (
-                    UPDATE "public".course_enrollments AS e
-                    SET active = false
-                    WHERE e.id = ANY (ARRAY(SELECT a.id FROM as_left AS a WHERE a.action = 'reactivated'))
-                    RETURNING e.id
-                ),
-                forgotten AS (
-                    DELETE FROM "public".enrollment_backfill_changes AS r
-                    WHERE r.enrollment_id = ANY (ARRAY(SELECT b.enrollment_id FROM batch AS b))
-                )
-                SELECT (SELECT max(enrollment_id) FROM batch) AS last_id,
-                    (SELECT count(*) FROM batch) AS records,
-                    (SELECT count(*) FROM deleted) AS deleted,
-                    (SELECT count(*) FROM deactivated) AS deactivated
-                INTO result;
+                SELECT * INTO result FROM "public".course_enrollments_undo_batch(lo, size);
                 EXIT;
             EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
                 attempt := attempt + 1;
@@ -839,21 +948,34 @@ BEGIN
             END;
         END LOOP;
         EXIT WHEN result.records = 0;
-        done_records := done_records + result.records;
-        done_deleted := done_deleted + result.deleted;
-        done_deactivated := done_deactivated + result.deactivated;
+        done_deleted := done_deleted + result.deleted_rows;
+        done_deactivated := done_deactivated + result.deactivated_rows;
+        done_referenced := done_referenced + result.referenced_rows;
+        done_claimed := done_claimed + result.claimed_rows;
+        done_changed := done_changed + result.changed_rows;
+        tally := tally || coalesce((
+            SELECT jsonb_object_agg(j.key, coalesce((tally ->> j.key)::bigint, 0) + j.value::bigint)
+            FROM jsonb_each_text(result.by_table) AS j), '{}');
         lo := result.last_id;
         COMMIT;
-        -- toward 0.1 s a batch: x0.5 to x1.5 a step, within [100, 200000]
-        IF result.records = size THEN
-            size := least(200000, greatest(100, (size * least(1.5, greatest(0.5,
-                0.1 / greatest(extract(epoch FROM clock_timestamp() - started), 0.000001))))::integer));
-        END IF;
     END LOOP;
     RAISE NOTICE 'backfill undo (downgrade of 0004): % enrollments deleted, % deactivated', done_deleted, done_deactivated;
-    IF done_records > done_deleted + done_deactivated THEN
-        RAISE WARNING 'backfill undo (downgrade of 0004): % recorded enrollments were changed since the backfill and are left as they are', done_records - done_deleted - done_deactivated;
+    IF done_referenced > 0 THEN
+        parts := parts || format('%s that other tables reference (%s)', done_referenced,
+            (SELECT string_agg(format('%s %s', j.key, j.value), ', ' ORDER BY j.key)
+             FROM jsonb_each_text(tally) AS j));
     END IF;
+    IF done_claimed > 0 THEN
+        parts := parts || format('%s the application made its own since the backfill (it wrote a membership of the pair)', done_claimed);
+    END IF;
+    IF done_changed > 0 THEN
+        parts := parts || format('%s changed since the backfill', done_changed);
+    END IF;
+    IF cardinality(parts) > 0 THEN
+        RAISE WARNING 'backfill undo (downgrade of 0004): kept % recorded enrollments as they are: %',
+            done_referenced + done_claimed + done_changed, array_to_string(parts, '; ');
+    END IF;
+    COMMIT;
 END
 $undo$;
 
@@ -897,6 +1019,12 @@ BEGIN
             DROP TRIGGER IF EXISTS course_enrollments_sync_on_user ON "public".users;
             DROP TRIGGER IF EXISTS course_enrollments_sync_on_group ON "public".groups;
             DROP TRIGGER IF EXISTS course_enrollments_sync_on_course ON "public".courses;
+            DROP TABLE IF EXISTS "public".course_enrollments_sync_pending;
+            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_members();
+            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_user();
+            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_group();
+            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_course();
+            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_apply();
             EXIT;
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             attempt := attempt + 1;
@@ -922,68 +1050,4 @@ BEGIN
 END
 $ddl$;
 
-COMMIT;
-
-BEGIN;
-
-SET LOCAL search_path = pg_catalog, pg_temp;
-
-SET LOCAL lock_timeout = '500ms';
-
-SET LOCAL statement_timeout = '0';
-
-DO $lock$
-BEGIN
-    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0003 --sql was changed',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
-            a.pid, a.application_name, a.backend_start), ', ')
-         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
-                               WHERE d.datname = pg_catalog.current_database())
-             AND l.classid = (28550410422479921 >> 32)::oid
-             AND l.objid = (28550410422479921 & 4294967295)::oid)
-            USING HINT = 'run this script again when that session has finished';
-    END IF;
-END
-$lock$;
-
-DROP TABLE IF EXISTS "public".course_enrollments_sync_pending;
-
-DROP FUNCTION IF EXISTS "public".course_enrollments_sync_members();
-
-DROP FUNCTION IF EXISTS "public".course_enrollments_sync_user();
-
-DROP FUNCTION IF EXISTS "public".course_enrollments_sync_group();
-
-DROP FUNCTION IF EXISTS "public".course_enrollments_sync_course();
-
-DROP FUNCTION IF EXISTS "public".course_enrollments_sync_apply();
-
-COMMIT;
-
-BEGIN;
-
-SET LOCAL search_path = pg_catalog, pg_temp;
-
-SET LOCAL lock_timeout = '500ms';
-
-SET LOCAL statement_timeout = '0';
-
-DO $lock$
-BEGIN
-    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0003 --sql was changed',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
-            a.pid, a.application_name, a.backend_start), ', ')
-         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
-                               WHERE d.datname = pg_catalog.current_database())
-             AND l.classid = (28550410422479921 >> 32)::oid
-             AND l.objid = (28550410422479921 & 4294967295)::oid)
-            USING HINT = 'run this script again when that session has finished';
-    END IF;
-END
-$lock$;
+DROP FUNCTION IF EXISTS "public".course_enrollments_undo_batch(bigint, integer);

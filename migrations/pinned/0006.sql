@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0006; digest ed6d4726298b.
+-- Pinned offline SQL of revision 0006; digest eec5f394fcd8.
 -- Written by `python -m migrations.pins --write`. tests/test_pins.py fails when the
 -- revision writes anything else. A released revision changes only to fix a defect: rewrite
 -- this file in the same commit and give the reason in migrations/pinned/CHANGES.md.
@@ -34,14 +34,21 @@ BEGIN
 END
 $lock$;
 
--- The backfill's bookkeeping as it is kept since 1.1: a database 1.0.0 migrated lacks
--- the row version column, the index and the runs table (otherwise nothing happens).
+-- The backfill's bookkeeping as this release keeps it: a database 1.0.0 migrated lacks the
+-- row version column, the index and the runs table; one 1.1.0 migrated, the claim column
+-- (otherwise nothing happens, and no table is locked).
 DO $ensure$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
                    WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_changes') AND attname = 'row_xmin'
                      AND NOT attisdropped) THEN
         ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN row_xmin bigint;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                   WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_changes') AND attname = 'claimed_at'
+                     AND NOT attisdropped) THEN
+        -- Since 1.2: a pair the application made its own since the backfill.
+        ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN claimed_at timestamp with time zone;
     END IF;
     IF pg_catalog.to_regclass('"public".uq_enrollment_backfill_changes_enrollment') IS NULL THEN
         -- Only backfills write this table, and they wait for the enrollments lock this run holds.
@@ -238,14 +245,18 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 AS $sync$
+DECLARE
+    courses integer[];
+    students integer[];
 BEGIN
     IF TG_RELID OPERATOR(pg_catalog.<>) '"public".course_enrollments_sync_pending'::pg_catalog.regclass THEN
         RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
             MESSAGE = 'course_enrollments_sync_apply runs only as a sync trigger of "public".course_enrollments_sync_pending';
     END IF;
     IF NEW.kind OPERATOR(pg_catalog.=) 'membership' THEN
-        INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
-        SELECT p.course_id, p.student_id, true
+        SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id),
+               pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id)
+        INTO courses, students
         FROM (
             SELECT DISTINCT g.course_id, gm.user_id AS student_id
             FROM "public".group_members AS gm
@@ -254,16 +265,11 @@ BEGIN
             JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
             WHERE gm.id OPERATOR(pg_catalog.=) ANY (NEW.ids)
               AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
-        ) AS p
-        WHERE NOT EXISTS (
-            SELECT 1 FROM "public".course_enrollments AS e
-            WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active
-        )
-        ORDER BY p.course_id, p.student_id
-        ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+        ) AS p;
     ELSIF NEW.kind OPERATOR(pg_catalog.=) 'user' THEN
-        INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
-        SELECT p.course_id, p.student_id, true
+        SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id),
+               pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id)
+        INTO courses, students
         FROM (
             SELECT DISTINCT g.course_id, gm.user_id AS student_id
             FROM "public".group_members AS gm
@@ -272,16 +278,11 @@ BEGIN
             JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
             WHERE gm.user_id OPERATOR(pg_catalog.=) ANY (NEW.ids)
               AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
-        ) AS p
-        WHERE NOT EXISTS (
-            SELECT 1 FROM "public".course_enrollments AS e
-            WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active
-        )
-        ORDER BY p.course_id, p.student_id
-        ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+        ) AS p;
     ELSIF NEW.kind OPERATOR(pg_catalog.=) 'group' THEN
-        INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
-        SELECT p.course_id, p.student_id, true
+        SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id),
+               pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id)
+        INTO courses, students
         FROM (
             SELECT DISTINCT g.course_id, gm.user_id AS student_id
             FROM "public".group_members AS gm
@@ -290,16 +291,11 @@ BEGIN
             JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
             WHERE gm.group_id OPERATOR(pg_catalog.=) ANY (NEW.ids)
               AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
-        ) AS p
-        WHERE NOT EXISTS (
-            SELECT 1 FROM "public".course_enrollments AS e
-            WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active
-        )
-        ORDER BY p.course_id, p.student_id
-        ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+        ) AS p;
     ELSIF NEW.kind OPERATOR(pg_catalog.=) 'course' THEN
-        INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
-        SELECT p.course_id, p.student_id, true
+        SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id),
+               pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id)
+        INTO courses, students
         FROM (
             SELECT DISTINCT g.course_id, gm.user_id AS student_id
             FROM "public".group_members AS gm
@@ -308,7 +304,24 @@ BEGIN
             JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
             WHERE g.course_id OPERATOR(pg_catalog.=) ANY (NEW.ids)
               AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
-        ) AS p
+        ) AS p;
+    END IF;
+    IF courses IS NOT NULL THEN
+        WITH met AS (
+            SELECT e.id
+            FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS p(course_id, student_id)
+            JOIN "public".course_enrollments AS e
+                ON e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id
+            JOIN "public".enrollment_backfill_changes AS r ON r.enrollment_id OPERATOR(pg_catalog.=) e.id
+            WHERE e.active AND r.claimed_at IS NULL
+            ORDER BY e.course_id, e.student_id
+            FOR SHARE OF e
+        )
+        UPDATE "public".enrollment_backfill_changes AS r SET claimed_at = pg_catalog.now()
+        FROM met WHERE r.enrollment_id OPERATOR(pg_catalog.=) met.id AND r.claimed_at IS NULL;
+        INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
+        SELECT p.course_id, p.student_id, true
+        FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS p(course_id, student_id)
         WHERE NOT EXISTS (
             SELECT 1 FROM "public".course_enrollments AS e
             WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active

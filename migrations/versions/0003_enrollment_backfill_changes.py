@@ -20,7 +20,10 @@ and drops a sync trigger such a cut 0004 left.
 Fixed in 1.2 (helpers v3): both tables grant nothing to PUBLIC; every statement runs with
 a pinned search_path and names the schema of its tables, so that an operator planted in a
 writable schema (the record's CHECK constraint compares with ``=``) never runs as the
-migration role.
+migration role. The record has a ``claimed_at`` column (the sync trigger marks a pair the
+application made its own), and the downgrade's undo keeps what other tables reference and
+what was claimed, dropping a sync trigger a cut 0004 left in the transaction that records
+0002.
 """
 
 from collections.abc import Sequence

@@ -31,7 +31,11 @@ a writable ``public`` let a role run its own code as the migration role:
   and a deferred constraint trigger enrolls it at commit, so the trigger adds no
   deadlock to an application that writes its enrollments in a fixed order;
 - the backfill and every other statement run with ``search_path = pg_catalog, pg_temp``;
-- the downgrade undoes first and drops the triggers last, all in one transaction.
+- the downgrade never deletes or changes a row of another table: it keeps the recorded
+  enrollments another table references and those whose pair the application made its own
+  since (a membership written after the backfill, which the trigger notes in the record);
+  it undoes first and drops every object of the trigger last, in the transaction that
+  records 0003, so a downgrade cut short leaves 0004 whole.
 """
 
 from collections.abc import Sequence

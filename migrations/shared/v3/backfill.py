@@ -1,4 +1,4 @@
-"""The backfill of the 1.1 revisions, and its exact undo: batched, race-free, resumable.
+"""The backfill of the revisions on helpers v3: batched, race-free, resumable.
 
 One statement per batch takes the next slice of ``group_members`` by primary key
 (``id > lo``, at most ``size`` rows) and, in one transaction:
@@ -24,9 +24,7 @@ replicas, retried, split on a statement timeout. Offline, a PL/pgSQL loop in the
 does the same (a ``COMMIT`` per batch inside ``DO``). ``-x backfill_one_statement=yes``
 (online and offline) runs it as one statement over every membership instead.
 
-The undo walks the record by enrollment id, in batches too: it deletes what a backfill
-created and deactivates what it reactivated, where the row is still the version the
-backfill wrote; the others were changed since, and are left and counted.
+The undo is :mod:`.undo`'s.
 """
 
 from __future__ import annotations
@@ -242,59 +240,8 @@ def finish_run_sql(t: Tables, run: str) -> str:
     return f"UPDATE {t.enrollment_backfill_runs} SET finished_at = now() WHERE id = {run}"
 
 
-# --- the undo -------------------------------------------------------------------------
-def undo_batch_sql(t: Tables, lo: str, size: str) -> str:
-    """Undo the next ``size`` recorded changes after enrollment id ``lo``, and forget them.
-
-    A row is restored only while it is still the version the backfill wrote (same pair,
-    active, same ``xmin``; records of 1.0.0 have no ``xmin``: same pair and active).
-    """
-    return f"""WITH batch AS MATERIALIZED (
-    SELECT r.enrollment_id, r.course_id, r.student_id, r.action, r.row_xmin
-    FROM {t.enrollment_backfill_changes} AS r
-    WHERE r.enrollment_id > {lo}
-    ORDER BY r.enrollment_id
-    LIMIT {size}
-),
-locked AS MATERIALIZED (
-    -- the recorded rows as they are now, locked so that nobody changes them meanwhile
-    SELECT e.id, e.course_id, e.student_id, e.active, e.xmin::text::bigint AS row_xmin
-    FROM {t.course_enrollments} AS e
-    WHERE e.id = ANY (ARRAY(SELECT b.enrollment_id FROM batch AS b))
-    ORDER BY e.id
-    FOR UPDATE
-),
-as_left AS (
-    -- still exactly as the backfill left them
-    SELECT l.id, b.action
-    FROM locked AS l
-    JOIN batch AS b ON b.enrollment_id = l.id
-    WHERE l.course_id = b.course_id AND l.student_id = b.student_id AND l.active
-      AND (b.row_xmin IS NULL OR l.row_xmin = b.row_xmin)
-),
-deleted AS (
-    DELETE FROM {t.course_enrollments} AS e
-    WHERE e.id = ANY (ARRAY(SELECT a.id FROM as_left AS a WHERE a.action = 'created'))
-    RETURNING e.id
-),
-deactivated AS (
-    UPDATE {t.course_enrollments} AS e
-    SET active = false
-    WHERE e.id = ANY (ARRAY(SELECT a.id FROM as_left AS a WHERE a.action = 'reactivated'))
-    RETURNING e.id
-),
-forgotten AS (
-    DELETE FROM {t.enrollment_backfill_changes} AS r
-    WHERE r.enrollment_id = ANY (ARRAY(SELECT b.enrollment_id FROM batch AS b))
-)
-SELECT (SELECT max(enrollment_id) FROM batch) AS last_id,
-    (SELECT count(*) FROM batch) AS records,
-    (SELECT count(*) FROM deleted) AS deleted,
-    (SELECT count(*) FROM deactivated) AS deactivated"""
-
-
 # --- offline: the loops in the script --------------------------------------------------
-def _transaction_start(settings: MigrationSettings, what: str, spaces: str) -> str:
+def transaction_start_sql(settings: MigrationSettings, what: str, spaces: str) -> str:
     """After each ``COMMIT`` in a loop: the run's settings and the enrollments lock again
     (both end with the transaction that just committed)."""
     return indent(
@@ -308,7 +255,7 @@ END IF;""",
     )
 
 
-def _retry(settings: MigrationSettings, what: str) -> str:
+def retry_sql(settings: MigrationSettings, what: str) -> str:
     patience = duration_seconds(settings.lock_patience)
     return f"""            EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
                 attempt := attempt + 1;
@@ -406,7 +353,7 @@ DECLARE
     waited_at timestamptz;
     told boolean := false;
 BEGIN
-{_transaction_start(settings, what, "    ")}
+{transaction_start_sql(settings, what, "    ")}
 {indent(start_run_sql(t, f"'{source}'"))}
     INTO run;
     lo := run.after;
@@ -416,14 +363,14 @@ BEGIN
     COMMIT;
     LOOP
         attempt := 0;
-{_transaction_start(settings, what, "        ")}{"" if one_statement else _pace(settings, what)}
+{transaction_start_sql(settings, what, "        ")}{"" if one_statement else _pace(settings, what)}
         started := clock_timestamp();
         LOOP
             BEGIN
 {indent(statement, "                ")}
                 INTO result;
                 EXIT;
-{_retry(settings, what)}
+{retry_sql(settings, what)}
         END LOOP;
         EXIT WHEN result.memberships = 0;
         done_batches := done_batches + 1;
@@ -433,54 +380,12 @@ BEGIN
         COMMIT;{"" if one_statement else _adapt(batch, "result.memberships")}
         EXIT WHEN {"true" if one_statement else "false"};
     END LOOP;
-{_transaction_start(settings, what, "    ")}
+{transaction_start_sql(settings, what, "    ")}
     {finish_run_sql(t, "run.id")};
     RAISE NOTICE '{what}: % enrollments created, % reactivated (% batches)', done_created, done_reactivated, done_batches;
     COMMIT;
 END
 $backfill$"""
-
-
-def offline_undo_sql(t: Tables, what: str, settings: MigrationSettings) -> str:
-    """The undo as a DO block for psql: a ``COMMIT`` per batch; warns about rows changed
-    since the backfill, which it leaves as they are."""
-    batch = settings.batch
-    return f"""-- {what}: restore what the backfill changed, where it is still as the backfill left it.
-DO $undo$
-DECLARE
-    result record;
-    lo bigint := {BEFORE_ANY_ID};
-    size integer := {batch.first_size};
-    attempt integer;
-    started timestamptz;
-    done_records bigint := 0;
-    done_deleted bigint := 0;
-    done_deactivated bigint := 0;
-BEGIN
-    LOOP
-        attempt := 0;
-        started := clock_timestamp();
-{_transaction_start(settings, what, "        ")}
-        LOOP
-            BEGIN
-{indent(undo_batch_sql(t, "lo", "size"), "                ")}
-                INTO result;
-                EXIT;
-{_retry(settings, what)}
-        END LOOP;
-        EXIT WHEN result.records = 0;
-        done_records := done_records + result.records;
-        done_deleted := done_deleted + result.deleted;
-        done_deactivated := done_deactivated + result.deactivated;
-        lo := result.last_id;
-        COMMIT;{_adapt(batch, "result.records")}
-    END LOOP;
-    RAISE NOTICE '{what}: % enrollments deleted, % deactivated', done_deleted, done_deactivated;
-    IF done_records > done_deleted + done_deactivated THEN
-        RAISE WARNING '{what}: % recorded enrollments were changed since the backfill and are left as they are', done_records - done_deleted - done_deactivated;
-    END IF;
-END
-$undo$"""
 
 
 # --- online ---------------------------------------------------------------------------
@@ -530,32 +435,3 @@ def backfill_online(
     created, reactivated = totals.counts.get("created", 0), totals.counts.get("reactivated", 0)
     progress.close(f"{created:,} created, {reactivated:,} reactivated")
     return Outcome(created, reactivated, totals.batches, totals.rows)
-
-
-def undo_online(connection: Connection, t: Tables, what: str, settings: MigrationSettings) -> None:
-    """The undo on ``connection``, batched; one warning line for rows changed since."""
-
-    def step(conn: Connection, after: int, size: int) -> StepResult:
-        row = _row(conn, undo_batch_sql(t, str(after), str(size)))
-        return StepResult(
-            last_key=row.last_id,
-            rows=int(row.records),
-            counts={"deleted": int(row.deleted), "deactivated": int(row.deactivated)},
-        )
-
-    with transaction(connection):
-        total = connection.exec_driver_sql(
-            f"SELECT count(*) FROM {t.enrollment_backfill_changes}"
-        ).scalar_one()
-    progress = Progress(what, total)
-    totals = run_batches(connection, step, BEFORE_ANY_ID, settings.batch, progress)
-    deleted, deactivated = totals.counts.get("deleted", 0), totals.counts.get("deactivated", 0)
-    progress.close(f"{deleted:,} deleted, {deactivated:,} deactivated")
-    log.info("%s: %d enrollments deleted, %d deactivated", what, deleted, deactivated)
-    changed = totals.rows - deleted - deactivated
-    if changed:
-        log.warning(
-            "%s: %d recorded enrollments were changed since the backfill and are left as they are",
-            what,
-            changed,
-        )

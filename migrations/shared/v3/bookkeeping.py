@@ -6,6 +6,9 @@
   undo restores a row only while it is still that version, so a row the application
   changed since, even changed and changed back, is left alone and counted. Rows 1.0.0
   recorded have no ``row_xmin``; for them "still as left" means same pair, still active.
+  ``claimed_at``: when the application made the pair its own (it wrote a membership that
+  makes the pair eligible, after the backfill had enrolled it): the sync trigger sets it,
+  and the undo then keeps the enrollment.
 - ``enrollment_backfill_runs``: one row per backfill run, by the command or a revision:
   its checkpoint (the last membership id of its last committed batch), whether the sync
   trigger was installed when it started, and its counts. A cut run goes on from its
@@ -36,6 +39,7 @@ def _changes(t: Tables) -> str:
     action varchar(20) NOT NULL,
     changed_at timestamp with time zone DEFAULT now() NOT NULL,
     row_xmin bigint,
+    claimed_at timestamp with time zone,
     CONSTRAINT enrollment_backfill_changes_pkey PRIMARY KEY (revision, enrollment_id),
     CONSTRAINT ck_enrollment_backfill_changes_action CHECK (action IN ('created', 'reactivated'))
 )"""
@@ -75,14 +79,21 @@ def ensure_sql(t: Tables) -> list[str]:
     transaction). Each piece only where it is missing: an ALTER TABLE takes its heavy lock
     even when it has nothing to do."""
     return [
-        f"""-- The backfill's bookkeeping as it is kept since 1.1: a database 1.0.0 migrated lacks
--- the row version column, the index and the runs table (otherwise nothing happens).
+        f"""-- The backfill's bookkeeping as this release keeps it: a database 1.0.0 migrated lacks the
+-- row version column, the index and the runs table; one 1.1.0 migrated, the claim column
+-- (otherwise nothing happens, and no table is locked).
 DO $ensure$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
                    WHERE attrelid = {t.regclass(CHANGES)} AND attname = 'row_xmin'
                      AND NOT attisdropped) THEN
         ALTER TABLE {t.enrollment_backfill_changes} ADD COLUMN row_xmin bigint;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                   WHERE attrelid = {t.regclass(CHANGES)} AND attname = 'claimed_at'
+                     AND NOT attisdropped) THEN
+        -- Since 1.2: a pair the application made its own since the backfill.
+        ALTER TABLE {t.enrollment_backfill_changes} ADD COLUMN claimed_at timestamp with time zone;
     END IF;
     IF {t.regclass(ENROLLMENT_INDEX)} IS NULL THEN
         -- Only backfills write this table, and they wait for the enrollments lock this run holds.

@@ -9,7 +9,7 @@ from alembic import op
 from alembic.util import CommandError
 
 from app.migration_env import MigrationSettings
-from migrations.shared.v3 import backfill, bookkeeping, sync
+from migrations.shared.v3 import backfill, bookkeeping, sync, undo
 from migrations.shared.v3.definition import Tables
 from migrations.shared.v3.gate import check_coverage
 from migrations.shared.v3.run import (
@@ -53,13 +53,6 @@ def _backfill(connection, t: Tables, source: str, settings: MigrationSettings) -
     )
 
 
-def _undo(connection, t: Tables, what: str, settings: MigrationSettings) -> None:
-    if connection is None:
-        run_sql(backfill.offline_undo_sql(t, what, settings))
-    else:
-        backfill.undo_online(connection, t, what, settings)
-
-
 def backfill_revision(revision: str) -> None:
     """Revision 0004: install the sync trigger, then backfill (recorded as ``revision``).
 
@@ -73,28 +66,40 @@ def backfill_revision(revision: str) -> None:
         _backfill(connection, t, revision, settings)
 
 
+def _connection_in_revision():
+    """The revision's own transaction: online its connection, offline None."""
+    return None if is_offline() else op.get_bind()
+
+
 def undo_backfill_revision(revision: str) -> None:
     """Revision 0004's downgrade: undo every recorded change (the revision's, the
-    command's and any catch-up's) where the row is still as left, then drop the sync
-    trigger: until then, what the application writes meanwhile is still enrolled."""
+    command's and any catch-up's) where the row is still as the backfill left it, keeping
+    what other tables reference and what the application made its own; then, in the
+    transaction that records 0003, drop every object of the sync trigger: until then what
+    the application writes is still enrolled, and a downgrade cut short at any point
+    leaves 0004 with all of them (running it again finishes the undo)."""
     settings, t = MigrationSettings.current(), tables()
+    what = f"backfill undo (downgrade of {revision})"
     with outside_transaction() as connection:
         _ensure_bookkeeping(connection, t)
-        _undo(connection, t, f"backfill undo (downgrade of {revision})", settings)
-        sync.drop(connection, t, settings)
+        undo.undo(connection, t, what, settings)
+    in_revision = _connection_in_revision()
+    sync.drop(in_revision, t, settings)
+    run_sql(undo.drop_function_sql(t))
 
 
 def drop_bookkeeping(revision: str) -> None:
     """Revision 0003's downgrade: never drop a record that holds rows, undo them first.
 
     Rows remain after a backfill run by ``enrollments backfill --commit`` at 0003, or a
-    revision 0004 cut short (which also left the sync trigger: dropped here too).
+    revision 0004 cut short (which also left the sync trigger: dropped here too, in the
+    transaction that drops the tables and records 0002).
     """
     settings, t = MigrationSettings.current(), tables()
+    what = f"backfill undo (downgrade of {revision})"
     with outside_transaction() as connection:
         _ensure_bookkeeping(connection, t)
-        _undo(connection, t, f"backfill undo (downgrade of {revision})", settings)
-        sync.drop(connection, t, settings)
+        undo.undo(connection, t, what, settings)
     if is_offline():
         run_sql(
             f"""-- Stop unless the undo above emptied the record.
@@ -117,6 +122,8 @@ $empty$"""
                 f"{bookkeeping.CHANGES} still holds {left} records: refusing to drop it; "
                 "run the downgrade again"
             )
+    sync.drop(_connection_in_revision(), t, settings)
+    run_sql(undo.drop_function_sql(t))
     for statement in bookkeeping.drop_sql(t):
         run_sql(statement)
 

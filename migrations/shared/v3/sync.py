@@ -60,11 +60,12 @@ def _guard(tables: Tables, table: str, function: str) -> str:
     END IF;"""
 
 
-def _apply_statement(tables: Tables, which: str) -> str:
-    """Create or reactivate the enrollments of the eligible pairs behind the memberships
-    ``which`` selects (a condition on gm or g), as they are now; (course, student) order."""
-    return f"""INSERT INTO {tables.course_enrollments} AS ce (course_id, student_id, active)
-SELECT p.course_id, p.student_id, true
+def _pairs_statement(tables: Tables, which: str) -> str:
+    """The eligible pairs behind the memberships ``which`` selects (a condition on gm or g),
+    as they are now, into ``courses`` and ``students``, in (course, student) order."""
+    return f"""SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id),
+       pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id)
+INTO courses, students
 FROM (
     SELECT DISTINCT g.course_id, gm.user_id AS student_id
     FROM {tables.group_members} AS gm
@@ -73,7 +74,37 @@ FROM (
     JOIN {tables.users} AS u ON u.id {EQ} gm.user_id
     WHERE {which}
       AND {eligible(DEFINER)}
-) AS p
+) AS p"""
+
+
+def _claim_statement(tables: Tables) -> str:
+    """The enrollments a backfill recorded for these pairs are the application's now: the
+    undo keeps them. Locked (FOR SHARE) in (course, student) order, as the undo locks them:
+    an undo that got there first has removed the row, and the enrolling below makes it
+    anew; one that comes later finds the claim."""
+    pairs = (
+        "ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students))"
+        " AS p(course_id, student_id)"
+    )
+    return f"""WITH met AS (
+    SELECT e.id
+    FROM {pairs}
+    JOIN {tables.course_enrollments} AS e
+        ON e.course_id {EQ} p.course_id AND e.student_id {EQ} p.student_id
+    JOIN {tables.enrollment_backfill_changes} AS r ON r.enrollment_id {EQ} e.id
+    WHERE e.active AND r.claimed_at IS NULL
+    ORDER BY e.course_id, e.student_id
+    FOR SHARE OF e
+)
+UPDATE {tables.enrollment_backfill_changes} AS r SET claimed_at = pg_catalog.now()
+FROM met WHERE r.enrollment_id {EQ} met.id AND r.claimed_at IS NULL"""
+
+
+def _enroll_statement(tables: Tables) -> str:
+    """Create the missing enrollments and reactivate the inactive ones, in order."""
+    return f"""INSERT INTO {tables.course_enrollments} AS ce (course_id, student_id, active)
+SELECT p.course_id, p.student_id, true
+FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS p(course_id, student_id)
 WHERE NOT EXISTS (
     SELECT 1 FROM {tables.course_enrollments} AS e
     WHERE e.course_id {EQ} p.course_id AND e.student_id {EQ} p.student_id AND e.active
@@ -95,12 +126,19 @@ KINDS = {
 def _apply_body(tables: Tables) -> str:
     branches = "\n".join(
         f"""    {"IF" if i == 0 else "ELSIF"} NEW.kind {EQ} '{kind}' THEN
-{indent(_apply_statement(tables, which), "        ")};"""
+{indent(_pairs_statement(tables, which), "        ")};"""
         for i, (kind, which) in enumerate(KINDS.items())
     )
-    return f"""BEGIN
+    return f"""DECLARE
+    courses integer[];
+    students integer[];
+BEGIN
 {_guard(tables, PENDING, "course_enrollments_sync_apply")}
 {branches}
+    END IF;
+    IF courses IS NOT NULL THEN
+{indent(_claim_statement(tables), "        ")};
+{indent(_enroll_statement(tables), "        ")};
     END IF;
     DELETE FROM {getattr(tables, PENDING)} AS q WHERE q.id {EQ} NEW.id;
     RETURN NULL;
@@ -408,22 +446,21 @@ END IF;"""
     )
 
 
-def drop_triggers_sql(tables: Tables, settings: MigrationSettings) -> str:
-    """One DO block: the sync triggers on the four tables dropped, all or none."""
+def drop_sql(tables: Tables, settings: MigrationSettings) -> str:
+    """One DO block: every object of the sync trigger gone, all or none: the triggers on
+    the four tables (a short lock on each, retried), the queue and its trigger, the
+    functions. Run in the transaction that records the revision below, so that a
+    downgrade cut short leaves all of them and the revision it started from."""
     drops = "\n".join(
-        f"DROP TRIGGER IF EXISTS {t.name} ON {getattr(tables, t.table)};" for t in TRIGGERS
+        [
+            *(f"DROP TRIGGER IF EXISTS {t.name} ON {getattr(tables, t.table)};" for t in TRIGGERS),
+            f"DROP TABLE IF EXISTS {getattr(tables, PENDING)};",
+            *(f"DROP FUNCTION IF EXISTS {getattr(tables, name)}();" for name in NAMES),
+        ]
     )
     return with_lock_retries(
         "dropping the sync triggers", drops, tables, TABLES, DROP_CONFLICTS, settings
     )
-
-
-def drop_objects_sql(tables: Tables) -> list[str]:
-    """The functions and the queue table, once the legacy tables' triggers are gone."""
-    return [
-        f"DROP TABLE IF EXISTS {getattr(tables, PENDING)}",
-        *(f"DROP FUNCTION IF EXISTS {getattr(tables, name)}()" for name in NAMES),
-    ]
 
 
 def strays_sql(tables: Tables) -> str:
@@ -460,8 +497,6 @@ def install(connection: Connection | None, tables: Tables, settings: MigrationSe
 
 
 def drop(connection: Connection | None, tables: Tables, settings: MigrationSettings) -> None:
-    """The triggers of the four tables (one transaction, retried), then the rest."""
-    run_block(connection, drop_triggers_sql(tables, settings))
-    with in_transaction(connection):
-        for statement in drop_objects_sql(tables):
-            execute_block(connection, statement)
+    """Every object of the sync trigger, in the transaction ``connection`` holds (the
+    revision's: online its connection, offline None)."""
+    execute_block(connection, drop_sql(tables, settings))
