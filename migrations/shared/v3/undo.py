@@ -211,9 +211,7 @@ def kept_line(what: str, referenced: int, claimed: int, changed: int, by_table: 
     return f"{what}: kept {total:,} recorded enrollments as they are: {'; '.join(parts)}"
 
 
-def undo_online(
-    connection: Connection, t: Tables, what: str, settings: MigrationSettings
-) -> None:
+def undo_online(connection: Connection, t: Tables, what: str, settings: MigrationSettings) -> None:
     """The undo on ``connection`` (outside a transaction), batched; one warning line."""
     if settings.undo_referenced == "refuse":
         run_block(connection, refuse_sql(t, what))
@@ -337,4 +335,3 @@ def undo(connection: Connection | None, t: Tables, what: str, settings: Migratio
         for statement in function_sql(t):
             execute_block(None, statement)
     execute_block(None, offline_undo_sql(t, what, settings))
-
