@@ -111,7 +111,7 @@ def referenced(server: Server, db: str) -> int:
             return int(
                 conn.exec_driver_sql(
                     "SELECT count(*) FROM enrollment_backfill_changes"
-                    " WHERE enrollment_id % 10 = 0 OR enrollment_id % 20 IN (1, 2)"
+                    " WHERE enrollment_id %% 10 = 0 OR enrollment_id %% 20 IN (1, 2)"
                 ).scalar()
             )
     finally:
