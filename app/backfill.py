@@ -33,6 +33,7 @@ from app import lock
 from app.batching import BatchSettings, Progress, StepResult, run_batches, transaction
 from app.coverage import ACTIVE_MEMBERSHIP, ELIGIBLE, CoverageReport, indent
 from app.db import POOLER_NOTE, behind_pooler, set_transaction_prelude
+from app.errors import SchemaError
 from app.names import Tables
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,12 @@ NOT_UNDOABLE = (
     "no enrollment_backfill_changes table (the database is below revision 0003): these "
     "changes cannot be undone by a downgrade, and a cut run starts over; alembic upgrade "
     "0003 first makes them undoable and resumable"
+)
+REFUSED_BELOW_0003 = (
+    "the database is below revision 0003 (no enrollment_backfill_changes): a backfill here "
+    "would not be recorded, so no downgrade could undo it and a cut run would start over; "
+    "run alembic upgrade 0003 first, or pass --unrecorded to write it anyway; nothing was "
+    "changed"
 )
 
 
@@ -299,6 +306,7 @@ def backfill(
     prelude: list[str],
     one_statement: bool = False,
     progress_stream=None,
+    unrecorded: bool = False,
 ) -> Written:
     """Write the backfill; ``connection`` is outside any transaction, with ``prelude``
     (the command's settings) run first in each of its transactions."""
@@ -313,6 +321,8 @@ def backfill(
         with transaction(connection):
             books = Bookkeeping.of(connection, t)
         if not books.record:
+            if not unrecorded:
+                raise SchemaError(REFUSED_BELOW_0003)
             log.warning("%s", NOT_UNDOABLE)
         run, after, resumed = None, BEFORE_ANY_ID, False
         if books.runs:
@@ -363,7 +373,7 @@ def _batched(
         total = connection.execute(
             text(f"SELECT count(*) FROM {books.tables.group_members} WHERE id > {int(after)}")
         ).scalar_one()
-    progress = Progress("backfill", total, stream=progress_stream)
+    progress = Progress("backfill", total, unit="memberships", stream=progress_stream)
     started = time.monotonic()
     totals = run_batches(connection, step, after, settings, progress)
     created, reactivated = totals.counts.get("created", 0), totals.counts.get("reactivated", 0)

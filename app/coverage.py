@@ -233,6 +233,7 @@ class CoverageReport:
     anomaly_pairs: dict[str, list[PairSample]] = field(default_factory=dict)
     breakdown_by: str | None = None
     breakdown: list[dict[str, int]] = field(default_factory=list)
+    breakdown_names: dict[int, str] = field(default_factory=dict)
     security_warnings: list[str] = field(default_factory=list)
 
     @property
@@ -351,12 +352,29 @@ def audit(
             ),
             key=lambda r: (-r["missing"], -r["inactive"], r[BREAKDOWNS[by]]),
         )
+        report.breakdown_names = _breakdown_names(connection, report.breakdown[:limit], by, t)
     if limit > 0:
         samples = _samples(connection, buckets, lo, width, limit, t)
         report.missing_pairs = samples["missing"]
         report.inactive_pairs = samples["inactive"]
         report.anomaly_pairs = {kind: samples[kind] for kind in ANOMALY_KINDS}
     return report
+
+
+def _breakdown_names(
+    connection: Connection, rows: list[dict], by: str, t: Tables
+) -> dict[int, str]:
+    """The names of the schools or courses of the breakdown rows the text shows (the
+    first ``--limit``), in one lookup; JSON keeps the ids only, as the contract says."""
+    table = t.schools if by == "school" else t.courses
+    ids = ",".join(str(int(r[BREAKDOWNS[by]])) for r in rows)
+    if not ids:
+        return {}
+    return dict(
+        connection.execute(
+            text(f"SELECT id, name FROM {table} WHERE id = ANY (ARRAY[{ids}]::integer[])")
+        ).all()
+    )
 
 
 def _samples(

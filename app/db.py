@@ -48,6 +48,36 @@ def is_duration(value: str) -> bool:
     return bool(DURATION.match(value.strip()))
 
 
+MAX_TIMEOUT_MS = 2_147_483_647  # what PostgreSQL takes for lock_timeout, statement_timeout
+NEGATIVE = re.compile(r"^-\s*\d")
+
+
+def duration_problem(value: str, timeout: bool = False) -> str | None:
+    """Why ``value`` is not a duration we may pass on, or None. For a ``timeout``
+    (PostgreSQL counts those in whole milliseconds), also what it would reject or round to
+    0, which means no limit at all."""
+    value = value.strip()
+    if NEGATIVE.match(value):
+        return f"must not be negative, not {value!r}"
+    if not is_duration(value):
+        return (
+            "must be a PostgreSQL duration such as 5s, 1.5s, 500ms, 10 min or 0 (none), "
+            f"not {value!r}"
+        )
+    milliseconds = duration_seconds(value) * 1000
+    if timeout and 0 < milliseconds < 1:
+        return (
+            f"{value!r} is under 1 ms, which PostgreSQL rounds to 0, no limit at all: give 1ms "
+            "or more, or 0 for no limit"
+        )
+    if milliseconds > MAX_TIMEOUT_MS:
+        return (
+            f"{value!r} is more than PostgreSQL takes: at most {MAX_TIMEOUT_MS}ms (about "
+            f"{MAX_TIMEOUT_MS / 86_400_000:.1f} days)"
+        )
+    return None
+
+
 def duration_seconds(value: str) -> float:
     """A duration in seconds (a bare number is milliseconds, as PostgreSQL reads it)."""
     match = DURATION.match(value.strip())
@@ -89,6 +119,18 @@ URL_CHARACTERS = (
 BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
+def _ambiguous(raw: str) -> bool:
+    """Whether a user name or a password holds a character that must be percent-encoded:
+    more than one ``@`` after the scheme, ``/ ? #`` or a space before the ``@``. Left to
+    the parser, such a URL splits inside the password, and a piece of it ends up in the
+    host, the user name or the database, which messages print."""
+    _, _, rest = raw.partition("://")
+    if rest.count("@") > 1:
+        return True
+    userinfo, at, _ = rest.partition("@")
+    return bool(at) and any(c in userinfo for c in "/?# ")
+
+
 def parse_url(raw: str) -> URL:
     """Parse and check a PostgreSQL URL; ``postgresql://`` and ``postgres://`` mean psycopg2.
 
@@ -100,6 +142,8 @@ def parse_url(raw: str) -> URL:
     try:
         if BAD_PERCENT.search(raw):  # libpq rejects it too ("invalid percent-encoded token")
             raise ValueError("a % that does not start a percent-encoded byte")
+        if _ambiguous(raw):
+            raise ValueError("a character that must be percent-encoded")
         url = make_url(raw)
     except (ArgumentError, ValueError):
         raise ConfigError(f"malformed database URL: {URL_CHARACTERS}") from None
@@ -261,7 +305,6 @@ _interrupted = False
 DEFAULT_CONNECT_TIMEOUT = 10.0
 CONNECT_TIMEOUT = DEFAULT_CONNECT_TIMEOUT  # set by make_engine (the run's URL)
 CONNECTING = {psycopg2.extensions.STATUS_SETUP, 20}  # 20: psycopg2's "connecting"
-_connect_deadlines: dict[int, float] = {}
 
 
 def _select(conn, state: int, timeout: float | None) -> bool:
@@ -277,36 +320,32 @@ def _select(conn, state: int, timeout: float | None) -> bool:
 
 def _wait_cancelling_on_interrupt(conn) -> None:
     global _interrupted
-    key = id(conn)
-    try:
-        while True:
+    # psycopg2 calls this once per wait, the whole connect included: the deadline lives
+    # here (keyed on nothing that a later connection could reuse).
+    deadline = None
+    while True:
+        try:
+            state = conn.poll()
+            if state == psycopg2.extensions.POLL_OK:
+                return
+            timeout = None
+            if conn.status in CONNECTING:
+                deadline = deadline or time.monotonic() + CONNECT_TIMEOUT
+                timeout = max(0.0, deadline - time.monotonic())
+            if not _select(conn, state, timeout):
+                conn.close()
+                raise psycopg2.OperationalError(
+                    f"timeout expired: the server did not answer within "
+                    f"{CONNECT_TIMEOUT:g} s of connecting (connect_timeout)"
+                )
+        except KeyboardInterrupt:
+            _interrupted = True
+            if conn.status in CONNECTING:  # nothing runs on the server yet
+                raise
             try:
-                state = conn.poll()
-                if state == psycopg2.extensions.POLL_OK:
-                    return
-                timeout = None
-                if conn.status in CONNECTING:
-                    deadline = _connect_deadlines.setdefault(
-                        key, time.monotonic() + CONNECT_TIMEOUT
-                    )
-                    timeout = max(0.0, deadline - time.monotonic())
-                if not _select(conn, state, timeout):
-                    conn.close()
-                    raise psycopg2.OperationalError(
-                        f"timeout expired: the server did not answer within "
-                        f"{CONNECT_TIMEOUT:g} s of connecting (connect_timeout)"
-                    )
-            except KeyboardInterrupt:
-                _interrupted = True
-                if conn.status in CONNECTING:  # nothing runs on the server yet
-                    raise
-                try:
-                    conn.cancel()
-                except psycopg2.Error:  # not connected yet: nothing runs on the server
-                    raise KeyboardInterrupt from None
-    finally:
-        if conn.closed or conn.status not in CONNECTING:
-            _connect_deadlines.pop(key, None)
+                conn.cancel()
+            except psycopg2.Error:  # not connected yet: nothing runs on the server
+                raise KeyboardInterrupt from None
 
 
 def install_interrupt_handling() -> None:

@@ -8,19 +8,22 @@ only when every step did.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import URL, create_engine, make_url, text
 
 from app import sample_data
 from app.embedded import EmbeddedPostgres
 from app.errors import ConfigError
 
 BIN = Path(sys.executable).parent
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z]+ ")  # alembic.ini's format
 
 
 def find_root() -> Path:
@@ -51,40 +54,46 @@ def run(
     expect: int,
     render: Callable[[str], str] | None = None,
 ) -> str:
-    """(``env["ENROLLMENTS_DEMO_ROOT"]`` is the checkout the commands run in.)"""
-    """Run a command, print what it printed (or ``render`` of it), then its exit code."""
+    """Run a command, print what it printed, in the order it printed it (or ``render`` of
+    it), then its exit code. ``env["ENROLLMENTS_DEMO_ROOT"]`` is the directory it runs in."""
     print(f"$ {' '.join(command)}", flush=True)
     proc = subprocess.run(
         [str(BIN / command[0]), *command[1:]],
         cwd=env["ENROLLMENTS_DEMO_ROOT"],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
-    shown = render(proc.stdout) if render else (proc.stdout + proc.stderr).rstrip()
+    shown = render(proc.stdout) if render else proc.stdout.rstrip()
     if shown:
         print(shown, flush=True)
     if not shown.endswith(f"(exit {proc.returncode})"):  # the audit says it itself
         print(f"(exit {proc.returncode})", flush=True)
     if proc.returncode != expect:
         raise DemoStepError(f"`{' '.join(command)}` exited {proc.returncode}, expected {expect}")
-    return proc.stdout
+    return "\n".join(line for line in proc.stdout.splitlines() if not LOG_LINE.match(line))
 
 
 def sql_excerpt(script: str) -> str:
-    """The heart of the offline script, as a DBA would read it: one batch of the backfill,
-    and the gate's verdict."""
+    """The heart of the offline script, as a DBA would read it, in whole lines: one batch
+    of the backfill, and the gate's verdict below 100%."""
     lines = script.splitlines()
     start = next(i for i, line in enumerate(lines) if "WITH slice AS MATERIALIZED" in line)
     end = next(i for i in range(start, len(lines)) if lines[i].strip() == "INTO result;")
-    raise_at = next(i for i, line in enumerate(lines) if "RAISE EXCEPTION 'coverage gate" in line)
+    verdict = next(
+        i
+        for i, line in enumerate(lines)
+        if "RAISE EXCEPTION 'coverage gate" in line and "%" in line
+    )
+    until = next(i for i in range(verdict, len(lines)) if lines[i].rstrip().endswith(";"))
     return "\n".join(
         [
             "-- 0004: the sync trigger first, then the backfill, one batch per transaction:",
-            *(line[16:] for line in lines[start:end]),
+            textwrap.dedent("\n".join(lines[start : end + 1])),
             "",
             "-- 0005: the coverage gate (counts as in enrollments audit), below 100%:",
-            *(line[8:] for line in lines[raise_at : raise_at + 6]),
+            textwrap.dedent("\n".join(lines[verdict : until + 1])),
         ]
     )
 
@@ -96,17 +105,42 @@ def current_head(root: Path) -> str:
     return ScriptDirectory.from_config(Config(str(root / "alembic.ini"))).get_current_head()
 
 
+OWNER = "school_owner"
+
+
+def owner_database(pg: EmbeddedPostgres) -> str:
+    """A database ``school`` owned by the role ``school_owner`` (no superuser), as the
+    deploy runs on a managed PostgreSQL; its URL."""
+    admin = create_engine(pg.url_string(), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if not conn.execute(text(f"SELECT 1 FROM pg_roles WHERE rolname = '{OWNER}'")).first():
+                conn.execute(text(f"CREATE ROLE {OWNER} LOGIN"))
+            if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = 'school'")).first():
+                conn.execute(text(f"CREATE DATABASE school OWNER {OWNER}"))
+    finally:
+        admin.dispose()
+    server = pg.url("school")
+    return URL.create(
+        server.drivername, username=OWNER, database="school", query=server.query
+    ).render_as_string(hide_password=False)
+
+
 def run_demo(data_dir: str | None = None) -> int:
     root = find_root()
     started = time.monotonic()
     with EmbeddedPostgres(Path(data_dir) if data_dir else None, keep=bool(data_dir)) as pg:
-        url = pg.url_string()
+        url = owner_database(pg)
         env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
         env["DATABASE_URL"] = url
         env["ENROLLMENTS_DEMO_ROOT"] = str(root)
         try:
             heading(1, "An embedded PostgreSQL with the legacy schema (revision 0001)")
-            print(f"server: {pg.url().render_as_string(hide_password=True)}")
+            print(
+                "As on a managed PostgreSQL: the database and its tables belong to the role\n"
+                f"{OWNER}, which is no superuser; it runs every command below."
+            )
+            print(f"server: {make_url(url).render_as_string(hide_password=True)}")
             run(["alembic", "upgrade", "0001"], env, expect=0)
 
             heading(2, "Legacy data with gaps")
@@ -127,17 +161,36 @@ def run_demo(data_dir: str | None = None) -> int:
             heading(4, "What the DBA reads: alembic upgrade 0001:head --sql (excerpt)")
             run(["alembic", "upgrade", "0001:head", "--sql"], env, expect=0, render=sql_excerpt)
 
-            heading(5, "The deploy: alembic upgrade head (sync trigger, backfill, coverage gate)")
+            heading(5, "The deploy, up to the sync trigger and the backfill: alembic upgrade 0004")
+            run(["alembic", "upgrade", "0004"], env, expect=0)
+
+            heading(6, "The gate stops the upgrade below 100%")
+            engine = create_engine(url)
+            with engine.begin() as conn:  # a gap the trigger cannot close
+                conn.execute(
+                    text("DELETE FROM course_enrollments WHERE course_id = 2 AND student_id = 1")
+                )
+            engine.dispose()
+            print(
+                "The application deleted Ada's Physics enrollment while her membership stays\n"
+                "active: a gap no trigger closes. The gate finds it, and nothing is recorded:"
+            )
+            run(["alembic", "upgrade", "head"], env, expect=255)  # Alembic's code for FAILED
+            if run(["alembic", "current"], env, expect=0).strip() != "0004":
+                raise DemoStepError("the failed gate moved alembic_version past 0004")
+
+            heading(7, "Fixed as the gate says: backfill, then the upgrade again")
+            run(["enrollments", "backfill", "--commit"], env, expect=0)
             run(["alembic", "upgrade", "head"], env, expect=0)
             head = f"{current_head(root)} (head)"
             current = run(["alembic", "current"], env, expect=0).strip()
             if current != head:
                 raise DemoStepError(f"alembic current says {current!r}, expected {head}")
 
-            heading(6, "Audit after: 100% covered; the anomalies stay listed for review (exit 1)")
+            heading(8, "Audit after: 100% covered; the anomalies stay listed for review (exit 1)")
             run(["enrollments", "audit"], env, expect=1)
 
-            heading(7, "The legacy application writes only group_members; the trigger enrolls")
+            heading(9, "The legacy application writes only group_members; the trigger enrolls")
             engine = create_engine(url)
             with engine.begin() as conn:
                 conn.execute(

@@ -57,10 +57,10 @@ from app.db import (
     behind_pooler,
     clear_transaction_prelude,
     connect_error,
+    duration_problem,
     duration_seconds,
     install_interrupt_handling,
     interrupted,
-    is_duration,
     local_settings_sql,
     make_engine,
     resolve_url,
@@ -71,6 +71,7 @@ from app.db import (
 )
 from app.errors import ALEMBIC_ADVICE, EX_INTERRUPTED, EnrollmentsError
 from app.names import resolve_schemas
+from app.terminal import interrupted_line
 
 log = logging.getLogger("migrations")
 
@@ -79,14 +80,15 @@ MAX_BATCH = 1_000_000
 
 
 def _duration(name: str, value: str, keep: bool = False) -> str:
+    """A duration -x may set; ``keep`` (the role's setting) where the option is a timeout
+    PostgreSQL sets, which is also held to what PostgreSQL takes."""
     value = value.strip()
     if keep and value == KEEP:
         return value
-    if not is_duration(value):
-        raise CommandError(
-            f"-x {name}={value!r} is not a PostgreSQL duration (for example 5s, 1.5s, 500ms, "
-            f"2 min){' or keep' if keep else ''}"
-        )
+    problem = duration_problem(value, timeout=keep)
+    if problem:
+        hint = " (or keep: the role's setting)" if keep else ""
+        raise CommandError(f"-x {name}: {problem}{hint}")
     return value
 
 
@@ -239,11 +241,25 @@ def online_connectable(config) -> Connection | Engine:
     return make_engine(url, application_name="alembic")
 
 
+WRITING_COMMANDS = {"upgrade", "downgrade", "stamp"}
+
+
+def _where_it_stands() -> str:
+    """After a failed upgrade, downgrade or stamp: where to look. Not after a failed
+    ``alembic current``: that would send the user round in a circle."""
+    cmd = getattr(getattr(context.config, "cmd_opts", None), "cmd", None)
+    name = getattr(cmd[0], "__name__", "") if isinstance(cmd, tuple) and cmd else ""
+    return (
+        " (alembic current shows the last completed revision)" if name in WRITING_COMMANDS else ""
+    )
+
+
 def _fail_interrupted() -> None:
     """Ctrl-C: one line, exit 130 (Alembic's own ``FAILED:`` would exit 255)."""
+    interrupted_line()
     print(
         "FAILED: interrupted: the running statement was cancelled on the server and its "
-        "transaction rolled back (alembic current shows the last completed revision)",
+        f"transaction rolled back{_where_it_stands()}",
         flush=True,
     )
     raise SystemExit(EX_INTERRUPTED)
@@ -272,8 +288,7 @@ def one_line_errors() -> Iterator[None]:
         if interrupted():
             _fail_interrupted()
         raise CommandError(
-            f"{translate_db_error(cause, ALEMBIC_ADVICE)} "
-            "(alembic current shows the last completed revision)"
+            f"{translate_db_error(cause, ALEMBIC_ADVICE)}{_where_it_stands()}"
         ) from None
     except EnrollmentsError as exc:
         raise CommandError(str(exc)) from None
@@ -349,8 +364,9 @@ def migration_session(connection: Connection, settings: MigrationSettings) -> It
     ``alembic_version`` only after the first one has finished. It is held by a lock
     session of its own (``app.lock``); every transaction of the run then checks, first,
     that the lock session still holds it, and sets the run's settings ``SET LOCAL``.
-    Read-only commands (current, check, history) take no lock, never wait, and change no
-    setting.
+    Read-only commands (current, check, history) take no lock and never wait for it; their
+    transactions get the run's timeouts too (``SET LOCAL``), so that a table lock held by
+    someone else cannot hold them for ever.
     """
     writing = is_writing_command()
     in_caller_transaction = connection.in_transaction()
@@ -383,6 +399,9 @@ def migration_session(connection: Connection, settings: MigrationSettings) -> It
                 connection,
                 [*settings.local_sql(), lock.verify_sql(pid, "this migration")],
             )
+        elif not in_caller_transaction:  # read-only: no lock, but every wait still ends
+            timeouts = [(n, v) for n, v in settings.settings() if n.endswith("_timeout")]
+            set_transaction_prelude(connection, local_settings_sql(timeouts))
         yield schemas
     finally:
         with contextlib.suppress(SQLAlchemyError):  # the connection may be what failed
@@ -488,6 +507,62 @@ END
 $moved$"""
 
 
+def version_guard_sql(expected: str | None, schema: str, again: str) -> str:
+    """A DO block that stops its transaction unless ``alembic_version`` holds ``expected``
+    (None: base, no revision), where the script stands if every step before it committed.
+
+    Every transaction of the script starts with it. Run without ``ON_ERROR_STOP``, psql
+    goes on after a failed statement: a check that failed rolled back the transaction
+    that would have moved ``alembic_version``, so every later transaction stops here, and
+    nothing of a revision past a failed check is applied."""
+    version = f"{_q(schema)}.alembic_version"
+    want = expected or ""
+    return f"""DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass({_literal(version)}) IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM {version};
+    END IF;
+    IF found IS DISTINCT FROM '{want}' THEN
+        RAISE EXCEPTION 'this step expects the database at {expected or "base"}, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('{again}', '{{found}}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$"""
+
+
+def offline_transaction_prelude() -> list[str]:
+    """What the script runs first in each transaction it opens: the settings, the lock,
+    and the guard on where the script stands (:func:`version_guard_sql`)."""
+    attributes = context.config.attributes
+    guard = version_guard_sql(
+        attributes.get("expected_version"), attributes["legacy_schema"], attributes["again"]
+    )
+    return [*attributes.get("transaction_prelude", []), guard]
+
+
+def offline_autocommit_guard() -> tuple[str, str]:
+    """What the script writes around the statements it runs outside a transaction (an
+    index built concurrently, a batched backfill): psql's ``\\if`` runs them only where
+    ``alembic_version`` holds what this point of the script expects (as
+    :func:`version_guard_sql` does for a transaction). A query that fails leaves the
+    variable unset, which ``\\if`` takes as false."""
+    attributes = context.config.attributes
+    version = f"{_q(attributes['legacy_schema'])}.alembic_version"
+    want = attributes.get("expected_version") or ""
+    opening = f"""-- Only where the database stands at {want or "base"}: a step before this one failed otherwise.
+\\unset enrollments_on_track
+SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '{want}' AS enrollments_on_track
+FROM {version}
+\\gset
+\\if :enrollments_on_track"""
+    closing = """\\else
+\\echo 'skipped: the database is not where this step expects (a step before it failed)'
+\\endif"""
+    return opening, closing
+
+
 STOP_ON_ERROR = """\\set ON_ERROR_STOP on
 -- psql stops at the first error, however it was started (the checks below rely on it).
 -- Every transaction below starts with the run's settings (SET LOCAL: nothing is left on
@@ -515,6 +590,8 @@ def write_offline_prologue(settings: MigrationSettings) -> None:
     where = f"{start or 'base'}:{destination or 'base'}"
     prelude = offline_prelude(settings, f"alembic {where} --sql")
     context.config.attributes["transaction_prelude"] = prelude
+    context.config.attributes["expected_version"] = start
+    context.config.attributes["again"] = _command(script, start, destination)
     impl.static_output(STOP_ON_ERROR)
     impl.static_output("BEGIN;")
     for statement in prelude:
@@ -525,7 +602,7 @@ def write_offline_prologue(settings: MigrationSettings) -> None:
 
     def begin_with_prelude() -> None:
         emit_begin()
-        for statement in prelude:
+        for statement in offline_transaction_prelude():
             impl.static_output(statement + ";")
 
     impl.emit_begin = begin_with_prelude
@@ -539,3 +616,5 @@ def after_each_revision(ctx, step, heads, run_args) -> None:
         return
     schema = ctx.config.attributes.get("legacy_schema", "public") if ctx.config else "public"
     ctx.impl.static_output(moved_check_sql(set(heads), schema) + ";")
+    if ctx.config:
+        ctx.config.attributes["expected_version"] = ", ".join(sorted(heads)) or None

@@ -177,12 +177,14 @@ def security_warnings(connection: Connection, t: Tables) -> list[str]:
     ).one()
     warnings = []
     if row.superuser_owner:
-        owner = row.table_owner or "the role that owns the legacy tables"
+        owner = row.table_owner or "a role without SUPERUSER that owns the legacy tables"
+        role = row.table_owner or "<that role>"
         warnings.append(
             f"the sync trigger's functions belong to superuser {row.superuser_owner}, so they "
-            f"run with every privilege: the migrations ran as a superuser; run them as "
-            f"{owner} instead, and hand the functions to it: ALTER FUNCTION "
-            f"{t.schema}.course_enrollments_sync_...() OWNER TO {owner} (all five)"
+            "run with every privilege (the migrations ran as a superuser): run the migrations "
+            f"as {owner}, and give it the functions: ALTER FUNCTION "
+            f'"{t.schema}".course_enrollments_sync_members() OWNER TO {role}, and the same for '
+            "the four others"
         )
     if row.public_execute:
         warnings.append(

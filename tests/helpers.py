@@ -258,6 +258,17 @@ def wait_until(engine: Engine, sql: str, timeout: float = 60, **params) -> objec
         time.sleep(0.05)
 
 
+# An inactive enrollment that the backfill reactivates two thirds into its walk: holding
+# its row lock stops a run there.
+LATE_INACTIVE = """SELECT ce.id FROM course_enrollments ce
+JOIN groups g ON g.course_id = ce.course_id
+JOIN group_members gm ON gm.group_id = g.id AND gm.user_id = ce.student_id
+JOIN users u ON u.id = gm.user_id
+WHERE NOT ce.active AND gm.active AND u.role = 'student'
+GROUP BY ce.id HAVING min(gm.id) > (SELECT max(id) * 2 / 3 FROM group_members)
+ORDER BY ce.id LIMIT 1"""
+
+
 WAITING_ON_LOCK = (
     "SELECT pid FROM pg_stat_activity WHERE application_name = :app"
     " AND wait_event_type = 'Lock' AND datname = current_database() LIMIT 1"

@@ -82,7 +82,7 @@ def test_limit_bounds_the_lists(story, db, capsys):
 
 
 def test_full_coverage_with_anomalies_is_a_warning(story, db, capsys):
-    assert cli(capsys, "backfill", "--commit", "--database-url", db)[0] == 0
+    assert cli(capsys, "backfill", "--commit", "--unrecorded", "--database-url", db)[0] == 0
     code, out, _ = cli(capsys, "audit", "--json", "--database-url", db)
     data = json.loads(out)
     assert (code, data["status"], data["coverage_percent"]) == (1, "warning", 100.0)
@@ -163,8 +163,27 @@ def test_breakdown_by_school_of_the_story(story, db, capsys):
     ]
     code, text_report, _ = cli(capsys, "audit", "--by", "school", "--database-url", db)
     assert code == 2
-    assert "By school (most missing first):" in text_report
-    assert "           1          6          2          2          2          3" in text_report
+    assert (
+        "By school (most missing first):\n"
+        "    school  name                 eligible  covered inactive  missing anomalies\n"
+        "         1  Northside High              6        2        2        2         3\n"
+        "         2  O'Brien Académie            1        0        0        1         0\n"
+    ) in text_report
+
+
+def test_the_breakdown_by_course_shows_limit_rows_with_names(story, db, capsys):
+    code, text_report, _ = cli(
+        capsys, "audit", "--by", "course", "--limit", "1", "--database-url", db
+    )
+    assert code == 2
+    assert (
+        "By course (most missing first):\n"
+        "    course  name                 eligible  covered inactive  missing anomalies\n"
+        "         2  Physics                     2        0        0        2         1\n"
+        "  ... and 3 more courses (--limit shows more; --json lists all)\n"
+    ) in text_report
+    table = text_report.split("By course")[1].split("\n\n")[0]
+    assert max(len(line) for line in table.splitlines()) < 80
 
 
 def test_no_breakdown_without_by(story, db, capsys):

@@ -31,7 +31,7 @@ def alembic_failure(result) -> str:
 def both_commands(url):
     return {
         "audit": enrollments(url, "audit"),
-        "backfill": enrollments(url, "backfill", "--commit"),
+        "backfill": enrollments(url, "backfill", "--commit", "--unrecorded"),
     }
 
 
@@ -131,7 +131,7 @@ def test_read_only_role(database_url, story):
         assert json.loads(audit.stdout)["missing"] == 3
         dry = enrollments(url, "backfill")
         assert dry.returncode == 0
-        result = enrollments(url, "backfill", "--commit")
+        result = enrollments(url, "backfill", "--commit", "--unrecorded")
         assert result.returncode == EX_NOPERM
         assert (
             "permission denied: role enrollments_reader may not write course_enrollments"
@@ -154,7 +154,7 @@ def test_read_only_role(database_url, story):
         (["audit", "--limit", "-1"], "--limit: must be an integer from 0 to 100,000, not '-1'"),
         (["backfill", "--batch-size", "0"], "--batch-size: must be an integer from 1 to"),
         (
-            ["backfill", "--commit", "--batch-size", "99999999999999999999"],
+            ["backfill", "--commit", "--unrecorded", "--batch-size", "99999999999999999999"],
             "--batch-size: must be an integer from 1 to 1,000,000",
         ),
         (["audit", "--limit", "99999999999999999999"], "--limit: must be an integer from 0"),
@@ -162,7 +162,7 @@ def test_read_only_role(database_url, story):
         (["backfill", "--lock-timeout", "soon"], "must be a PostgreSQL duration"),
         (["audit", "--by", "district"], "invalid choice: 'district'"),
         (
-            ["backfill", "--commit", "--limit", "5"],
+            ["backfill", "--commit", "--unrecorded", "--limit", "5"],
             "--limit lists the pairs a dry run would change",
         ),
         (["launch"], "invalid choice: 'launch'"),
@@ -230,6 +230,83 @@ def test_an_unencoded_password_gets_advice_and_is_never_shown():
         assert "w%rd" not in line and "ss:" not in line
 
 
+@pytest.mark.parametrize("character", list("@:/#?% "))
+def test_no_part_of_a_password_is_ever_shown(character):
+    # Each character that must be percent-encoded in a password, left as it is: the URL
+    # is refused with advice (or, where it still parses whole, the connection fails with
+    # the password masked); no piece of the password appears anywhere.
+    password = f"Xq7{character}Zv9{character}Wk3"
+    url = f"postgresql://postgres:{password}@127.0.0.1:1/school"
+    for result in (
+        enrollments(url, "audit"),
+        enrollments(url, "backfill", "--commit", "--unrecorded"),
+        alembic(url, "upgrade", "head"),
+    ):
+        shown = result.stdout + result.stderr
+        assert result.returncode != 0
+        assert "Traceback" not in shown
+        for piece in ("Xq7", "Zv9", "Wk3"):
+            assert piece not in shown, shown
+
+
+def test_a_password_with_at_signs_is_told_to_percent_encode():
+    # As reported: a message showed "postgres:***@prod-2024@127.0.0.1...".
+    url = "postgresql://postgres:Secret@prod-2024@127.0.0.1:5432/db"
+    result = enrollments(url, "audit")
+    assert result.returncode == EX_CONFIG
+    line = one_line(result)
+    assert line.startswith("enrollments audit: error: malformed database URL")
+    assert "percent-encode" in line and "%40" in line
+    assert "prod-2024" not in line and "Secret" not in line
+
+
+def test_abbreviated_options_are_refused_and_nothing_is_written(database_url, story):
+    before = snapshot(story)
+    result = enrollments(database_url, "backfill", "--one", "--c")
+    assert result.returncode == EX_USAGE
+    assert one_line(result).startswith(
+        "enrollments backfill: error: unrecognized arguments: --one --c"
+    )
+    assert snapshot(story) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["backfill", "--lock-timeout", "99999999999h"],
+            "--lock-timeout: '99999999999h' is more than PostgreSQL takes: at most 2147483647ms",
+        ),
+        (
+            ["audit", "--statement-timeout", "0.5ms"],
+            "--statement-timeout: '0.5ms' is under 1 ms, which PostgreSQL rounds to 0, no "
+            "limit at all",
+        ),
+        (["backfill", "--max-replica-lag", "-1s"], "--max-replica-lag: must not be negative"),
+        (["backfill", "--lock-patience", "-5 min"], "--lock-patience: must not be negative"),
+        (["audit", "--lock-timeout", "-1"], "--lock-timeout: must not be negative"),
+        (["audit", "--frobnicate"], "enrollments audit: error: unrecognized arguments"),
+    ],
+)
+def test_durations_postgresql_would_refuse_or_read_as_no_limit(args, message):
+    result = enrollments("postgresql://unused@127.0.0.1:1/x", *args)
+    assert result.returncode == EX_USAGE
+    assert message in one_line(result)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("lock_timeout=0.5ms", "-x lock_timeout: '0.5ms' is under 1 ms"),
+        ("statement_timeout=99999999999h", "-x statement_timeout: '99999999999h' is more than"),
+        ("lock_patience=-1s", "-x lock_patience: must not be negative"),
+    ],
+)
+def test_alembic_options_are_checked_the_same_way(option, message):
+    result = alembic("postgresql://unused@127.0.0.1:1/x", "-x", option, "upgrade", "head")
+    assert message in alembic_failure(result)
+
+
 # --- data and schema not as expected: 65, naming what --------------------------------------
 def test_a_not_null_column_without_default_is_named(database_url, story):
     with story.begin() as conn:
@@ -237,7 +314,7 @@ def test_a_not_null_column_without_default_is_named(database_url, story):
             text("ALTER TABLE course_enrollments ADD COLUMN source text NOT NULL DEFAULT 'x'")
         )
         conn.execute(text("ALTER TABLE course_enrollments ALTER COLUMN source DROP DEFAULT"))
-    result = enrollments(database_url, "backfill", "--commit")
+    result = enrollments(database_url, "backfill", "--commit", "--unrecorded")
     assert result.returncode == EX_SCHEMA, result.stderr
     line = next(line for line in result.stderr.splitlines() if "error:" in line)
     assert 'column "source"' in line and "course_enrollments" in line
@@ -246,7 +323,7 @@ def test_a_not_null_column_without_default_is_named(database_url, story):
 def test_an_exhausted_id_sequence_is_named(database_url, story):
     with story.begin() as conn:
         conn.execute(text("ALTER SEQUENCE course_enrollments_id_seq MAXVALUE 6"))
-    result = enrollments(database_url, "backfill", "--commit")
+    result = enrollments(database_url, "backfill", "--commit", "--unrecorded")
     assert result.returncode == EX_SCHEMA, result.stderr
     line = next(line for line in result.stderr.splitlines() if "error:" in line)
     assert "course_enrollments_id_seq" in line and "maximum value" in line
@@ -426,7 +503,14 @@ def test_cli_advice_names_its_own_flags(database_url, story):
     holder.cursor().execute("LOCK TABLE course_enrollments IN ACCESS EXCLUSIVE MODE")
     try:
         result = enrollments(
-            database_url, "backfill", "--commit", "--lock-timeout", "200ms", "--lock-patience", "1s"
+            database_url,
+            "backfill",
+            "--commit",
+            "--unrecorded",
+            "--lock-timeout",
+            "200ms",
+            "--lock-patience",
+            "1s",
         )
     finally:
         holder.rollback()

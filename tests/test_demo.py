@@ -32,10 +32,19 @@ def test_demo_tells_the_story_and_exits_0():
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     headings = [line for line in out.splitlines() if line.startswith("=== ")]
-    assert len(headings) == 7
+    assert len(headings) == 9
     assert "coverage                             28.57%" in out
-    assert re.search(rf"\$ alembic current\n{HEAD} \(head\)\n(INFO .*\n)*\(exit 0\)\n", out)
-    assert out.count("coverage                            100.00%") == 2
+    # The gate stops the upgrade, as it does: the FAILED line, exit 255, still at 0004.
+    assert re.search(
+        r"\$ alembic upgrade head\n(.* INFO .*\n)*"
+        r"FAILED: coverage gate before revision 0005: coverage 85\.71%: 6 of 7 eligible",
+        out,
+    )
+    logs = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO .*\n)*"
+    assert re.search(rf"\(exit 255\)\n\$ alembic current\n{logs}0004\n\(exit 0\)\n", out)
+    assert re.search(rf"\$ alembic current\n{logs}{HEAD} \(head\)\n\(exit 0\)\n", out)
+    assert "setup plugin" not in out and "Traceback" not in out
+    assert out.count("coverage                            100.00%") == 3
     assert "the sync trigger enrolled both" in out
     assert "every step behaved as expected" in out
 

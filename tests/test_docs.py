@@ -59,7 +59,9 @@ def test_readme_starts_with_the_two_commands():
     assert "<!-- main-command -->" in head and "<!-- test-command -->" in head
     assert "enrollments demo" in head and "pytest" in head
     for link in re.findall(r"\]\((docs/[^)]+)\)", readme):
-        assert (ROOT / link).exists(), link
+        path, _, anchor = link.partition("#")
+        assert (ROOT / path).exists(), link
+        assert not anchor or anchor in anchors(ROOT / path), link
 
 
 def runnable_commands(doc: Path) -> list[tuple[str, int]]:
@@ -115,9 +117,17 @@ def test_dba_review_commands_run_as_written(pg_server, database_url, engine, tmp
 def test_docs_name_only_real_options(doc):
     text = (ROOT / doc).read_text()
     known = set().union(*cli_options().values())
-    for option in re.findall(r"enrollments (?:audit|backfill)[^`\n]*", text):
+    for option in re.findall(r"enrollments (?:audit|backfill)[^`\n,;)]*", text):
         for flag in re.findall(r"--[a-z-]+", option):
             assert flag in known, f"{doc}: {flag}"
+
+
+def anchors(doc: Path) -> set[str]:
+    """The anchors of a Markdown file's headings, as GitHub makes them."""
+    return {
+        re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        for heading in re.findall(r"^#+ (.*)$", doc.read_text(), re.M)
+    }
 
 
 def test_no_link_points_outside_the_repository():
@@ -125,9 +135,10 @@ def test_no_link_points_outside_the_repository():
     for doc in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
         text = doc.read_text()
         assert "http://" not in text and "https://" not in text, doc.name
-        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+        for target, anchor in re.findall(r"\]\(([^)#]+)(?:#([^)]*))?\)", text):
             path = (doc.parent / target).resolve()
             assert path.is_relative_to(ROOT) and path.exists(), f"{doc.name}: {target}"
+            assert not anchor or anchor in anchors(path), f"{doc.name}: {target}#{anchor}"
 
 
 def sql_blocks(doc: Path) -> dict[str, str]:
@@ -196,3 +207,42 @@ def test_role_layout_runs_as_written(pg_server, database_url, engine):
         for role in LAYOUT:
             admin.cursor().execute(f"DROP ROLE IF EXISTS {role}")
         admin.close()
+
+
+def test_the_readme_deploy_runs_as_written_and_is_undone(pg_server, database_url, engine, tmp_path):
+    """The README's deploy block, line by line on a legacy database (its export aside),
+    then alembic downgrade 0003: course_enrollments is exactly as before."""
+    from tests.helpers import enrollments_rows
+
+    block = re.search(r"<!-- deploy -->\n```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert block
+    upgrade(engine, "0001")
+    load_story(engine)
+    with engine.connect() as conn:  # a legacy database as production has it: never stamped
+        conn.exec_driver_sql("DROP TABLE alembic_version")
+        conn.commit()
+    before = enrollments_rows(engine)
+    env = dict(os.environ)
+    env.update(DATABASE_URL=libpq_url(database_url), ALEMBIC_CONFIG=str(ROOT / "alembic.ini"))
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
+    ran = []
+    for line in block.group(1).strip().splitlines():
+        command = line.partition("#")[0].strip()
+        if command.startswith("export "):
+            continue
+        proc = subprocess.run(
+            ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        expected = {"enrollments audit": (1, 2)}.get(command, (0,))
+        assert proc.returncode in expected, f"{command}\n{proc.stdout}\n{proc.stderr}"
+        ran.append(command)
+    assert "enrollments backfill --commit" in ran
+    assert enrollments_rows(engine) != before
+
+    undo = subprocess.run(
+        ["bash", "-c", "alembic downgrade 0003"], cwd=tmp_path, env=env, capture_output=True,
+        text=True,
+    )  # fmt: skip
+
+    assert undo.returncode == 0, undo.stderr
+    assert enrollments_rows(engine) == before

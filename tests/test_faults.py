@@ -123,12 +123,21 @@ def test_connection_cut_during_batched_backfill(pg_server, database_url, generat
     twin = clone(pg_server, database_url, generated)
     twin_engine = create_engine(twin)
     try:
-        enrollments(twin, "backfill", "--commit")
+        enrollments(twin, "backfill", "--commit", "--unrecorded")
         target = inactive_enrollment_late_in_the_walk(generated)
         before = pair_set(generated)
 
         proc = start(
-            ["enrollments", "backfill", "--commit", "--batch-size", "500", "--lock-timeout", "60s"],
+            [
+                "enrollments",
+                "backfill",
+                "--commit",
+                "--unrecorded",
+                "--batch-size",
+                "500",
+                "--lock-timeout",
+                "60s",
+            ],
             database_url,
         )
         kill_while_blocked(generated, target, proc, "enrollments")
@@ -141,7 +150,9 @@ def test_connection_cut_during_batched_backfill(pg_server, database_url, generat
         partial = pair_set(generated)
         assert partial != before  # some batches were committed before the cut
 
-        again = enrollments(database_url, "backfill", "--commit", "--batch-size", "500")
+        again = enrollments(
+            database_url, "backfill", "--commit", "--unrecorded", "--batch-size", "500"
+        )
         assert again.returncode == 0, again.stderr
         assert pair_set(generated) == pair_set(twin_engine)
         audit = json.loads(enrollments(database_url, "audit", "--json").stdout)
@@ -187,7 +198,14 @@ def test_backfill_lock_wait_times_out_and_changes_nothing(story, database_url):
     try:
         started = time.monotonic()
         result = enrollments(
-            database_url, "backfill", "--commit", "--lock-timeout", "300ms", "--lock-patience", "2s"
+            database_url,
+            "backfill",
+            "--commit",
+            "--unrecorded",
+            "--lock-timeout",
+            "300ms",
+            "--lock-patience",
+            "2s",
         )
         elapsed = time.monotonic() - started
     finally:
@@ -226,8 +244,8 @@ def server_now(engine):
 @pytest.mark.parametrize(
     "command",
     [
-        ["enrollments", "backfill", "--commit", "--batch-size", "200"],
-        ["enrollments", "backfill", "--commit", "--one-statement"],
+        ["enrollments", "backfill", "--commit", "--unrecorded", "--batch-size", "200"],
+        ["enrollments", "backfill", "--commit", "--unrecorded", "--one-statement"],
         ["alembic", "-x", "backfill_batch_size=200", "upgrade", "head"],
         ["alembic", "-x", "backfill_one_statement=yes", "upgrade", "head"],
     ],
@@ -277,9 +295,14 @@ def test_two_backfills_at_once(pg_server, database_url, generated):
     twin = clone(pg_server, database_url, generated)
     twin_engine = create_engine(twin)
     try:
-        alone = json.loads(enrollments(twin, "backfill", "--commit", "--json").stdout)
+        alone = json.loads(
+            enrollments(twin, "backfill", "--commit", "--unrecorded", "--json").stdout
+        )
         procs = [
-            start(["enrollments", "backfill", "--commit", "--json", *extra], database_url)
+            start(
+                ["enrollments", "backfill", "--commit", "--unrecorded", "--json", *extra],
+                database_url,
+            )
             for extra in ([], ["--batch-size", "300"])
         ]
         outputs = [p.communicate(timeout=120) for p in procs]

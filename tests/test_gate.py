@@ -1,5 +1,6 @@
 """The coverage gate (0005) online, its override, its reuse, and the enrollments lock."""
 
+import re
 import shutil
 import subprocess
 
@@ -17,6 +18,8 @@ from tests.helpers import (
     load_story,
     url_string,
 )
+
+RUNBOOK = ROOT / "docs" / "runbook.md"
 
 
 def current(database_url) -> str:
@@ -41,6 +44,10 @@ def test_gate_aborts_below_full_coverage_and_applies_nothing(database_url, engin
         " missing, 1 group(s))" in out
     )
     assert "To fix: run enrollments backfill --commit, then alembic upgrade head again." in out
+    quoted = re.search(  # the runbook quotes it whole
+        r"## 3\. When the gate fails.*?```\n(FAILED: .*?)```", RUNBOOK.read_text(), re.S
+    )
+    assert quoted and quoted.group(1) in out
     assert current(database_url) == "0004"
     assert enrollments_rows(engine) == before
 
@@ -48,7 +55,7 @@ def test_gate_aborts_below_full_coverage_and_applies_nothing(database_url, engin
 def test_gate_passes_after_the_fix_it_names(database_url, engine):
     at_0004_with_a_gap(database_url, engine)
     fix = subprocess.run(
-        [str(VENV_BIN / "enrollments"), "backfill", "--commit"],
+        [str(VENV_BIN / "enrollments"), "backfill", "--commit", "--unrecorded"],
         env={"DATABASE_URL": url_string(database_url), "PATH": ""},
         capture_output=True,
         text=True,

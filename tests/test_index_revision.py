@@ -56,7 +56,9 @@ def test_upgrade_recovers_an_invalid_index_left_by_an_interrupted_build(
 def test_index_script_runs_twice(pg_server, database_url, engine):
     upgrade(engine, "0001")
     script = alembic(None, "upgrade", "0001:0002", "--sql").stdout
-    body = script.split("-- Running upgrade 0001 -> 0002")[1].split("UPDATE alembic_version")[0]
+    body = script.split("-- Running upgrade 0001 -> 0002")[1].split(
+        "UPDATE public.alembic_version"
+    )[0]
     for _ in range(2):
         result = psql(pg_server, database_url, "COMMIT;" + body.replace("BEGIN;", "", 1))
         assert result.returncode == 0, result.stderr

@@ -62,7 +62,7 @@ def test_enrollments_backfill(database_url, story, batch):
     result, left = interrupt_while_blocked(
         story,
         database_url,
-        ["enrollments", "backfill", "--commit", "--lock-timeout", "60s", *batch],
+        ["enrollments", "backfill", "--commit", "--unrecorded", "--lock-timeout", "60s", *batch],
         "enrollments",
     )
     assert result.returncode == EX_INTERRUPTED
@@ -131,7 +131,7 @@ def sigint_at_random_moments(pg_server, template: str, command: list[str], runs:
 
 
 def test_every_sigint_stops_the_command(pg_server, walk):
-    command = ["enrollments", "backfill", "--commit", "--batch-size", "10"]
+    command = ["enrollments", "backfill", "--commit", "--unrecorded", "--batch-size", "10"]
     for result, engine in sigint_at_random_moments(pg_server, walk, command, 20):
         assert result.returncode == EX_INTERRUPTED, result.stdout + result.stderr
         lines = [line for line in result.stderr.splitlines() if "interrupted" in line]

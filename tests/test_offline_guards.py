@@ -7,7 +7,17 @@ from sqlalchemy import text
 
 from app import lock
 from app.migration_env import moved_check_sql
-from tests.helpers import HEAD, Background, alembic, libpq_url, psql, snapshot, upgrade
+from tests.helpers import (
+    HEAD,
+    Background,
+    alembic,
+    at_0004_with_a_gap,
+    enrollments_rows,
+    libpq_url,
+    psql,
+    snapshot,
+    upgrade,
+)
 
 
 def offline_sql(*args: str) -> str:
@@ -67,6 +77,83 @@ def test_it_stops_even_when_psql_was_started_without_on_error_stop(pg_server, da
     assert result.returncode != 0
     assert result.stderr.count("ERROR:") == 1  # stopped at the start check, ran nothing after
     assert version(story) == ["0001"] and snapshot(story) == before
+
+
+def without_stop(script: str) -> str:
+    """The script as a DBA might run it by hand: the ``\\set ON_ERROR_STOP on`` removed."""
+    assert script.startswith("\\set ON_ERROR_STOP on\n")
+    return script.removeprefix("\\set ON_ERROR_STOP on\n")
+
+
+def psql_going_on(pg_server, database_url, script: str) -> subprocess.CompletedProcess:
+    """psql without ON_ERROR_STOP: it prints each error and goes on to the end."""
+    return subprocess.run(
+        [pg_server.tool("psql"), "-X", "-q", "-d", libpq_url(database_url)],
+        input=without_stop(script),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def sync_objects(engine) -> list[str]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                text(
+                    "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal UNION ALL"
+                    " SELECT proname FROM pg_proc WHERE proname LIKE 'course_enrollments_%'"
+                    " ORDER BY 1"
+                )
+            ).scalars()
+        )
+
+
+def test_without_on_error_stop_a_failed_gate_reaches_no_later_revision(
+    pg_server, database_url, engine
+):
+    before = at_0004_with_a_gap(database_url, engine)
+    objects = sync_objects(engine)
+
+    result = psql_going_on(pg_server, database_url, offline_sql("upgrade", "0004:head"))
+
+    assert "coverage gate before revision 0005: coverage 85.71%" in result.stderr
+    assert "alembic upgrade 0004:0007 --sql" in result.stderr  # the hint: the script again
+    assert "this step expects the database at 0005, but it is at 0004" in result.stderr
+    assert version(engine) == ["0004"]
+    assert enrollments_rows(engine) == before
+    assert sync_objects(engine) == objects
+
+
+def test_without_on_error_stop_a_wrong_start_applies_nothing(pg_server, database_url, story):
+    # Every transaction checks where the script stands; what runs outside a transaction
+    # (the batched backfill) is skipped by psql's \if on the same check.
+    before = snapshot(story)
+
+    result = psql_going_on(pg_server, database_url, offline_sql("upgrade", "0003:head"))
+
+    assert "this script starts at revision 0003, but the database is at 0001" in result.stderr
+    assert "this step expects the database at 0003, but it is at 0001" in result.stdout + (
+        result.stderr
+    )
+    assert "skipped: the database is not where this step expects" in result.stdout
+    assert version(story) == ["0001"] and snapshot(story) == before
+    assert sync_objects(story) == []
+    with story.connect() as conn:
+        assert conn.execute(text("SELECT to_regclass('enrollment_backfill_runs')")).scalar() is None
+
+
+def test_without_on_error_stop_a_held_lock_applies_nothing(pg_server, database_url, story):
+    upgrade(story, "0003")
+    before = snapshot(story)
+    with story.connect() as holder:
+        holder.execute(text(lock.TRY_SQL))
+        result = psql_going_on(pg_server, database_url, offline_sql("upgrade", "0003:head"))
+        holder.rollback()
+
+    assert "the enrollments lock is held by pid" in result.stderr
+    assert snapshot(story) == before and version(story) == ["0003"]
+    assert sync_objects(story) == []
 
 
 def test_from_base_on_an_unstamped_legacy_database_names_the_stamp(pg_server, database_url, story):

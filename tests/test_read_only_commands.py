@@ -32,3 +32,16 @@ def test_answers_at_once_while_the_lock_is_held(database_url, engine, args, expe
     assert busy.returncode == quiet.returncode == 0, busy.stdout + busy.stderr
     assert expect in busy.stdout + busy.stderr
     assert busy_seconds < quiet_seconds + 1.0
+
+
+def test_a_failed_current_does_not_send_the_user_to_current(database_url, engine):
+    # A table lock held by someone else: `alembic current` gives up after its lock_timeout
+    # (every wait ends); the one line names the problem, not `alembic current` as the way out.
+    upgrade(engine, "head")
+    with engine.connect() as holder:
+        holder.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
+        result = alembic(database_url, "current")
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+    assert result.returncode != 0 and len(failed) == 1, result.stdout + result.stderr
+    assert "gave up waiting for a lock (lock_timeout)" in failed[0]
+    assert "alembic current" not in failed[0]

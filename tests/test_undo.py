@@ -8,6 +8,7 @@ import psycopg2
 import pytest
 from sqlalchemy import text
 
+from app.errors import EX_SCHEMA
 from app.names import Tables
 from bench.generate import generate
 from migrations.shared.v3 import sync
@@ -57,15 +58,31 @@ def test_the_command_then_the_upgrade_then_downgrade_0003(database_url, story):
     assert "changed since" not in result.stderr
 
 
-def test_the_command_below_0003_says_it_cannot_be_undone(database_url, story):
+def test_the_command_below_0003_refuses_without_unrecorded(database_url, story):
+    before = full_table(story)
+
     result = enrollments(database_url, "backfill", "--commit")
+
+    assert result.returncode == EX_SCHEMA
+    assert result.stderr.splitlines()[-1] == (
+        "enrollments backfill: error: the database is below revision 0003 (no "
+        "enrollment_backfill_changes): a backfill here would not be recorded, so no downgrade "
+        "could undo it and a cut run would start over; run alembic upgrade 0003 first, or pass "
+        "--unrecorded to write it anyway; nothing was changed"
+    )
+    assert full_table(story) == before
+
+
+def test_the_command_below_0003_with_unrecorded_says_it_cannot_be_undone(database_url, story):
+    result = enrollments(database_url, "backfill", "--commit", "--unrecorded")
     assert result.returncode == 0
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    warnings = [line.split(" ", 2)[2] for line in result.stderr.splitlines() if " WARNING " in line]
     assert warnings == [
         "WARNING app.backfill: no enrollment_backfill_changes table (the database is below "
         "revision 0003): these changes cannot be undone by a downgrade, and a cut run starts "
         "over; alembic upgrade 0003 first makes them undoable and resumable"
     ]
+    assert full_table(story) != []
 
 
 def test_a_batched_upgrade_cut_then_downgrade_0001(database_url, legacy):

@@ -8,6 +8,7 @@ time for a table lock the application's writes queued behind its request: 6 stal
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -165,4 +166,9 @@ def test_the_trigger_install_gives_up_after_its_patience(database_url, story):
     assert "installing the sync triggers: gave up after" in failed[0]
     assert "(lock_patience 2s); the tables are held by pid" in failed[0]
     assert "idle report, idle in transaction" in failed[0]
+    # Each retry is a WARNING that counts attempts, with no bound it does not keep; the
+    # last word is the one FAILED line, not another "retrying".
+    retries = [line for line in result.stderr.splitlines() if "a lock was not granted" in line]
+    assert retries and all(" WARNI [migrations] " in line for line in retries)
+    assert all(re.search(r"\(attempt \d+\); held by .*; retrying$", line) for line in retries)
     assert alembic(database_url, "current").stdout.strip() == "0003"

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0002; digest 2bac75fcadaa.
+-- Pinned offline SQL of revision 0002; digest 48b0fd30ec31.
 -- Written by `python -m migrations.pins --write`. tests/test_pins.py fails when the
 -- revision writes anything else. A released revision changes only to fix a defect: rewrite
 -- this file in the same commit and give the reason in migrations/pinned/CHANGES.md.
@@ -8,6 +8,13 @@
 -- Running upgrade 0001 -> 0002
 
 COMMIT;
+
+-- Only where the database stands at 0001: a step before this one failed otherwise.
+\unset enrollments_on_track
+SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0001' AS enrollments_on_track
+FROM "public".alembic_version
+\gset
+\if :enrollments_on_track
 
 -- If an interrupted CREATE INDEX CONCURRENTLY left ix_course_enrollment_course_active INVALID, drop it without
 -- blocking writes: this query yields that DROP INDEX CONCURRENTLY and psql's \gexec runs
@@ -24,6 +31,10 @@ WHERE i.indexrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('"public".ix_co
 -- lock_timeout (0 unless the role or the database sets one).
 CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_course_enrollment_course_active ON "public".course_enrollments (course_id, active);
 
+\else
+\echo 'skipped: the database is not where this step expects (a step before it failed)'
+\endif
+
 BEGIN;
 
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -48,6 +59,20 @@ BEGIN
     END IF;
 END
 $lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0001' THEN
+        RAISE EXCEPTION 'this step expects the database at 0001, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0002 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
 
 -- Stop before recording this revision unless ix_course_enrollment_course_active is there and valid.
 DO $valid$
@@ -59,40 +84,24 @@ BEGIN
 END
 $valid$;
 
-COMMIT;
-
-BEGIN;
-
-SET LOCAL search_path = pg_catalog, pg_temp;
-
-SET LOCAL lock_timeout = '500ms';
-
-SET LOCAL statement_timeout = '0';
-
-DO $lock$
-BEGIN
-    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0001:0002 --sql was changed',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
-            a.pid, a.application_name, a.backend_start), ', ')
-         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
-                               WHERE d.datname = pg_catalog.current_database())
-             AND l.classid = (28550410422479921 >> 32)::oid
-             AND l.objid = (28550410422479921 & 4294967295)::oid)
-            USING HINT = 'run this script again when that session has finished';
-    END IF;
-END
-$lock$;
-
 -- ==== downgrade 0002 -> 0001 ====
 
 -- Running downgrade 0002 -> 0001
 
 COMMIT;
 
+-- Only where the database stands at 0002: a step before this one failed otherwise.
+\unset enrollments_on_track
+SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0002' AS enrollments_on_track
+FROM "public".alembic_version
+\gset
+\if :enrollments_on_track
+
 DROP INDEX CONCURRENTLY IF EXISTS "public".ix_course_enrollment_course_active;
+
+\else
+\echo 'skipped: the database is not where this step expects (a step before it failed)'
+\endif
 
 BEGIN;
 
@@ -118,3 +127,17 @@ BEGIN
     END IF;
 END
 $lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0002' THEN
+        RAISE EXCEPTION 'this step expects the database at 0002, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic downgrade {found}:0001 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;

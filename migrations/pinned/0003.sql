@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0003; digest 25086cdccb50.
+-- Pinned offline SQL of revision 0003; digest d193f77a741c.
 -- Written by `python -m migrations.pins --write`. tests/test_pins.py fails when the
 -- revision writes anything else. A released revision changes only to fix a defect: rewrite
 -- this file in the same commit and give the reason in migrations/pinned/CHANGES.md.
@@ -47,6 +47,13 @@ REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
 
 COMMIT;
 
+-- Only where the database stands at 0003: a step before this one failed otherwise.
+\unset enrollments_on_track
+SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0003' AS enrollments_on_track
+FROM "public".alembic_version
+\gset
+\if :enrollments_on_track
+
 BEGIN;
 
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -71,6 +78,20 @@ BEGIN
     END IF;
 END
 $lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0003' THEN
+        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic downgrade {found}:0002 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
 
 -- The backfill's bookkeeping as this release keeps it: a database 1.0.0 migrated lacks the
 -- row version column, the index and the runs table; one 1.1.0 migrated, the claim column
@@ -138,6 +159,20 @@ BEGIN
     END IF;
 END
 $lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0003' THEN
+        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic downgrade {found}:0002 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
 
 -- One batch of the undo (see migrations/shared/v3/undo.py): installed for the undo and
 -- dropped with it.
@@ -312,6 +347,10 @@ BEGIN
 END
 $undo$;
 
+\else
+\echo 'skipped: the database is not where this step expects (a step before it failed)'
+\endif
+
 BEGIN;
 
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -337,14 +376,29 @@ BEGIN
 END
 $lock$;
 
--- Stop unless the undo above emptied the record.
-DO $empty$
+DO $where$
+DECLARE
+    found text := '';
 BEGIN
-    IF EXISTS (SELECT 1 FROM "public".enrollment_backfill_changes) THEN
-        RAISE EXCEPTION 'enrollment_backfill_changes still holds records: refusing to drop it';
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0003' THEN
+        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic downgrade {found}:0002 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
     END IF;
 END
-$empty$;
+$where$;
+
+-- Stop before recording the downgrade of 0003 unless the undo above went through the whole record.
+DO $verify$
+BEGIN
+    IF NOT (SELECT NOT EXISTS (SELECT 1 FROM "public".enrollment_backfill_changes)) THEN
+        RAISE EXCEPTION 'the downgrade of 0003 is not recorded: enrollment_backfill_changes still holds records the undo did not reach'
+            USING HINT = 'fix what failed above, then run the downgrade again: it goes on from where it stopped';
+    END IF;
+END
+$verify$;
 
 -- dropping the sync triggers: each attempt waits at most lock_timeout (500ms) for the tables, so the
 -- application's writes never queue behind it for longer; retried until 10min.

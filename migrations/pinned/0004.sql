@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0004; digest b03eae5e6103.
+-- Pinned offline SQL of revision 0004; digest 8c241acea1ce.
 -- Written by `python -m migrations.pins --write`. tests/test_pins.py fails when the
 -- revision writes anything else. A released revision changes only to fix a defect: rewrite
 -- this file in the same commit and give the reason in migrations/pinned/CHANGES.md.
@@ -8,6 +8,13 @@
 -- Running upgrade 0003 -> 0004
 
 COMMIT;
+
+-- Only where the database stands at 0003: a step before this one failed otherwise.
+\unset enrollments_on_track
+SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0003' AS enrollments_on_track
+FROM "public".alembic_version
+\gset
+\if :enrollments_on_track
 
 BEGIN;
 
@@ -33,6 +40,20 @@ BEGIN
     END IF;
 END
 $lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0003' THEN
+        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0004 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
 
 -- The backfill's bookkeeping as this release keeps it: a database 1.0.0 migrated lacks the
 -- row version column, the index and the runs table; one 1.1.0 migrated, the claim column
@@ -100,6 +121,20 @@ BEGIN
     END IF;
 END
 $lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0003' THEN
+        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0004 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
 
 SET LOCAL client_min_messages = warning;
 
@@ -337,6 +372,20 @@ BEGIN
 END
 $lock$;
 
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0003' THEN
+        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0004 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
 -- installing the sync triggers: each attempt waits at most lock_timeout (500ms) for the tables, so the
 -- application's writes never queue behind it for longer; retried until 10min.
 DO $ddl$
@@ -438,6 +487,20 @@ BEGIN
     END IF;
 END
 $lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0003' THEN
+        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0004 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
 
 -- Older sync functions outside public that no trigger calls any more: dropped, so
 -- that none is left for a role to call.
@@ -683,6 +746,10 @@ BEGIN
 END
 $backfill$;
 
+\else
+\echo 'skipped: the database is not where this step expects (a step before it failed)'
+\endif
+
 BEGIN;
 
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -708,11 +775,57 @@ BEGIN
 END
 $lock$;
 
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0003' THEN
+        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0004 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
+-- Stop before recording revision 0004 unless the sync trigger keeps coverage.
+DO $verify$
+BEGIN
+    IF NOT (SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_insert' AND NOT t.tgisinternal)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_update' AND NOT t.tgisinternal)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".users') AND t.tgname = 'course_enrollments_sync_on_user' AND NOT t.tgisinternal)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".groups') AND t.tgname = 'course_enrollments_sync_on_group' AND NOT t.tgisinternal)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".courses') AND t.tgname = 'course_enrollments_sync_on_course' AND NOT t.tgisinternal)
+   AND (pg_catalog.to_regclass('"public".course_enrollments_sync_pending') IS NULL OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal)) AS keeping) THEN
+        RAISE EXCEPTION 'revision 0004 is not recorded: the sync trigger is not installed'
+            USING HINT = 'fix what failed above, then run the upgrade again: it goes on from where it stopped';
+    END IF;
+END
+$verify$;
+
+-- Stop before recording revision 0004 unless no backfill run is left unfinished.
+DO $verify$
+BEGIN
+    IF NOT (SELECT NOT EXISTS (SELECT 1 FROM "public".enrollment_backfill_runs WHERE finished_at IS NULL)) THEN
+        RAISE EXCEPTION 'revision 0004 is not recorded: a backfill run did not finish'
+            USING HINT = 'fix what failed above, then run the upgrade again: it goes on from where it stopped';
+    END IF;
+END
+$verify$;
+
 -- ==== downgrade 0004 -> 0003 ====
 
 -- Running downgrade 0004 -> 0003
 
 COMMIT;
+
+-- Only where the database stands at 0004: a step before this one failed otherwise.
+\unset enrollments_on_track
+SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0004' AS enrollments_on_track
+FROM "public".alembic_version
+\gset
+\if :enrollments_on_track
 
 BEGIN;
 
@@ -738,6 +851,20 @@ BEGIN
     END IF;
 END
 $lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0004' THEN
+        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic downgrade {found}:0003 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
 
 -- The backfill's bookkeeping as this release keeps it: a database 1.0.0 migrated lacks the
 -- row version column, the index and the runs table; one 1.1.0 migrated, the claim column
@@ -805,6 +932,20 @@ BEGIN
     END IF;
 END
 $lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0004' THEN
+        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic downgrade {found}:0003 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
 
 -- One batch of the undo (see migrations/shared/v3/undo.py): installed for the undo and
 -- dropped with it.
@@ -979,6 +1120,10 @@ BEGIN
 END
 $undo$;
 
+\else
+\echo 'skipped: the database is not where this step expects (a step before it failed)'
+\endif
+
 BEGIN;
 
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -1003,6 +1148,30 @@ BEGIN
     END IF;
 END
 $lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0004' THEN
+        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic downgrade {found}:0003 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
+-- Stop before recording the downgrade of 0004 unless the undo above went through the whole record.
+DO $verify$
+BEGIN
+    IF NOT (SELECT NOT EXISTS (SELECT 1 FROM "public".enrollment_backfill_changes)) THEN
+        RAISE EXCEPTION 'the downgrade of 0004 is not recorded: enrollment_backfill_changes still holds records the undo did not reach'
+            USING HINT = 'fix what failed above, then run the downgrade again: it goes on from where it stopped';
+    END IF;
+END
+$verify$;
 
 -- dropping the sync triggers: each attempt waits at most lock_timeout (500ms) for the tables, so the
 -- application's writes never queue behind it for longer; retried until 10min.

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0005; digest fd2eb7aaee9a.
+-- Pinned offline SQL of revision 0005; digest f3d2952f9d22.
 -- Written by `python -m migrations.pins --write`. tests/test_pins.py fails when the
 -- revision writes anything else. A released revision changes only to fix a defect: rewrite
 -- this file in the same commit and give the reason in migrations/pinned/CHANGES.md.
@@ -8,6 +8,13 @@
 -- Running upgrade 0004 -> 0005
 
 COMMIT;
+
+-- Only where the database stands at 0004: a step before this one failed otherwise.
+\unset enrollments_on_track
+SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0004' AS enrollments_on_track
+FROM "public".alembic_version
+\gset
+\if :enrollments_on_track
 
 BEGIN;
 
@@ -33,6 +40,20 @@ BEGIN
     END IF;
 END
 $lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0004' THEN
+        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0005 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
 
 -- The backfill's bookkeeping as this release keeps it: a database 1.0.0 migrated lacks the
 -- row version column, the index and the runs table; one 1.1.0 migrated, the claim column
@@ -76,6 +97,8 @@ $ensure$;
 
 COMMIT;
 
+\unset enrollments_sync_missing
+
 BEGIN;
 
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -100,6 +123,20 @@ BEGIN
     END IF;
 END
 $lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0004' THEN
+        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0005 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
 
 -- Is the sync trigger missing (1.0.0 migrated this database)? Then install it
 -- and catch up with a backfill: psql's \gset and \if decide.
@@ -139,6 +176,20 @@ BEGIN
     END IF;
 END
 $lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0004' THEN
+        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0005 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
 
 SET LOCAL client_min_messages = warning;
 
@@ -376,6 +427,20 @@ BEGIN
 END
 $lock$;
 
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0004' THEN
+        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0005 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
 -- installing the sync triggers: each attempt waits at most lock_timeout (500ms) for the tables, so the
 -- application's writes never queue behind it for longer; retried until 10min.
 DO $ddl$
@@ -477,6 +542,20 @@ BEGIN
     END IF;
 END
 $lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0004' THEN
+        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0005 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
 
 -- Older sync functions outside public that no trigger calls any more: dropped, so
 -- that none is left for a role to call.
@@ -724,7 +803,11 @@ $backfill$;
 
 \endif
 
-BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+\else
+\echo 'skipped: the database is not where this step expects (a step before it failed)'
+\endif
+
+BEGIN;
 
 SET LOCAL search_path = pg_catalog, pg_temp;
 
@@ -748,6 +831,45 @@ BEGIN
     END IF;
 END
 $lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0004' THEN
+        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0005 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
+-- Stop before recording revision 0005 unless the sync trigger keeps coverage.
+DO $verify$
+BEGIN
+    IF NOT (SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_insert' AND NOT t.tgisinternal)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_update' AND NOT t.tgisinternal)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".users') AND t.tgname = 'course_enrollments_sync_on_user' AND NOT t.tgisinternal)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".groups') AND t.tgname = 'course_enrollments_sync_on_group' AND NOT t.tgisinternal)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".courses') AND t.tgname = 'course_enrollments_sync_on_course' AND NOT t.tgisinternal)
+   AND (pg_catalog.to_regclass('"public".course_enrollments_sync_pending') IS NULL OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal)) AS keeping) THEN
+        RAISE EXCEPTION 'revision 0005 is not recorded: the sync trigger is not installed'
+            USING HINT = 'fix what failed above, then run the upgrade again: it goes on from where it stopped';
+    END IF;
+END
+$verify$;
+
+-- Stop before recording revision 0005 unless no backfill run is left unfinished.
+DO $verify$
+BEGIN
+    IF NOT (SELECT NOT EXISTS (SELECT 1 FROM "public".enrollment_backfill_runs WHERE finished_at IS NULL)) THEN
+        RAISE EXCEPTION 'revision 0005 is not recorded: a backfill run did not finish'
+            USING HINT = 'fix what failed above, then run the upgrade again: it goes on from where it stopped';
+    END IF;
+END
+$verify$;
 
 -- Coverage gate before revision 0005: every eligible (student, course) pair must
 -- have an active course_enrollment, and the sync trigger must be installed to keep it so.
@@ -776,7 +898,7 @@ BEGIN
                AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".courses') AND t.tgname = 'course_enrollments_sync_on_course' AND NOT t.tgisinternal)
                AND (pg_catalog.to_regclass('"public".course_enrollments_sync_pending') IS NULL OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal))) THEN
         RAISE EXCEPTION 'coverage gate before revision 0005: the sync trigger is not installed, so coverage would not hold; nothing of revision 0005 was applied'
-            USING HINT = 'run alembic upgrade head again: revision 0005 or 0006 installs it';
+            USING HINT = 'write the script again from there (alembic upgrade 0004:0005 --sql) and run it: revision 0005 or 0006 installs it';
     END IF;
     -- buckets of student ids: at least 512 ids each, at most 65,536 of them
     SELECT coalesce(min(id), 0), coalesce(max(id), 0) INTO lo, hi FROM "public".users;
@@ -876,7 +998,7 @@ BEGIN
             to_char(covered, 'FM999,999,999,990'), to_char(eligible, 'FM999,999,999,990'),
             to_char(missing, 'FM999,999,999,990'), to_char(inactive, 'FM999,999,999,990')
             USING DETAIL = 'first uncovered pairs: ' || array_to_string(firsts, ', '),
-                  HINT = 'run enrollments backfill --commit, then alembic upgrade head again';
+                  HINT = 'run enrollments backfill --commit, then write the script again from there (alembic upgrade 0004:0005 --sql) and run it';
     ELSE
         RAISE NOTICE 'coverage gate before revision 0005 passed: % of % eligible pairs covered',
             to_char(covered, 'FM999,999,999,990'), to_char(eligible, 'FM999,999,999,990');
@@ -887,33 +1009,6 @@ BEGIN
     END IF;
 END
 $gate$;
-
-COMMIT;
-
-BEGIN;
-
-SET LOCAL search_path = pg_catalog, pg_temp;
-
-SET LOCAL lock_timeout = '500ms';
-
-SET LOCAL statement_timeout = '0';
-
-DO $lock$
-BEGIN
-    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0005 --sql was changed',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
-            a.pid, a.application_name, a.backend_start), ', ')
-         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
-                               WHERE d.datname = pg_catalog.current_database())
-             AND l.classid = (28550410422479921 >> 32)::oid
-             AND l.objid = (28550410422479921 & 4294967295)::oid)
-            USING HINT = 'run this script again when that session has finished';
-    END IF;
-END
-$lock$;
 
 -- ==== downgrade 0005 -> 0004 ====
 

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0007; digest 9010c29e89f7.
+-- Pinned offline SQL of revision 0007; digest 1f19a4bd08f0.
 -- Written by `python -m migrations.pins --write`. tests/test_pins.py fails when the
 -- revision writes anything else. A released revision changes only to fix a defect: rewrite
 -- this file in the same commit and give the reason in migrations/pinned/CHANGES.md.
@@ -8,6 +8,13 @@
 -- Running upgrade 0006 -> 0007
 
 COMMIT;
+
+-- Only where the database stands at 0006: a step before this one failed otherwise.
+\unset enrollments_on_track
+SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0006' AS enrollments_on_track
+FROM "public".alembic_version
+\gset
+\if :enrollments_on_track
 
 BEGIN;
 
@@ -33,6 +40,20 @@ BEGIN
     END IF;
 END
 $lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0006' THEN
+        RAISE EXCEPTION 'this step expects the database at 0006, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0007 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
 
 -- The backfill's bookkeeping as this release keeps it: a database 1.0.0 migrated lacks the
 -- row version column, the index and the runs table; one 1.1.0 migrated, the claim column
@@ -100,6 +121,20 @@ BEGIN
     END IF;
 END
 $lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0006' THEN
+        RAISE EXCEPTION 'this step expects the database at 0006, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0007 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
 
 SET LOCAL client_min_messages = warning;
 
@@ -337,6 +372,20 @@ BEGIN
 END
 $lock$;
 
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0006' THEN
+        RAISE EXCEPTION 'this step expects the database at 0006, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0007 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
 -- installing the sync triggers: each attempt waits at most lock_timeout (500ms) for the tables, so the
 -- application's writes never queue behind it for longer; retried until 10min.
 DO $ddl$
@@ -439,6 +488,20 @@ BEGIN
 END
 $lock$;
 
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0006' THEN
+        RAISE EXCEPTION 'this step expects the database at 0006, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0007 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
 -- Older sync functions outside public that no trigger calls any more: dropped, so
 -- that none is left for a role to call.
 DO $strays$
@@ -459,6 +522,10 @@ END
 $strays$;
 
 COMMIT;
+
+\else
+\echo 'skipped: the database is not where this step expects (a step before it failed)'
+\endif
 
 BEGIN;
 
@@ -484,6 +551,35 @@ BEGIN
     END IF;
 END
 $lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0006' THEN
+        RAISE EXCEPTION 'this step expects the database at 0006, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0007 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
+-- Stop before recording revision 0007 unless every sync trigger of this version is installed.
+DO $verify$
+BEGIN
+    IF NOT (SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_insert' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_members()'))
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_update' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_members()'))
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".users') AND t.tgname = 'course_enrollments_sync_on_user' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_user()'))
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".groups') AND t.tgname = 'course_enrollments_sync_on_group' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_group()'))
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".courses') AND t.tgname = 'course_enrollments_sync_on_course' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_course()'))
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_apply()')) AS installed) THEN
+        RAISE EXCEPTION 'revision 0007 is not recorded: the sync triggers are not all installed'
+            USING HINT = 'fix what failed above, then run the upgrade again: it goes on from where it stopped';
+    END IF;
+END
+$verify$;
 
 -- ==== downgrade 0007 -> 0006 ====
 

@@ -428,7 +428,7 @@ def backfill_online(
         total = connection.exec_driver_sql(
             f"SELECT count(*) FROM {t.group_members} WHERE id > {int(run.after)}"
         ).scalar_one()
-    progress = Progress(f"backfill {source}", total)
+    progress = Progress(f"backfill {source}", total, unit="memberships")
     totals = run_batches(connection, step, int(run.after), settings.batch, progress)
     with transaction(connection):
         connection.exec_driver_sql(finish_run_sql(t, str(run.id)))

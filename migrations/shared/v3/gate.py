@@ -9,8 +9,9 @@ from the first buckets that hold any, by ``ix_member_user``: so the server keeps
 an array of every gap nor a sort of them, and its memory does not grow with their number.
 Pairs stay (student_id, course_id) throughout; any int4 id works.
 
-It runs in its own ``REPEATABLE READ READ ONLY`` transaction: the counts and the pairs it
-names come from one snapshot. It first checks that the sync trigger is installed: only
+A revision runs it in its own transaction, the one that records the revision: a gate that
+fails rolls back the ``alembic_version`` update with it, online and in a script run without
+``ON_ERROR_STOP`` alike. The counts come from one statement (one snapshot). It first checks that the sync trigger is installed: only
 then does coverage at that moment mean coverage from then on (every membership committed
 afterwards gets its enrollment in its own transaction).
 
@@ -22,20 +23,21 @@ from __future__ import annotations
 
 import logging
 
+from alembic import context, op
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
 from app.migration_env import MigrationSettings
 from migrations.shared.v3 import sync
 from migrations.shared.v3.definition import ACTIVE_MEMBERSHIP, STATUS, Tables, indent
-from migrations.shared.v3.run import execute_block, in_transaction, outside_transaction, tables
+from migrations.shared.v3.run import execute_block, in_transaction, is_offline, tables
 
 log = logging.getLogger("migrations")
 
 SAMPLE = 10
 MAX_BUCKETS = 65_536
 MIN_BUCKET = 512
-FIX = "enrollments backfill --commit, then alembic upgrade head again"
+ONLINE_AGAIN = "alembic upgrade head again"
 
 
 # The pairs of active memberships, in two halves by the student's parity (each half gets its
@@ -110,8 +112,16 @@ ORDER BY s.student_id, s.course_id
 LIMIT {limit}"""
 
 
-def gate_sql(t: Tables, revision: str, mode: str) -> str:
-    """The gate as a DO block: raises below 100% (``mode`` abort), or warns (``warn``)."""
+def gate_sql(t: Tables, revision: str, mode: str, script_again: str | None = None) -> str:
+    """The gate as a DO block: raises below 100% (``mode`` abort), or warns (``warn``).
+    Its hints say to run ``alembic upgrade head`` again, or in a script, the command that
+    writes the script again from where the database stands (``script_again``)."""
+    then = (
+        f"write the script again from there ({script_again}) and run it"
+        if script_again
+        else ONLINE_AGAIN
+    )
+    again = then if script_again else f"run {ONLINE_AGAIN}"
     level = "EXCEPTION" if mode == "abort" else "WARNING"
     ending = (
         f"nothing of revision {revision} was applied"
@@ -140,7 +150,7 @@ DECLARE
 BEGIN
     IF NOT ({sync.keeping_sql(t).replace("SELECT ", "", 1).replace(" AS keeping", "").replace(chr(10), chr(10) + "            ")}) THEN
         RAISE {level} 'coverage gate before revision {revision}: the sync trigger is not installed, so coverage would not hold; {ending}'
-            USING HINT = 'run alembic upgrade head again: revision 0005 or 0006 installs it';
+            USING HINT = '{again}: revision 0005 or 0006 installs it';
     END IF;
     -- buckets of student ids: at least {MIN_BUCKET} ids each, at most {MAX_BUCKETS:,} of them
     SELECT coalesce(min(id), 0), coalesce(max(id), 0) INTO lo, hi FROM {t.users};
@@ -176,7 +186,7 @@ BEGIN
             to_char(covered, 'FM999,999,999,990'), to_char(eligible, 'FM999,999,999,990'),
             to_char(missing, 'FM999,999,999,990'), to_char(inactive, 'FM999,999,999,990')
             USING DETAIL = 'first uncovered pairs: ' || array_to_string(firsts, ', '),
-                  HINT = 'run {FIX}';
+                  HINT = 'run enrollments backfill --commit, then {then}';
     ELSE
         RAISE NOTICE 'coverage gate before revision {revision} passed: % of % eligible pairs covered',
             to_char(covered, 'FM999,999,999,990'), to_char(eligible, 'FM999,999,999,990');
@@ -194,28 +204,47 @@ class CoverageGateError(CommandError):
     """Coverage is below 100%: the upgrade stops before the revision that needs it."""
 
 
-def check_coverage(
-    connection: Connection | None, revision: str, mode: str = "abort", t: Tables | None = None
-) -> None:
-    """The gate, in a REPEATABLE READ READ ONLY transaction of its own when ``connection``
-    is outside one (Alembic's autocommit block, or offline: None), else in the caller's."""
-    t = t or tables()
+def _overridden(revision: str, mode: str) -> None:
     if mode == "warn":
         log.warning(
             "COVERAGE GATE OVERRIDDEN (-x coverage_gate=warn) before revision %s: if coverage is "
             "below 100%%, the upgrade goes on anyway",
             revision,
         )
+
+
+def check_coverage(
+    connection: Connection | None, revision: str, mode: str = "abort", t: Tables | None = None
+) -> None:
+    """The gate on its own: in a REPEATABLE READ READ ONLY transaction of its own when
+    ``connection`` is outside one, else in the caller's (a test's)."""
+    t = t or tables()
+    _overridden(revision, mode)
     with in_transaction(connection, isolation="REPEATABLE READ READ ONLY"):
         execute_block(connection, gate_sql(t, revision, mode), CoverageGateError)
+
+
+def gate_in_revision(revision: str, mode: str, t: Tables | None = None) -> None:
+    """The gate in the revision's own transaction, the one whose ``alembic_version``
+    update follows it: below 100% that transaction rolls back, so the revision is never
+    recorded, even by a script run without ``ON_ERROR_STOP``. Its counts come from one
+    statement, hence one snapshot."""
+    t = t or tables()
+    _overridden(revision, mode)
+    if is_offline():  # the script from where the database stands: before this revision
+        attributes = context.config.attributes
+        where = attributes.get("expected_version") or "base"
+        again = attributes["again"].replace("{found}", where)
+        execute_block(None, gate_sql(t, revision, mode, again), CoverageGateError)
+        return
+    execute_block(op.get_bind(), gate_sql(t, revision, mode), CoverageGateError)
 
 
 def require_full_coverage(revision: str) -> None:
     """The gate: call first in ``upgrade()`` of a revision that needs 100% coverage.
 
-    Below 100% it raises :class:`CoverageGateError` (offline: the script stops there) and
-    ``alembic_version`` stays at the previous revision. ``-x coverage_gate=warn`` lets it
-    pass with a loud warning, for emergencies.
+    Below 100% it raises :class:`CoverageGateError` (offline: the script's transaction for
+    this revision rolls back there) and ``alembic_version`` stays at the previous
+    revision. ``-x coverage_gate=warn`` lets it pass with a loud warning, for emergencies.
     """
-    with outside_transaction() as connection:
-        check_coverage(connection, revision, MigrationSettings.current().coverage_gate)
+    gate_in_revision(revision, MigrationSettings.current().coverage_gate)

@@ -15,7 +15,7 @@ transaction, so a ``SET LOCAL`` cannot reach it:
 
 An INVALID leftover of an interrupted build is dropped with ``DROP INDEX CONCURRENTLY``
 first (offline through psql's ``\\gexec``), and the revision checks ``indisvalid`` before
-it is recorded as applied.
+it is recorded as applied (offline in the transaction that records it).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from migrations.shared.v3.definition import Tables, quote_literal
 from migrations.shared.v3.run import (
     can_autocommit,
     execute_sql,
+    is_offline,
     outside_transaction,
-    run_block,
     run_sql,
     tables,
     write_raw,
@@ -171,16 +171,17 @@ def create_index_concurrently(name: str, table: str, columns: list[str]) -> None
         log.warning("inside the caller's transaction: building %s without CONCURRENTLY", name)
         run_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {target} ({', '.join(columns)})")
         return
-    with outside_transaction() as connection:
-        if connection is None:  # offline
+    if is_offline():
+        with outside_transaction():
             write_raw(drop_invalid_sql(t, name))
             run_sql(
                 f"-- Build {name} without blocking writes to {table}. The build waits for every\n"
                 "-- older transaction, blocking nobody meanwhile; it runs with the server's\n"
                 f"-- lock_timeout (0 unless the role or the database sets one).\n{create}"
             )
-            run_block(None, check_valid_sql(t, name))
-            return
+        run_sql(check_valid_sql(t, name))  # in the transaction that records the revision
+        return
+    with outside_transaction() as connection:
         if index_validity(connection, t, name) is False:
             log.warning("%s is INVALID (an interrupted build): dropping it concurrently", name)
             _unbounded(

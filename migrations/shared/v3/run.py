@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.batching import transaction
 from app.db import run_prelude
+from app.migration_env import offline_autocommit_guard, offline_transaction_prelude
 from migrations.shared.v3.definition import Tables
 
 log = logging.getLogger("migrations")
@@ -58,7 +59,7 @@ def in_transaction(connection: Connection | None, isolation: str | None = None) 
             return
         impl = op.get_context().impl
         impl.static_output(begin + ";")
-        for statement in context.config.attributes.get("transaction_prelude", []):
+        for statement in offline_transaction_prelude():
             impl.static_output(statement + ";")
         yield
         impl.emit_commit()
@@ -113,7 +114,8 @@ def can_autocommit() -> bool:
 def outside_transaction() -> Iterator[Connection | None]:
     """Alembic's autocommit block: every statement or batch in it commits on its own.
 
-    Offline it writes ``COMMIT;`` ... ``BEGIN;`` around what runs in it (and yields None).
+    Offline it writes ``COMMIT;`` ... ``BEGIN;`` around what runs in it (and yields None),
+    inside psql's ``\\if`` on where the script stands (a step before it may have failed).
     Inside a caller's transaction (a test) it is that transaction.
     """
     global _offline_autocommit
@@ -122,11 +124,14 @@ def outside_transaction() -> Iterator[Connection | None]:
             if not is_offline():
                 yield op.get_bind()
                 return
+            opening, closing = offline_autocommit_guard()
+            write_raw(opening)
             _offline_autocommit = True
             try:
                 yield None
             finally:
                 _offline_autocommit = False
+            write_raw(closing)
     else:
         yield op.get_bind()
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import logging
 
 from alembic import op
-from alembic.util import CommandError
 
 from app.migration_env import MigrationSettings
 from migrations.shared.v3 import backfill, bookkeeping, sync, undo
 from migrations.shared.v3.definition import Tables
-from migrations.shared.v3.gate import check_coverage
+from migrations.shared.v3.gate import gate_in_revision
 from migrations.shared.v3.run import (
     execute_block,
     in_transaction,
@@ -23,6 +22,55 @@ from migrations.shared.v3.run import (
 )
 
 log = logging.getLogger("migrations")
+
+
+def verify_sql(step: str, what: str, condition: str, why: str, command: str = "upgrade") -> str:
+    """A DO block for the transaction that records ``step`` (``revision 0004``, ``the
+    downgrade of 0004``): it stops that transaction unless ``condition`` (SQL) holds, so
+    that the step is never recorded without it, even by a script run without
+    ``ON_ERROR_STOP`` (a step before it may have failed)."""
+    return f"""-- Stop before recording {step} unless {what}.
+DO $verify$
+BEGIN
+    IF NOT ({condition}) THEN
+        RAISE EXCEPTION '{step} is not recorded: {why}'
+            USING HINT = 'fix what failed above, then run the {command} again: it goes on from where it stopped';
+    END IF;
+END
+$verify$"""
+
+
+def _verify_in_revision(
+    step: str, what: str, condition: str, why: str, command: str = "upgrade"
+) -> None:
+    execute_block(_connection_in_revision(), verify_sql(step, what, condition, why, command))
+
+
+def _verify_undone(revision: str, t: Tables) -> None:
+    """The undo's postcondition: it forgets each record it has dealt with."""
+    _verify_in_revision(
+        f"the downgrade of {revision}",
+        "the undo above went through the whole record",
+        f"SELECT NOT EXISTS (SELECT 1 FROM {t.enrollment_backfill_changes})",
+        f"{bookkeeping.CHANGES} still holds records the undo did not reach",
+        "downgrade",
+    )
+
+
+def _verify_kept(revision: str, t: Tables) -> None:
+    """The revision's postconditions where it installs the sync trigger and backfills."""
+    _verify_in_revision(
+        f"revision {revision}",
+        "the sync trigger keeps coverage",
+        sync.keeping_sql(t),
+        "the sync trigger is not installed",
+    )
+    _verify_in_revision(
+        f"revision {revision}",
+        "no backfill run is left unfinished",
+        f"SELECT NOT EXISTS (SELECT 1 FROM {t.enrollment_backfill_runs} WHERE finished_at IS NULL)",
+        "a backfill run did not finish",
+    )
 
 
 def create_bookkeeping() -> None:
@@ -44,12 +92,12 @@ def _backfill(connection, t: Tables, source: str, settings: MigrationSettings) -
         return
     outcome = backfill.backfill_online(connection, t, source, settings)
     log.info(
-        "backfill %s: %d enrollments created, %d reactivated (%d batches over %d memberships)",
+        "backfill %s: %s enrollments created, %s reactivated (%s over %s memberships)",
         source,
-        outcome.created,
-        outcome.reactivated,
-        outcome.batches,
-        outcome.memberships,
+        f"{outcome.created:,}",
+        f"{outcome.reactivated:,}",
+        f"{outcome.batches:,} batch" + ("" if outcome.batches == 1 else "es"),
+        f"{outcome.memberships:,}",
     )
 
 
@@ -64,6 +112,7 @@ def backfill_revision(revision: str) -> None:
         _ensure_bookkeeping(connection, t)
         sync.install(connection, t, settings)
         _backfill(connection, t, revision, settings)
+    _verify_kept(revision, t)
 
 
 def _connection_in_revision():
@@ -83,8 +132,8 @@ def undo_backfill_revision(revision: str) -> None:
     with outside_transaction() as connection:
         _ensure_bookkeeping(connection, t)
         undo.undo(connection, t, what, settings)
-    in_revision = _connection_in_revision()
-    sync.drop(in_revision, t, settings)
+    _verify_undone(revision, t)
+    sync.drop(_connection_in_revision(), t, settings)
     run_sql(undo.drop_function_sql(t))
 
 
@@ -100,28 +149,7 @@ def drop_bookkeeping(revision: str) -> None:
     with outside_transaction() as connection:
         _ensure_bookkeeping(connection, t)
         undo.undo(connection, t, what, settings)
-    if is_offline():
-        run_sql(
-            f"""-- Stop unless the undo above emptied the record.
-DO $empty$
-BEGIN
-    IF EXISTS (SELECT 1 FROM {t.enrollment_backfill_changes}) THEN
-        RAISE EXCEPTION '{bookkeeping.CHANGES} still holds records: refusing to drop it';
-    END IF;
-END
-$empty$"""
-        )
-    else:
-        left = (
-            op.get_bind()
-            .exec_driver_sql(f"SELECT count(*) FROM {t.enrollment_backfill_changes}")
-            .scalar()
-        )
-        if left:
-            raise CommandError(
-                f"{bookkeeping.CHANGES} still holds {left} records: refusing to drop it; "
-                "run the downgrade again"
-            )
+    _verify_undone(revision, t)
     sync.drop(_connection_in_revision(), t, settings)
     run_sql(undo.drop_function_sql(t))
     for statement in bookkeeping.drop_sql(t):
@@ -133,13 +161,17 @@ def keep_coverage(revision: str, gate: str) -> None:
 
     Where the sync trigger is missing (1.0.0 migrated this database, or a downgrade was
     cut short), install it and catch up with a backfill recorded as ``revision``. ``gate``
-    is ``always``, or ``after_repair`` (only when it had to install the trigger).
+    is ``always``, or ``after_repair`` (only when it had to install the trigger). The gate
+    and the checks that the trigger is there and no backfill was left unfinished run in
+    the transaction that records the revision.
     """
     settings, t = MigrationSettings.current(), tables()
+    repaired = False
     with outside_transaction() as connection:
         _ensure_bookkeeping(connection, t)
         if connection is None:  # offline: psql decides with \gset and \if
             condition = sync.keeping_sql(t).removeprefix("SELECT ").removesuffix(" AS keeping")
+            write_raw("\\unset enrollments_sync_missing")
             with in_transaction(None):
                 write_raw(
                     "-- Is the sync trigger missing (1.0.0 migrated this database)? Then install it\n"
@@ -149,26 +181,30 @@ def keep_coverage(revision: str, gate: str) -> None:
             write_raw("\\if :enrollments_sync_missing")
             sync.install(None, t, settings)
             _backfill(None, t, revision, settings)
-            if gate != "always":
-                check_coverage(None, revision, settings.coverage_gate, t)
             write_raw("\\endif")
-            if gate == "always":
-                check_coverage(None, revision, settings.coverage_gate, t)
-            return
-        with in_transaction(connection):
-            installed = connection.exec_driver_sql(sync.keeping_sql(t)).scalar_one()
-        if not installed:
-            log.warning(
-                "revision %s: the sync trigger is missing (1.0.0 migrated this database): "
-                "installing it and catching up with a backfill",
-                revision,
-            )
-            sync.install(connection, t, settings)
-            _backfill(connection, t, revision, settings)
-        if gate == "always" or not installed:
-            check_coverage(connection, revision, settings.coverage_gate, t)
         else:
-            log.info("revision %s: the sync trigger is installed; coverage is kept", revision)
+            with in_transaction(connection):
+                installed = connection.exec_driver_sql(sync.keeping_sql(t)).scalar_one()
+            if not installed:
+                log.warning(
+                    "revision %s: the sync trigger is missing (1.0.0 migrated this database): "
+                    "installing it and catching up with a backfill",
+                    revision,
+                )
+                sync.install(connection, t, settings)
+                _backfill(connection, t, revision, settings)
+                repaired = True
+    _verify_kept(revision, t)
+    if gate == "always":
+        gate_in_revision(revision, settings.coverage_gate, t)
+    elif is_offline():
+        write_raw("\\if :enrollments_sync_missing")
+        gate_in_revision(revision, settings.coverage_gate, t)
+        write_raw("\\endif")
+    elif repaired:
+        gate_in_revision(revision, settings.coverage_gate, t)
+    else:
+        log.info("revision %s: the sync trigger is installed; coverage is kept", revision)
 
 
 def harden_sync_trigger(revision: str) -> None:
@@ -185,4 +221,10 @@ def harden_sync_trigger(revision: str) -> None:
     with outside_transaction() as connection:
         _ensure_bookkeeping(connection, t)
         sync.install(connection, t, settings)
+    _verify_in_revision(
+        f"revision {revision}",
+        "every sync trigger of this version is installed",
+        sync.installed_sql(t),
+        "the sync triggers are not all installed",
+    )
     log.info("revision %s: the sync trigger is hardened", revision)

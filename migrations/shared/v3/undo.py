@@ -243,15 +243,15 @@ def undo_online(connection: Connection, t: Tables, what: str, settings: Migratio
         total = connection.exec_driver_sql(
             f"SELECT count(*) FROM {t.enrollment_backfill_changes}"
         ).scalar_one()
-    progress = Progress(what, total)
+    progress = Progress("undo", total, unit="records")
     totals = run_batches(connection, step, BEFORE_ANY_ID, settings.batch, progress)
     count = totals.counts.get
     progress.close(f"{count('deleted', 0):,} deleted, {count('deactivated', 0):,} deactivated")
     log.info(
-        "%s: %d enrollments deleted, %d deactivated",
+        "%s: %s enrollments deleted, %s deactivated",
         what,
-        count("deleted", 0),
-        count("deactivated", 0),
+        f"{count('deleted', 0):,}",
+        f"{count('deactivated', 0):,}",
     )
     referenced, claimed, changed = count("referenced", 0), count("claimed", 0), count("changed", 0)
     if referenced + claimed + changed:
