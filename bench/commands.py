@@ -95,9 +95,9 @@ def explain_batch(server: Server, template: str) -> str:
     from alembic import command
     from alembic.config import Config
 
-    from app.names import Tables
     from bench.server import ROOT
-    from migrations.shared.v3.backfill import batch_sql
+    from enrollments_phase1.migrations.shared.v3.backfill import batch_sql
+    from enrollments_phase1.names import Tables
 
     db = server.copy(template, "bench_explain")
     engine = create_engine(server.url(db))

@@ -19,9 +19,9 @@ from pathlib import Path
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 
-from app.db import parse_url
-from app.embedded import EmbeddedPostgres, client_bin_dir
 from bench.generate import generate
+from enrollments_phase1.db import parse_url
+from enrollments_phase1.embedded import EmbeddedPostgres, client_bin_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 import psycopg2
 
 from bench.server import ROOT, Server, build_template
-from migrations.shared.v3 import sync
+from enrollments_phase1.migrations.shared.v3 import sync
 
 # New students, each with the group of its school it will join (bench_joins, not timed).
 PREPARE = [

@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass
 
 from sqlalchemy import create_engine
 
-from app.migration_env import MigrationSettings
-from app.names import Tables
 from bench.server import Server, build_template
-from migrations.shared.v3 import undo
+from enrollments_phase1.migration_env import MigrationSettings
+from enrollments_phase1.migrations.shared.v3 import undo
+from enrollments_phase1.names import Tables
 
 REFERENCING = [
     """CREATE TABLE grades (id bigserial PRIMARY KEY,
@@ -85,7 +85,7 @@ class Batches(logging.Handler):
 def run_undo(server: Server, db: str) -> tuple[float, list[float], int]:
     engine = create_engine(server.url(db))
     batches = Batches()
-    logger = logging.getLogger("app.batching")
+    logger = logging.getLogger("enrollments_phase1.batching")
     logger.addHandler(batches)
     logger.setLevel(logging.DEBUG)
     try:

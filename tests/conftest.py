@@ -18,7 +18,7 @@ from pytest_alembic import Config
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine
 
-from app.db import parse_url
+from enrollments_phase1.db import parse_url
 from tests.helpers import ROOT, PostgresForTests, load_story, story_rows, upgrade, url_string
 from tests.pooler import Poolers, pgbouncer_binary
 from tests.roles import Roles
@@ -45,7 +45,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresForTests]:
-    from app.embedded import EmbeddedPostgres, client_bin_dir
+    from enrollments_phase1.embedded import EmbeddedPostgres, client_bin_dir
 
     configured = os.environ.get(SERVER_ENV)
     if configured:
@@ -128,7 +128,7 @@ def legacy(engine: Engine) -> Engine:
 
 @pytest.fixture
 def story(legacy: Engine) -> Engine:
-    """A database at 0001 holding the sample story (app.sample_data.STORY)."""
+    """A database at 0001 holding the sample story (enrollments_phase1.sample_data.STORY)."""
     load_story(legacy)
     return legacy
 

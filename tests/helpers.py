@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine
 
-from app import sample_data
+from enrollments_phase1 import sample_data
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -155,7 +155,7 @@ def snapshot(engine: Engine) -> dict[str, list[tuple]]:
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
     """``enrollments ARGS`` in-process: (exit code, stdout, stderr)."""
-    from app.cli import main
+    from enrollments_phase1.cli import main
 
     code = main(list(args))
     captured = capsys.readouterr()

@@ -5,7 +5,7 @@ import re
 
 from sqlalchemy import create_engine, text
 
-from app import sample_data
+from enrollments_phase1 import sample_data
 from tests.helpers import cli, enrollments, enrollments_rows, load_story, snapshot, upgrade
 
 
@@ -93,8 +93,8 @@ def test_batched_run_logs_progress_when_not_a_terminal(story, database_url):
     result = enrollments(database_url, "backfill", "--commit", "--unrecorded", "--batch-size", "5")
     assert result.returncode == 0, result.stderr
     assert re.search(
-        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO app\.batching: backfill: 13/13 memberships "
-        r"\(100%\), done in \d+s \([\d,]+/s\); 3 created, 2 reactivated$",
+        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO enrollments_phase1\.batching: backfill: "
+        r"13/13 memberships \(100%\), done in \d+s \([\d,]+/s\); 3 created, 2 reactivated$",
         result.stderr,
         re.M,
     )

@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlalchemy import create_engine, text
 
-from app.errors import EX_CONFIG, EX_NOPERM, EX_SCHEMA, EX_UNAVAILABLE, EX_USAGE
+from enrollments_phase1.errors import EX_CONFIG, EX_NOPERM, EX_SCHEMA, EX_UNAVAILABLE, EX_USAGE
 from tests.helpers import alembic, enrollments, psql, snapshot, upgrade
 
 
@@ -179,14 +179,14 @@ def test_usage_errors_are_one_line_with_a_hint(args, message):
 
 @pytest.mark.parametrize("value", ["1.5s", "250 ms", "0", "2min", "keep"])
 def test_durations_as_postgresql_takes_them(value):
-    from app.cli import build_parser
+    from enrollments_phase1.cli import build_parser
 
     args = build_parser().parse_args(["backfill", "--lock-timeout", value])
     assert args.lock_timeout == value
 
 
 def test_keep_leaves_the_role_setting(database_url, story):
-    from app.cli import build_parser, open_connection
+    from enrollments_phase1.cli import build_parser, open_connection
 
     with story.begin() as conn:
         conn.exec_driver_sql(

@@ -1,10 +1,11 @@
-"""The one definition (app.coverage): eligible pairs, statuses, anomalies, percentages."""
+"""The one definition (enrollments_phase1.coverage): eligible pairs, statuses, anomalies,
+percentages."""
 
 import pytest
 from sqlalchemy import text
 
-from app import coverage, sample_data
-from app.coverage import coverage_percent
+from enrollments_phase1 import coverage, sample_data
+from enrollments_phase1.coverage import coverage_percent
 
 
 def report_of(engine, limit=10):

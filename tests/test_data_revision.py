@@ -4,7 +4,7 @@ import pytest
 from pytest_alembic import Config
 from sqlalchemy import text
 
-from app import sample_data
+from enrollments_phase1 import sample_data
 from tests.helpers import ROOT, alembic, enrollments_rows, load_story
 
 

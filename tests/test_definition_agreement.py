@@ -1,4 +1,5 @@
-"""The live definition (app/, what the commands use) and the newest revision's gate agree.
+"""The live definition (enrollments_phase1.coverage, what the commands use) and the newest
+revision's gate agree.
 
 The gate is found from the revisions themselves: the newest revision whose module calls
 ``require_full_coverage``; its helper version's gate is run online and as the psql block
@@ -16,8 +17,8 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from app.names import Tables
 from bench.generate import generate
+from enrollments_phase1.names import Tables
 from tests.helpers import ROOT, enrollments, psql
 
 
@@ -28,8 +29,8 @@ def newest_gate_module():
     for rev in script.walk_revisions():  # head first
         for value in vars(rev.module).values():
             module = getattr(value, "__module__", "") or ""
-            if callable(value) and module.startswith("migrations.shared.v"):
-                version = ".".join(module.split(".")[:3])
+            if callable(value) and module.startswith("enrollments_phase1.migrations.shared.v"):
+                version = ".".join(module.split(".")[:4])  # enrollments_phase1.migrations.shared.vN
                 try:
                     gate = importlib.import_module(f"{version}.gate")
                 except ModuleNotFoundError:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import build_parser
-from app.revision_list import render
+from enrollments_phase1.cli import build_parser
+from enrollments_phase1.revision_list import render
 from tests.helpers import HEAD, ROOT, VENV_BIN, libpq_url, load_story, upgrade
 
 DOCS = ROOT / "docs"
@@ -40,7 +40,7 @@ def test_every_option_is_documented():
 
 
 def test_every_x_option_is_documented():
-    from app.migration_env import MigrationSettings
+    from enrollments_phase1.migration_env import MigrationSettings
 
     commands = (DOCS / "commands.md").read_text()
     for option in MigrationSettings.options():
@@ -49,7 +49,8 @@ def test_every_x_option_is_documented():
 
 def test_migrations_doc_is_current():
     assert (DOCS / "migrations.md").read_text() == render(), (
-        "docs/migrations.md is stale: python -m app.revision_list > docs/migrations.md"
+        "docs/migrations.md is stale: "
+        "python -m enrollments_phase1.revision_list > docs/migrations.md"
     )
 
 

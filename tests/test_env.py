@@ -1,4 +1,5 @@
-"""migrations/env.py: the URL, one-line errors, -x options, offline without a database."""
+"""enrollments_phase1/migrations/env.py: the URL, one-line errors, -x options, offline
+without a database."""
 
 import re
 
@@ -57,10 +58,10 @@ def test_an_unexpected_exception_is_one_failed_line(tmp_path, database_url):
     """A bug inside env.py (here: taking the lock raises) ends in Alembic's one FAILED
     line, naming the exception, not in a traceback."""
     (tmp_path / "sitecustomize.py").write_text(
-        "import app.lock\n"
+        "import enrollments_phase1.lock\n"
         "def broken(self, *args, **kwargs):\n"
         "    raise RuntimeError('boom')\n"
-        "app.lock.LockSession.acquire = broken\n"
+        "enrollments_phase1.lock.LockSession.acquire = broken\n"
     )
     result = alembic(database_url, "upgrade", "head", PYTHONPATH=str(tmp_path))
     assert result.returncode != 0

@@ -6,7 +6,7 @@ import subprocess
 
 from sqlalchemy import text
 
-from app import lock
+from enrollments_phase1 import lock
 from tests.helpers import (
     HEAD,
     ROOT,
@@ -92,10 +92,14 @@ def test_override_lets_the_upgrade_through_loudly(database_url, engine):
 
 def test_a_later_revision_requires_coverage_with_one_line(tmp_path, database_url, engine):
     scripts = tmp_path / "migrations"
-    shutil.copytree(ROOT / "migrations", scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "enrollments_phase1" / "migrations",
+        scripts,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     (scripts / "versions" / "0099_phase2_example.py").write_text(
         f'"""a later phase\n\nRevision ID: 0099\nRevises: {HEAD}\n"""\n'
-        "from migrations.shared.v3.gate import require_full_coverage\n\n"
+        "from enrollments_phase1.migrations.shared.v3.gate import require_full_coverage\n\n"
         f'revision = "0099"\ndown_revision = "{HEAD}"\nbranch_labels = None\n'
         "depends_on = None\n\n\n"
         "def upgrade() -> None:\n"
@@ -107,8 +111,7 @@ def test_a_later_revision_requires_coverage_with_one_line(tmp_path, database_url
     ini.write_text(
         (ROOT / "alembic.ini")
         .read_text()
-        .replace("script_location = %(here)s/migrations", f"script_location = {scripts}")
-        .replace("prepend_sys_path = %(here)s", f"prepend_sys_path = {ROOT}")
+        .replace("script_location = enrollments_phase1:migrations", f"script_location = {scripts}")
     )
     at_0004_with_a_gap(database_url, engine)
     forced = alembic(database_url, "-c", str(ini), "-x", "coverage_gate=warn", "upgrade", HEAD)

@@ -1,8 +1,9 @@
 """History is frozen: revisions and their helpers never run the live tool's SQL.
 
-Revisions import their helpers from ``migrations.shared.vN``; helper versions take only
-plumbing from ``app`` (settings, connections, the lock, error messages), never the live
-definition or statements, which ``app`` is free to change.
+Revisions import their helpers from ``enrollments_phase1.migrations.shared.vN``; helper
+versions take only plumbing from the rest of ``enrollments_phase1`` (settings, connections,
+the lock, error messages), never the live definition or statements, which the live tool is
+free to change.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from pathlib import Path
 
 from tests.helpers import ROOT, alembic
 
+MIGRATIONS = ROOT / "enrollments_phase1" / "migrations"
+
 PLUMBING = {
-    "app.migration_env",
-    "app.db",
-    "app.lock",
-    "app.errors",
-    "app.batching",
-    "app.names",
+    "enrollments_phase1.migration_env",
+    "enrollments_phase1.db",
+    "enrollments_phase1.lock",
+    "enrollments_phase1.errors",
+    "enrollments_phase1.batching",
+    "enrollments_phase1.names",
 }
 
 
@@ -34,18 +37,19 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_revisions_import_only_their_helpers():
-    for path in sorted((ROOT / "migrations" / "versions").glob("*.py")):
+    for path in sorted((MIGRATIONS / "versions").glob("*.py")):
         for module in imported_modules(path):
             top = module.split(".")[0]
             assert top in {"__future__", "collections", "typing", "alembic", "sqlalchemy"} or (
-                module.startswith("migrations.shared.v")
+                module.startswith("enrollments_phase1.migrations.shared.v")
             ), f"{path.name} imports {module}"
 
 
-def test_helper_versions_take_only_plumbing_from_app():
-    for path in sorted((ROOT / "migrations" / "shared").rglob("*.py")):
+def test_helper_versions_take_only_plumbing_from_the_live_tool():
+    for path in sorted((MIGRATIONS / "shared").rglob("*.py")):
         for module in imported_modules(path):
-            if module == "app" or module.startswith("app."):
+            live = module == "enrollments_phase1" or module.startswith("enrollments_phase1.")
+            if live and not module.startswith("enrollments_phase1.migrations"):
                 assert module in PLUMBING, f"{path.relative_to(ROOT)} imports {module}"
 
 

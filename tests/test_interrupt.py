@@ -9,8 +9,8 @@ import psycopg2
 import pytest
 from sqlalchemy import create_engine, text
 
-from app.errors import EX_INTERRUPTED
 from bench.generate import generate
+from enrollments_phase1.errors import EX_INTERRUPTED
 from tests.helpers import (
     WAITING_ON_LOCK,
     Background,

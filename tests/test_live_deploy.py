@@ -9,9 +9,9 @@ import json
 import pytest
 from sqlalchemy import create_engine, text
 
-from app.names import Tables
 from bench.generate import generate
-from migrations.shared.v3 import sync
+from enrollments_phase1.migrations.shared.v3 import sync
+from enrollments_phase1.names import Tables
 from tests.helpers import (
     HEAD,
     WAITING_ON_LOCK,

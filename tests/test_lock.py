@@ -8,7 +8,7 @@ import re
 import psycopg2
 import pytest
 
-from app import lock
+from enrollments_phase1 import lock
 from tests.helpers import (
     HEAD,
     WAITING_ON_LOCK,

@@ -1,12 +1,12 @@
-"""The revision helpers (migrations/shared/v3) on their own: the SQL they write, run as
-psql would run it, or online."""
+"""The revision helpers (enrollments_phase1/migrations/shared/v3) on their own: the SQL they
+write, run as psql would run it, or online."""
 
 import pytest
 from sqlalchemy import text
 
-from app.migration_env import MigrationSettings
-from app.names import Tables
-from migrations.shared.v3 import backfill, gate, indexes, sync, undo
+from enrollments_phase1.migration_env import MigrationSettings
+from enrollments_phase1.migrations.shared.v3 import backfill, gate, indexes, sync, undo
+from enrollments_phase1.names import Tables
 from tests.helpers import enrollments_rows, psql, upgrade
 
 T = Tables("public")

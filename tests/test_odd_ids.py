@@ -8,7 +8,7 @@ import json
 import pytest
 from sqlalchemy import event, text
 
-from app import coverage
+from enrollments_phase1 import coverage
 from tests.helpers import alembic, enrollments, enrollments_rows, psql, upgrade
 
 LOWEST, HIGHEST = -2147483648, 2147483647

@@ -5,8 +5,8 @@ import subprocess
 
 from sqlalchemy import text
 
-from app import lock
-from app.migration_env import moved_check_sql
+from enrollments_phase1 import lock
+from enrollments_phase1.migration_env import moved_check_sql
 from tests.helpers import (
     HEAD,
     Background,

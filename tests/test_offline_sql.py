@@ -112,8 +112,8 @@ def test_offline_gate_stops_psql_and_applies_nothing_after_it(pg_server, databas
 
 
 def test_offline_script_keeps_sql_as_written():
-    from app.names import Tables
-    from migrations.shared.v3.gate import gate_sql
+    from enrollments_phase1.migrations.shared.v3.gate import gate_sql
+    from enrollments_phase1.names import Tables
 
     script = offline_sql("head")
     # The gate block reaches psql exactly as written: RAISE formats keep their single and

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 
-from migrations import pins
+from enrollments_phase1.migrations import pins
 from tests.helpers import ROOT
 
 
@@ -23,20 +23,20 @@ def test_the_pin_fails_when_a_helper_changes_its_sql(tmp_path):
     """The same definition rewritten (``'student' = u.role``) is still a change."""
     fragment, rewritten = "u.role {ops.eq} 'student'", "'student' {ops.eq} u.role"
     tree = tmp_path / "tree"
+    package = tree / "enrollments_phase1"
     shutil.copytree(
-        ROOT / "migrations", tree / "migrations", ignore=shutil.ignore_patterns("__pycache__")
+        ROOT / "enrollments_phase1", package, ignore=shutil.ignore_patterns("__pycache__")
     )
-    shutil.copy(ROOT / "alembic.ini", tree / "alembic.ini")
     helpers = [
-        p for p in (tree / "migrations" / "shared").rglob("*.py") if fragment in p.read_text()
+        p for p in (package / "migrations" / "shared").rglob("*.py") if fragment in p.read_text()
     ]
     assert helpers, "no helper holds the definition"
     for path in helpers:
         path.write_text(path.read_text().replace(fragment, rewritten))
     result = subprocess.run(
-        [sys.executable, "-m", "migrations.pins"],
-        cwd=tree,  # the copy's migrations/ first, this checkout's app/ (plumbing) next
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [sys.executable, "-m", "enrollments_phase1.migrations.pins"],
+        cwd=tree,  # the copy of the package comes first on sys.path
+        env={**os.environ, "PYTHONPATH": str(tree)},
         capture_output=True,
         text=True,
     )

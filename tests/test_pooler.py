@@ -15,9 +15,9 @@ import threading
 import psycopg2
 from sqlalchemy import text
 
-from app import lock
-from app.errors import EX_INTERRUPTED
 from bench.generate import generate
+from enrollments_phase1 import lock
+from enrollments_phase1.errors import EX_INTERRUPTED
 from tests.helpers import (
     HEAD,
     Background,
@@ -150,7 +150,7 @@ def test_ctrl_c_through_the_pooler_stops_the_backfill(poolers, database_url, leg
 def test_a_statement_mode_pooler_is_refused_at_once(pg_server, poolers, database_url, story):
     """Statement pooling allows no transaction of two statements: every writer refuses
     before changing anything, saying why and how to connect."""
-    from app.errors import EX_CONFIG
+    from enrollments_phase1.errors import EX_CONFIG
     from tests.helpers import snapshot
 
     before = snapshot(story)

@@ -18,9 +18,9 @@ import pyte
 import pytest
 from sqlalchemy import text
 
-from app.batching import Progress
-from app.terminal import progress_line
 from bench.generate import generate
+from enrollments_phase1.batching import Progress
+from enrollments_phase1.terminal import progress_line
 from tests.helpers import LATE_INACTIVE, ROOT, VENV_BIN, libpq_url, upgrade, url_string
 
 BAR = re.compile(
@@ -128,7 +128,9 @@ def test_the_backfill_on_a_terminal_then_ctrl_c(database_url, at_0003_with_data,
     try:
         command = ["enrollments", "backfill", "--commit", "--batch-size", "200"]
         terminal = Terminal(command, url_string(database_url), columns)
-        during = terminal.wait_for(re.compile(r"WARNING app\.batching: a batch failed on a lock"))
+        during = terminal.wait_for(
+            re.compile(r"WARNING enrollments_phase1\.batching: a batch failed")
+        )
         terminal.type_ctrl_c()
         code = terminal.finish()
     finally:
@@ -165,7 +167,9 @@ def test_the_whole_run_on_a_terminal_ends_on_its_summary(database_url, at_0003_w
     after = terminal.screen()
     assert code == 0
     assert not any(BAR.match(line) for line in after), "\n".join(after)
-    summary = [line for line in terminal.lines() if " INFO app.batching: backfill: " in line]
+    summary = [
+        line for line in terminal.lines() if " INFO enrollments_phase1.batching: backfill: " in line
+    ]
     assert len(summary) == 1
     assert re.search(r"backfill: ([\d,]+)/\1 memberships \(100%\), done in \d+s", summary[0])
 
@@ -188,7 +192,7 @@ def test_the_line_never_wraps_and_drops_the_note_first(columns):
 
 def test_plain_output_is_a_timestamped_line_every_few_seconds(caplog):
     progress = Progress("backfill", 10, unit="memberships", interval=0.0)
-    with caplog.at_level("INFO", logger="app.batching"):
+    with caplog.at_level("INFO", logger="enrollments_phase1.batching"):
         progress.advance(15, "3 created")  # the application inserted 5 meanwhile
         progress.close("3 created, 1 reactivated")
     lines = [record.getMessage() for record in caplog.records]

@@ -5,7 +5,7 @@ import time
 import pytest
 from sqlalchemy import text
 
-from app import lock
+from enrollments_phase1 import lock
 from tests.helpers import HEAD, alembic, upgrade
 
 

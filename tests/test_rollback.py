@@ -18,9 +18,9 @@ import psycopg2
 import pytest
 from sqlalchemy import text
 
-from app.names import Tables
 from bench.generate import generate
-from migrations.shared.v3 import sync
+from enrollments_phase1.migrations.shared.v3 import sync
+from enrollments_phase1.names import Tables
 from tests.helpers import (
     WAITING_ON_LOCK,
     Background,

@@ -1,10 +1,10 @@
-"""app.schema: the revisions it knows are the scripts' revisions."""
+"""enrollments_phase1.schema: the revisions it knows are the scripts' revisions."""
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from app.names import Tables
-from app.schema import KNOWN_REVISIONS, check_schema
+from enrollments_phase1.names import Tables
+from enrollments_phase1.schema import KNOWN_REVISIONS, check_schema
 from tests.helpers import ROOT
 
 

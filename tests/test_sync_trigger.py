@@ -8,8 +8,8 @@ import json
 import pytest
 from sqlalchemy import text
 
-from app.names import Tables
-from migrations.shared.v3 import sync
+from enrollments_phase1.migrations.shared.v3 import sync
+from enrollments_phase1.names import Tables
 from tests.helpers import alembic, enrollments, enrollments_rows, upgrade
 
 

@@ -8,10 +8,10 @@ import psycopg2
 import pytest
 from sqlalchemy import text
 
-from app.errors import EX_SCHEMA
-from app.names import Tables
 from bench.generate import generate
-from migrations.shared.v3 import sync
+from enrollments_phase1.errors import EX_SCHEMA
+from enrollments_phase1.migrations.shared.v3 import sync
+from enrollments_phase1.names import Tables
 from tests.helpers import (
     WAITING_ON_LOCK,
     Background,
@@ -78,9 +78,10 @@ def test_the_command_below_0003_with_unrecorded_says_it_cannot_be_undone(databas
     assert result.returncode == 0
     warnings = [line.split(" ", 2)[2] for line in result.stderr.splitlines() if " WARNING " in line]
     assert warnings == [
-        "WARNING app.backfill: no enrollment_backfill_changes table (the database is below "
-        "revision 0003): these changes cannot be undone by a downgrade, and a cut run starts "
-        "over; alembic upgrade 0003 first makes them undoable and resumable"
+        "WARNING enrollments_phase1.backfill: no enrollment_backfill_changes table (the "
+        "database is below revision 0003): these changes cannot be undone by a downgrade, "
+        "and a cut run starts over; alembic upgrade 0003 first makes them undoable and "
+        "resumable"
     ]
     assert full_table(story) != []
 

@@ -16,7 +16,7 @@ import time
 import psycopg2
 import pytest
 
-from app.errors import EX_UNAVAILABLE
+from enrollments_phase1.errors import EX_UNAVAILABLE
 from tests.helpers import Background, alembic, enrollments, libpq_url, upgrade, wait_until
 
 

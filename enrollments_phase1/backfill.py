@@ -1,0 +1,389 @@
+"""``enrollments backfill --commit``: batched, race-free, recorded, resumable.
+
+Batches by default (``enrollments_phase1.batching``: sized toward 100 ms, paced on the
+replicas' lag, retried, split on a statement timeout). Each batch takes the next slice of
+``group_members`` by primary key and, in one transaction, finds the slice's active
+memberships of eligible pairs lacking an active enrollment (every table read by index),
+locks them ``FOR SHARE`` in id order, reactivates the inactive enrollments (locked ``FOR
+UPDATE`` in id order) and creates the missing ones in (course, student) order, ``ON
+CONFLICT DO NOTHING``. A deactivation by the application
+waits for the batch and then sees its enrollment, or came first and drops out: the
+backfill never re-enrolls a student who just left.
+
+From revision 0003 on it records each change with the row version it wrote
+(``enrollment_backfill_changes``), so that ``alembic downgrade 0003`` undoes it exactly,
+and keeps a checkpoint per batch (``enrollment_backfill_runs``), so that a cut run resumes.
+Below 0003 neither table exists: it still works, and says so in one warning line.
+
+It holds the enrollments lock (``enrollments_phase1.lock``), like ``alembic upgrade``:
+never two at once. The statements are this module's own, built on the live definition of
+``enrollments_phase1.coverage``; the revisions run their frozen copy
+(``enrollments_phase1/migrations/shared/vN/backfill.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from enrollments_phase1 import lock
+from enrollments_phase1.batching import (
+    BatchSettings,
+    Progress,
+    StepResult,
+    run_batches,
+    transaction,
+)
+from enrollments_phase1.coverage import ACTIVE_MEMBERSHIP, ELIGIBLE, CoverageReport, indent
+from enrollments_phase1.db import POOLER_NOTE, behind_pooler, set_transaction_prelude
+from enrollments_phase1.errors import SchemaError
+from enrollments_phase1.names import Tables
+
+log = logging.getLogger(__name__)
+
+CHANGES = "enrollment_backfill_changes"
+RUNS = "enrollment_backfill_runs"
+SOURCE = "'enrollments backfill'"
+BEFORE_ANY_ID = -2147483649  # below every int4 id
+SYNC_TRIGGERS = {
+    "course_enrollments_sync_on_insert": "group_members",
+    "course_enrollments_sync_on_update": "group_members",
+    "course_enrollments_sync_on_user": "users",
+    "course_enrollments_sync_on_group": "groups",
+    "course_enrollments_sync_on_course": "courses",
+}
+NOT_UNDOABLE = (
+    "no enrollment_backfill_changes table (the database is below revision 0003): these "
+    "changes cannot be undone by a downgrade, and a cut run starts over; alembic upgrade "
+    "0003 first makes them undoable and resumable"
+)
+REFUSED_BELOW_0003 = (
+    "the database is below revision 0003 (no enrollment_backfill_changes): a backfill here "
+    "would not be recorded, so no downgrade could undo it and a cut run would start over; "
+    "run alembic upgrade 0003 first, or pass --unrecorded to write it anyway; nothing was "
+    "changed"
+)
+
+
+@dataclass(frozen=True)
+class Bookkeeping:
+    """What of the backfill's own tables this database has, and their names."""
+
+    tables: Tables
+    record: bool  # enrollment_backfill_changes
+    row_xmin: bool  # ... with the row version column (1.1)
+    runs: bool  # enrollment_backfill_runs
+    sync_trigger: bool
+
+    @classmethod
+    def of(cls, connection: Connection, t: Tables) -> Bookkeeping:
+        triggers = " AND ".join(
+            f"EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = {t.regclass(table)}"
+            f" AND tgname = '{name}' AND NOT tgisinternal)"
+            for name, table in SYNC_TRIGGERS.items()
+        )
+        row = connection.execute(
+            text(
+                f"""SELECT {t.regclass(CHANGES)} IS NOT NULL AS record,
+    EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {t.regclass(CHANGES)}
+            AND attname = 'row_xmin' AND NOT attisdropped) AS row_xmin,
+    {t.regclass(RUNS)} IS NOT NULL AS runs,
+    {triggers} AS sync_trigger"""
+            )
+        ).one()
+        return cls(t, row.record, row.row_xmin, row.runs, row.sync_trigger)
+
+
+# --- the statements -------------------------------------------------------------------
+# Each lookup of a batch is a LATERAL ... OFFSET 0 subquery: a parameterized index scan in
+# the order written, whatever the statistics (the planner can neither pull it up nor put
+# it on the outer side).
+def lookups(t: Tables) -> str:
+    return f"""CROSS JOIN LATERAL (
+    SELECT x.course_id FROM {t.groups} AS x WHERE x.id = gm.group_id OFFSET 0
+) AS g
+CROSS JOIN LATERAL (
+    SELECT x.school_id FROM {t.courses} AS x WHERE x.id = g.course_id OFFSET 0
+) AS c
+CROSS JOIN LATERAL (
+    SELECT x.role, x.school_id FROM {t.users} AS x WHERE x.id = gm.user_id OFFSET 0
+) AS u
+LEFT JOIN LATERAL (
+    SELECT x.id, x.active FROM {t.course_enrollments} AS x
+    WHERE x.course_id = g.course_id AND x.student_id = gm.user_id OFFSET 0
+) AS ce ON true"""
+
+
+def joins(t: Tables) -> str:
+    return f"""JOIN {t.groups} AS g ON g.id = gm.group_id
+JOIN {t.courses} AS c ON c.id = g.course_id
+JOIN {t.users} AS u ON u.id = gm.user_id
+LEFT JOIN {t.course_enrollments} AS ce
+    ON ce.course_id = g.course_id AND ce.student_id = gm.user_id"""
+
+
+def _candidates(source: str, lookups: str, lock: bool = False) -> str:
+    """Active memberships of eligible pairs lacking an active enrollment; with ``lock``,
+    locked in this same pass (one statement over the whole table: no second scan)."""
+    locking = "\n    ORDER BY gm.id\n    FOR SHARE OF gm" if lock else ""
+    return f"""candidates AS MATERIALIZED (
+    -- active memberships of eligible pairs that lack an active enrollment
+    SELECT gm.id, gm.user_id AS student_id, gm.group_id, g.course_id, ce.id AS enrollment_id
+    FROM {source}
+{indent(lookups)}
+    WHERE {ELIGIBLE} AND ce.active IS NOT TRUE{locking}
+)"""
+
+
+def _writes(books: Bookkeeping, run: int | None, checkpoint: str, which: str | None) -> str:
+    """From ``candidates`` on: lock, reactivate, create, record, move the checkpoint."""
+    t = books.tables
+    xmin = ", row_xmin" if books.row_xmin else ""
+    if which is None:  # the candidates were locked as they were read
+        pairs = """pairs AS (
+    SELECT DISTINCT k.student_id, k.course_id, k.enrollment_id FROM candidates AS k
+),"""
+    else:
+        pairs = f"""locked AS MATERIALIZED (
+    -- locked until this transaction ends, in id order: a deactivation by the application
+    -- waits for it, or came first and makes the row drop out here
+    SELECT gm.id, gm.user_id, gm.group_id
+    FROM {t.group_members} AS gm
+    WHERE {which} AND {ACTIVE_MEMBERSHIP}
+    ORDER BY gm.id
+    FOR SHARE
+),
+pairs AS (
+    SELECT DISTINCT k.student_id, k.course_id, k.enrollment_id
+    FROM locked AS l
+    JOIN candidates AS k ON k.id = l.id AND k.student_id = l.user_id AND k.group_id = l.group_id
+),"""
+    parts = [
+        pairs
+        + f"""
+to_reactivate AS MATERIALIZED (
+    SELECT e.id
+    FROM {t.course_enrollments} AS e
+    WHERE e.id = ANY (ARRAY(
+            SELECT p.enrollment_id FROM pairs AS p WHERE p.enrollment_id IS NOT NULL
+        ))
+      AND NOT e.active
+    ORDER BY e.id
+    FOR UPDATE
+),
+reactivated AS (
+    UPDATE {t.course_enrollments} AS e
+    SET active = true
+    WHERE e.id = ANY (ARRAY(SELECT r.id FROM to_reactivate AS r)) AND NOT e.active
+    RETURNING e.id, e.course_id, e.student_id, e.xmin::text::bigint AS row_xmin
+),
+created AS (
+    INSERT INTO {t.course_enrollments} (course_id, student_id, active)
+    SELECT p.course_id, p.student_id, true
+    FROM pairs AS p
+    WHERE p.enrollment_id IS NULL
+    ORDER BY p.course_id, p.student_id
+    ON CONFLICT (course_id, student_id) DO NOTHING
+    RETURNING id, course_id, student_id, xmin::text::bigint AS row_xmin
+)"""
+    ]
+    if books.record:
+        parts.append(
+            f"""recorded AS (
+    INSERT INTO {t.enrollment_backfill_changes}
+        (revision, enrollment_id, course_id, student_id, action{xmin})
+    SELECT {SOURCE}, id, course_id, student_id, 'reactivated'{xmin} FROM reactivated
+    UNION ALL
+    SELECT {SOURCE}, id, course_id, student_id, 'created'{xmin} FROM created
+    ON CONFLICT DO NOTHING
+)"""
+        )
+    if run is not None:
+        parts.append(
+            f"""progress AS (
+    UPDATE {t.enrollment_backfill_runs}
+    SET checkpoint = coalesce({checkpoint}, checkpoint),
+        batches = batches + 1,
+        created = created + (SELECT count(*) FROM created),
+        reactivated = reactivated + (SELECT count(*) FROM reactivated)
+    WHERE id = {int(run)}
+)"""
+        )
+    return ",\n".join(parts)
+
+
+BY_ID = "gm.id = ANY (ARRAY(SELECT k.id FROM candidates AS k))"  # a batch: by primary key
+
+COUNTS = """(SELECT count(*) FROM created) AS created,
+    (SELECT count(*) FROM reactivated) AS reactivated"""
+
+
+def batch_sql(after: int, size: int, books: Bookkeeping, run: int | None) -> str:
+    """One batch: at most ``size`` memberships with an id above ``after``, every table read
+    by index."""
+    t = books.tables
+    slice_rows = "slice AS gm"  # the slice carries the memberships' columns
+    return f"""WITH slice AS MATERIALIZED (
+    SELECT id, user_id, group_id, active FROM {t.group_members}
+    WHERE id > {int(after)} ORDER BY id LIMIT {int(size)}
+),
+{_candidates(slice_rows, lookups(t))},
+{_writes(books, run, "(SELECT max(id) FROM slice)", BY_ID)}
+SELECT (SELECT max(id) FROM slice) AS last_id, (SELECT count(*) FROM slice) AS memberships,
+    {COUNTS}"""
+
+
+def one_statement_sql(books: Bookkeeping, run: int | None) -> str:
+    """The whole backfill in one statement (``--one-statement``): plain joins, for the
+    planner to hash over the whole tables."""
+    t = books.tables
+    return f"""WITH {_candidates(f"{t.group_members} AS gm", joins(t), lock=True)},
+{_writes(books, run, f"(SELECT max(id) FROM {t.group_members})", None)}
+SELECT {COUNTS}"""
+
+
+def start_run_sql(books: Bookkeeping) -> str:
+    """The run to resume (the newest unfinished one, when sound), else a new one.
+
+    Sound: it started with the sync trigger installed, or the trigger is still missing.
+    """
+    runs = books.tables.enrollment_backfill_runs
+    return f"""WITH unfinished AS (
+    SELECT id, checkpoint, sync_trigger FROM {runs}
+    WHERE finished_at IS NULL ORDER BY id DESC LIMIT 1
+),
+resumable AS (
+    SELECT id, checkpoint FROM unfinished WHERE sync_trigger OR NOT {books.sync_trigger}
+),
+closed AS (
+    UPDATE {runs} SET finished_at = now()
+    WHERE finished_at IS NULL AND id NOT IN (SELECT id FROM resumable)
+),
+started AS (
+    INSERT INTO {runs} (source, sync_trigger)
+    SELECT {SOURCE}, {books.sync_trigger} WHERE NOT EXISTS (SELECT 1 FROM resumable)
+    RETURNING id
+)
+SELECT id, coalesce(checkpoint, {BEFORE_ANY_ID}) AS after, true AS resumed FROM resumable
+UNION ALL
+SELECT id, {BEFORE_ANY_ID}, false FROM started"""
+
+
+# --- the command ----------------------------------------------------------------------
+@dataclass
+class BackfillResult:
+    """What a backfill did (or, in a dry run, would do) and the coverage after it."""
+
+    committed: bool
+    created: int
+    reactivated: int
+    batches: int
+    seconds: float
+    after: CoverageReport
+    resumed_after: int | None = None
+
+    def as_json(self) -> dict[str, object]:
+        data: dict[str, object] = {
+            "committed": self.committed,
+            "created": self.created,
+            "reactivated": self.reactivated,
+            "batches": self.batches,
+            "seconds": round(self.seconds, 3),
+        }
+        data.update(self.after.counts_json())
+        return data
+
+
+@dataclass(frozen=True)
+class Written:
+    created: int
+    reactivated: int
+    batches: int
+    resumed_after: int | None
+
+
+def backfill(
+    connection: Connection,
+    settings: BatchSettings,
+    t: Tables,
+    prelude: list[str],
+    one_statement: bool = False,
+    progress_stream=None,
+    unrecorded: bool = False,
+) -> Written:
+    """Write the backfill; ``connection`` is outside any transaction, with ``prelude``
+    (the command's settings) run first in each of its transactions."""
+    with transaction(connection):
+        pooled = behind_pooler(connection)
+    if pooled:
+        log.info("%s", POOLER_NOTE)
+    holder = lock.LockSession(connection.engine, "enrollments backfill")
+    try:
+        pid = holder.acquire(patience=settings.patience_seconds)
+        set_transaction_prelude(connection, [*prelude, lock.verify_sql(pid, "this backfill")])
+        with transaction(connection):
+            books = Bookkeeping.of(connection, t)
+        if not books.record:
+            if not unrecorded:
+                raise SchemaError(REFUSED_BELOW_0003)
+            log.warning("%s", NOT_UNDOABLE)
+        run, after, resumed = None, BEFORE_ANY_ID, False
+        if books.runs:
+            with transaction(connection):
+                row = connection.exec_driver_sql(start_run_sql(books)).one()
+            run, after, resumed = int(row.id), int(row.after), bool(row.resumed)
+            if resumed:
+                log.info("resuming the cut run %d after membership id %d", run, after)
+        if one_statement:
+            with transaction(connection):
+                row = connection.exec_driver_sql(one_statement_sql(books, run)).one()
+            written = Written(int(row.created), int(row.reactivated), 1, None)
+        else:
+            written = _batched(connection, settings, books, run, after, progress_stream)
+            written = Written(
+                written.created, written.reactivated, written.batches, after if resumed else None
+            )
+        if run is not None:
+            with transaction(connection):
+                connection.exec_driver_sql(
+                    f"UPDATE {t.enrollment_backfill_runs} SET finished_at = now() WHERE id = {run}"
+                )
+    finally:
+        set_transaction_prelude(connection, prelude)
+        holder.release()
+    return written
+
+
+def _batched(
+    connection: Connection,
+    settings: BatchSettings,
+    books: Bookkeeping,
+    run: int | None,
+    after: int,
+    progress_stream,
+) -> Written:
+    def step(conn: Connection, lo: int, size: int) -> StepResult:
+        row = conn.exec_driver_sql(
+            batch_sql(lo, size, books, run), execution_options={"no_parameters": True}
+        ).one()
+        return StepResult(
+            last_key=row.last_id,
+            rows=int(row.memberships),
+            counts={"created": int(row.created), "reactivated": int(row.reactivated)},
+        )
+
+    with transaction(connection):
+        total = connection.execute(
+            text(f"SELECT count(*) FROM {books.tables.group_members} WHERE id > {int(after)}")
+        ).scalar_one()
+    progress = Progress("backfill", total, unit="memberships", stream=progress_stream)
+    started = time.monotonic()
+    totals = run_batches(connection, step, after, settings, progress)
+    created, reactivated = totals.counts.get("created", 0), totals.counts.get("reactivated", 0)
+    progress.close(f"{created:,} created, {reactivated:,} reactivated")
+    log.debug("%d batches in %.1f s", totals.batches, time.monotonic() - started)
+    return Written(created, reactivated, totals.batches, None)

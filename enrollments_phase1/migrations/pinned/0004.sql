@@ -1,0 +1,1223 @@
+-- Pinned offline SQL of revision 0004; digest 556edc55732b.
+-- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
+-- fails when the revision writes anything else. A released revision changes only to fix a
+-- defect: rewrite this file in the same commit and give the reason in
+-- enrollments_phase1/migrations/pinned/CHANGES.md.
+
+-- ==== upgrade 0003 -> 0004 ====
+
+-- Running upgrade 0003 -> 0004
+
+COMMIT;
+
+-- Only where the database stands at 0003: a step before this one failed otherwise.
+\unset enrollments_on_track
+SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0003' AS enrollments_on_track
+FROM "public".alembic_version
+\gset
+\if :enrollments_on_track
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0004 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0003' THEN
+        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0004 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
+-- The backfill's bookkeeping as this release keeps it: a database 1.0.0 migrated lacks the
+-- row version column, the index and the runs table; one 1.1.0 migrated, the claim column
+-- (otherwise nothing happens, and no table is locked).
+DO $ensure$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                   WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_changes') AND attname = 'row_xmin'
+                     AND NOT attisdropped) THEN
+        ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN row_xmin bigint;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                   WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_changes') AND attname = 'claimed_at'
+                     AND NOT attisdropped) THEN
+        -- Since 1.2: a pair the application made its own since the backfill.
+        ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN claimed_at timestamp with time zone;
+    END IF;
+    IF pg_catalog.to_regclass('"public".uq_enrollment_backfill_changes_enrollment') IS NULL THEN
+        -- Only backfills write this table, and they wait for the enrollments lock this run holds.
+        CREATE UNIQUE INDEX uq_enrollment_backfill_changes_enrollment ON "public".enrollment_backfill_changes (enrollment_id);
+    END IF;
+    IF pg_catalog.to_regclass('"public".enrollment_backfill_runs') IS NULL THEN
+        CREATE TABLE "public".enrollment_backfill_runs (
+    id serial NOT NULL,
+            source varchar(32) NOT NULL,
+            started_at timestamp with time zone DEFAULT now() NOT NULL,
+            finished_at timestamp with time zone,
+            checkpoint bigint,
+            sync_trigger boolean NOT NULL,
+            batches integer DEFAULT 0 NOT NULL,
+            created bigint DEFAULT 0 NOT NULL,
+            reactivated bigint DEFAULT 0 NOT NULL,
+            CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
+        );
+    END IF;
+    -- Nothing for PUBLIC (a default privilege may have given it some; 1.1 did not revoke).
+    REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs FROM PUBLIC;
+    REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
+END
+$ensure$;
+
+COMMIT;
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0004 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0003' THEN
+        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0004 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
+SET LOCAL client_min_messages = warning;
+
+-- What the sync triggers queue for the commit of the transaction that wrote it:
+-- rows live only inside that transaction. Owner only; unlogged (never kept past a crash).
+CREATE UNLOGGED TABLE IF NOT EXISTS "public".course_enrollments_sync_pending (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind text NOT NULL,
+    ids integer[] NOT NULL
+);
+
+REVOKE ALL ON "public".course_enrollments_sync_pending FROM PUBLIC;
+
+-- course_enrollments_sync_members: queues the memberships a statement inserted active, activated or moved.
+CREATE OR REPLACE FUNCTION "public".course_enrollments_sync_members() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $sync$
+BEGIN
+    IF TG_RELID OPERATOR(pg_catalog.<>) '"public".group_members'::pg_catalog.regclass THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+            MESSAGE = 'course_enrollments_sync_members runs only as a sync trigger of "public".group_members';
+    END IF;
+    IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
+        INSERT INTO "public".course_enrollments_sync_pending (kind, ids)
+        SELECT 'membership', pg_catalog.array_agg(n.id)
+        FROM new_members AS n
+        WHERE n.active IS TRUE
+        HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0;
+    ELSE
+        -- Only rows that may have become eligible: activated, or moved.
+        INSERT INTO "public".course_enrollments_sync_pending (kind, ids)
+        SELECT 'membership', pg_catalog.array_agg(n.id)
+        FROM new_members AS n
+        JOIN old_members AS o ON o.id OPERATOR(pg_catalog.=) n.id
+        WHERE n.active IS TRUE
+          AND (o.active IS NOT TRUE OR o.group_id OPERATOR(pg_catalog.<>) n.group_id OR o.user_id OPERATOR(pg_catalog.<>) n.user_id)
+        HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0;
+    END IF;
+    RETURN NULL;
+END
+$sync$;
+
+REVOKE ALL ON FUNCTION "public".course_enrollments_sync_members() FROM PUBLIC;
+
+-- course_enrollments_sync_user: queues a user who became a student or moved school.
+CREATE OR REPLACE FUNCTION "public".course_enrollments_sync_user() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $sync$
+BEGIN
+    IF TG_RELID OPERATOR(pg_catalog.<>) '"public".users'::pg_catalog.regclass THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+            MESSAGE = 'course_enrollments_sync_user runs only as a sync trigger of "public".users';
+    END IF;
+    INSERT INTO "public".course_enrollments_sync_pending (kind, ids) VALUES ('user', ARRAY[NEW.id]);
+    RETURN NULL;
+END
+$sync$;
+
+REVOKE ALL ON FUNCTION "public".course_enrollments_sync_user() FROM PUBLIC;
+
+-- course_enrollments_sync_group: queues a group moved to another course.
+CREATE OR REPLACE FUNCTION "public".course_enrollments_sync_group() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $sync$
+BEGIN
+    IF TG_RELID OPERATOR(pg_catalog.<>) '"public".groups'::pg_catalog.regclass THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+            MESSAGE = 'course_enrollments_sync_group runs only as a sync trigger of "public".groups';
+    END IF;
+    INSERT INTO "public".course_enrollments_sync_pending (kind, ids) VALUES ('group', ARRAY[NEW.id]);
+    RETURN NULL;
+END
+$sync$;
+
+REVOKE ALL ON FUNCTION "public".course_enrollments_sync_group() FROM PUBLIC;
+
+-- course_enrollments_sync_course: queues a course moved to another school.
+CREATE OR REPLACE FUNCTION "public".course_enrollments_sync_course() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $sync$
+BEGIN
+    IF TG_RELID OPERATOR(pg_catalog.<>) '"public".courses'::pg_catalog.regclass THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+            MESSAGE = 'course_enrollments_sync_course runs only as a sync trigger of "public".courses';
+    END IF;
+    INSERT INTO "public".course_enrollments_sync_pending (kind, ids) VALUES ('course', ARRAY[NEW.id]);
+    RETURN NULL;
+END
+$sync$;
+
+REVOKE ALL ON FUNCTION "public".course_enrollments_sync_course() FROM PUBLIC;
+
+-- course_enrollments_sync_apply: at commit: enrolls what was queued.
+CREATE OR REPLACE FUNCTION "public".course_enrollments_sync_apply() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $sync$
+DECLARE
+    courses integer[];
+    students integer[];
+BEGIN
+    IF TG_RELID OPERATOR(pg_catalog.<>) '"public".course_enrollments_sync_pending'::pg_catalog.regclass THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+            MESSAGE = 'course_enrollments_sync_apply runs only as a sync trigger of "public".course_enrollments_sync_pending';
+    END IF;
+    IF NEW.kind OPERATOR(pg_catalog.=) 'membership' THEN
+        SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id),
+               pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id)
+        INTO courses, students
+        FROM (
+            SELECT DISTINCT g.course_id, gm.user_id AS student_id
+            FROM "public".group_members AS gm
+            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
+            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
+            WHERE gm.id OPERATOR(pg_catalog.=) ANY (NEW.ids)
+              AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
+        ) AS p;
+    ELSIF NEW.kind OPERATOR(pg_catalog.=) 'user' THEN
+        SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id),
+               pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id)
+        INTO courses, students
+        FROM (
+            SELECT DISTINCT g.course_id, gm.user_id AS student_id
+            FROM "public".group_members AS gm
+            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
+            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
+            WHERE gm.user_id OPERATOR(pg_catalog.=) ANY (NEW.ids)
+              AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
+        ) AS p;
+    ELSIF NEW.kind OPERATOR(pg_catalog.=) 'group' THEN
+        SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id),
+               pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id)
+        INTO courses, students
+        FROM (
+            SELECT DISTINCT g.course_id, gm.user_id AS student_id
+            FROM "public".group_members AS gm
+            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
+            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
+            WHERE gm.group_id OPERATOR(pg_catalog.=) ANY (NEW.ids)
+              AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
+        ) AS p;
+    ELSIF NEW.kind OPERATOR(pg_catalog.=) 'course' THEN
+        SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id),
+               pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id)
+        INTO courses, students
+        FROM (
+            SELECT DISTINCT g.course_id, gm.user_id AS student_id
+            FROM "public".group_members AS gm
+            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
+            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
+            WHERE g.course_id OPERATOR(pg_catalog.=) ANY (NEW.ids)
+              AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
+        ) AS p;
+    END IF;
+    IF courses IS NOT NULL THEN
+        WITH met AS (
+            SELECT e.id
+            FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS p(course_id, student_id)
+            JOIN "public".course_enrollments AS e
+                ON e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id
+            JOIN "public".enrollment_backfill_changes AS r ON r.enrollment_id OPERATOR(pg_catalog.=) e.id
+            WHERE e.active AND r.claimed_at IS NULL
+            ORDER BY e.course_id, e.student_id
+            FOR SHARE OF e
+        )
+        UPDATE "public".enrollment_backfill_changes AS r SET claimed_at = pg_catalog.now()
+        FROM met WHERE r.enrollment_id OPERATOR(pg_catalog.=) met.id AND r.claimed_at IS NULL;
+        INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
+        SELECT p.course_id, p.student_id, true
+        FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS p(course_id, student_id)
+        WHERE NOT EXISTS (
+            SELECT 1 FROM "public".course_enrollments AS e
+            WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active
+        )
+        ORDER BY p.course_id, p.student_id
+        ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+    END IF;
+    DELETE FROM "public".course_enrollments_sync_pending AS q WHERE q.id OPERATOR(pg_catalog.=) NEW.id;
+    RETURN NULL;
+END
+$sync$;
+
+REVOKE ALL ON FUNCTION "public".course_enrollments_sync_apply() FROM PUBLIC;
+
+-- At commit, apply what was queued (only our functions write the queue).
+DO $apply$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_apply()')) THEN
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal) THEN
+            DROP TRIGGER course_enrollments_sync_apply ON "public".course_enrollments_sync_pending;
+        END IF;
+        CREATE CONSTRAINT TRIGGER course_enrollments_sync_apply AFTER INSERT ON "public".course_enrollments_sync_pending
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION "public".course_enrollments_sync_apply();
+    END IF;
+END
+$apply$;
+
+COMMIT;
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0004 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0003' THEN
+        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0004 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
+-- installing the sync triggers: each attempt waits at most lock_timeout (500ms) for the tables, so the
+-- application's writes never queue behind it for longer; retried until 10min.
+DO $ddl$
+DECLARE
+    started timestamptz := pg_catalog.clock_timestamp();
+    attempt integer := 0;
+    holders text;
+BEGIN
+    LOOP
+        BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_insert' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_members()')) THEN
+                IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_insert' AND NOT t.tgisinternal) THEN
+                    DROP TRIGGER course_enrollments_sync_on_insert ON "public".group_members;
+                END IF;
+                CREATE TRIGGER course_enrollments_sync_on_insert AFTER INSERT ON "public".group_members REFERENCING NEW TABLE AS new_members
+                FOR EACH STATEMENT EXECUTE FUNCTION "public".course_enrollments_sync_members();
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_update' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_members()')) THEN
+                IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_update' AND NOT t.tgisinternal) THEN
+                    DROP TRIGGER course_enrollments_sync_on_update ON "public".group_members;
+                END IF;
+                CREATE TRIGGER course_enrollments_sync_on_update AFTER UPDATE ON "public".group_members
+                REFERENCING OLD TABLE AS old_members NEW TABLE AS new_members
+                FOR EACH STATEMENT EXECUTE FUNCTION "public".course_enrollments_sync_members();
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".users') AND t.tgname = 'course_enrollments_sync_on_user' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_user()')) THEN
+                IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".users') AND t.tgname = 'course_enrollments_sync_on_user' AND NOT t.tgisinternal) THEN
+                    DROP TRIGGER course_enrollments_sync_on_user ON "public".users;
+                END IF;
+                CREATE TRIGGER course_enrollments_sync_on_user AFTER UPDATE OF role, school_id ON "public".users FOR EACH ROW
+                WHEN (NEW.role = 'student' AND (OLD.role IS DISTINCT FROM NEW.role
+                      OR OLD.school_id IS DISTINCT FROM NEW.school_id))
+                EXECUTE FUNCTION "public".course_enrollments_sync_user();
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".groups') AND t.tgname = 'course_enrollments_sync_on_group' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_group()')) THEN
+                IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".groups') AND t.tgname = 'course_enrollments_sync_on_group' AND NOT t.tgisinternal) THEN
+                    DROP TRIGGER course_enrollments_sync_on_group ON "public".groups;
+                END IF;
+                CREATE TRIGGER course_enrollments_sync_on_group AFTER UPDATE OF course_id ON "public".groups FOR EACH ROW
+                WHEN (OLD.course_id IS DISTINCT FROM NEW.course_id)
+                EXECUTE FUNCTION "public".course_enrollments_sync_group();
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".courses') AND t.tgname = 'course_enrollments_sync_on_course' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_course()')) THEN
+                IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".courses') AND t.tgname = 'course_enrollments_sync_on_course' AND NOT t.tgisinternal) THEN
+                    DROP TRIGGER course_enrollments_sync_on_course ON "public".courses;
+                END IF;
+                CREATE TRIGGER course_enrollments_sync_on_course AFTER UPDATE OF school_id ON "public".courses FOR EACH ROW
+                WHEN (OLD.school_id IS DISTINCT FROM NEW.school_id)
+                EXECUTE FUNCTION "public".course_enrollments_sync_course();
+            END IF;
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            attempt := attempt + 1;
+            SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('pid %s (%s, %s, transaction open for %s)',
+                       a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'),
+                       coalesce(a.state, 'state hidden: grant pg_monitor to see it'),
+                       coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - a.xact_start)::text, 'a time hidden')), '; ')
+            INTO holders
+            FROM pg_catalog.pg_locks AS l
+            JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            WHERE l.granted AND l.relation IN (pg_catalog.to_regclass('"public".group_members'), pg_catalog.to_regclass('"public".users'), pg_catalog.to_regclass('"public".groups'), pg_catalog.to_regclass('"public".courses'))
+              AND l.mode IN ('RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') AND l.pid <> pg_catalog.pg_backend_pid();
+            holders := coalesce(holders, 'a session that has just let go');
+            IF pg_catalog.clock_timestamp() - started > interval '600 s' THEN
+                RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
+                    MESSAGE = pg_catalog.format('installing the sync triggers: gave up after %s attempts over %s (lock_patience 10min); the tables are held by %s',
+                        attempt, pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - started), holders);
+            END IF;
+            RAISE WARNING 'installing the sync triggers: a lock was not granted within 500ms (attempt %); held by %; retrying', attempt, holders;
+            PERFORM pg_catalog.pg_sleep(least(5.0, pg_catalog.random() * 0.2 * 2 ^ least(attempt, 6)));
+        END;
+    END LOOP;
+END
+$ddl$;
+
+COMMIT;
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0004 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0003' THEN
+        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0004 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
+-- Older sync functions outside public that no trigger calls any more: dropped, so
+-- that none is left for a role to call.
+DO $strays$
+DECLARE
+    f record;
+BEGIN
+    FOR f IN
+        SELECT p.oid::pg_catalog.regprocedure AS signature
+        FROM pg_catalog.pg_proc AS p
+        JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
+        WHERE p.proname IN ('course_enrollments_sync_members', 'course_enrollments_sync_user', 'course_enrollments_sync_group', 'course_enrollments_sync_course', 'course_enrollments_sync_apply')
+          AND n.nspname <> 'public'
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgfoid = p.oid)
+    LOOP
+        EXECUTE pg_catalog.format('DROP FUNCTION %s', f.signature);
+    END LOOP;
+END
+$strays$;
+
+COMMIT;
+
+-- The backfill, one batch per transaction.
+DO $backfill$
+DECLARE
+    run record;
+    result record;
+    lo bigint;
+    size integer := 1000;
+    attempt integer;
+    started timestamptz;
+    done_batches integer := 0;
+    done_created bigint := 0;
+    done_reactivated bigint := 0;
+    standbys record;
+    replayed pg_lsn;
+    replay_moved timestamptz := clock_timestamp();
+    waited_at timestamptz;
+    told boolean := false;
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
+    PERFORM pg_catalog.set_config('statement_timeout', '0', true);
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'backfill 0004: another session took the enrollments lock between two batches; nothing of this batch was written'
+            USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
+    END IF;
+    WITH trigger_now AS (
+        SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_insert' AND NOT t.tgisinternal)
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_update' AND NOT t.tgisinternal)
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".users') AND t.tgname = 'course_enrollments_sync_on_user' AND NOT t.tgisinternal)
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".groups') AND t.tgname = 'course_enrollments_sync_on_group' AND NOT t.tgisinternal)
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".courses') AND t.tgname = 'course_enrollments_sync_on_course' AND NOT t.tgisinternal)
+           AND (pg_catalog.to_regclass('"public".course_enrollments_sync_pending') IS NULL OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal)) AS installed
+    ),
+    unfinished AS (
+        SELECT r.id, r.checkpoint, r.sync_trigger
+        FROM "public".enrollment_backfill_runs AS r
+        WHERE r.finished_at IS NULL
+        ORDER BY r.id DESC
+        LIMIT 1
+    ),
+    resumable AS (
+        SELECT u.id, u.checkpoint FROM unfinished AS u, trigger_now AS t
+        WHERE u.sync_trigger OR NOT t.installed
+    ),
+    closed AS (
+        UPDATE "public".enrollment_backfill_runs SET finished_at = now()
+        WHERE finished_at IS NULL AND id NOT IN (SELECT id FROM resumable)
+    ),
+    started AS (
+        INSERT INTO "public".enrollment_backfill_runs (source, sync_trigger)
+        SELECT '0004', t.installed FROM trigger_now AS t
+        WHERE NOT EXISTS (SELECT 1 FROM resumable)
+        RETURNING id
+    )
+    SELECT id, coalesce(checkpoint, -2147483649) AS after, true AS resumed FROM resumable
+    UNION ALL
+    SELECT id, -2147483649, false FROM started
+    INTO run;
+    lo := run.after;
+    IF run.resumed THEN
+        RAISE NOTICE 'backfill 0004: resuming run % after membership id %', run.id, lo;
+    END IF;
+    COMMIT;
+    LOOP
+        attempt := 0;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
+        PERFORM pg_catalog.set_config('statement_timeout', '0', true);
+        IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+            RAISE EXCEPTION 'backfill 0004: another session took the enrollments lock between two batches; nothing of this batch was written'
+                USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
+        END IF;
+        -- Pace on the standbys: wait while one is more than 10 s behind.
+        LOOP
+            SELECT count(*) FILTER (WHERE r.replay_lsn IS NULL) AS hidden,
+                   min(r.replay_lsn) AS replay,
+                   max(extract(epoch FROM r.replay_lag)) AS seconds,
+                   max(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), r.replay_lsn)) AS bytes
+            INTO standbys FROM pg_catalog.pg_stat_replication AS r;
+            IF standbys.hidden > 0 THEN
+                IF NOT told THEN
+                    RAISE WARNING 'backfill 0004: cannot read the replication lag of % standby(s): role % may not see the lag columns of pg_stat_replication; the backfill does not pace on them; GRANT pg_monitor TO %', standbys.hidden, current_user, current_user;
+                    told := true;
+                END IF;
+            END IF;
+            IF standbys.replay IS DISTINCT FROM replayed THEN
+                replayed := standbys.replay;
+                replay_moved := clock_timestamp();
+            END IF;
+            EXIT WHEN coalesce(standbys.bytes, 0) <= 0
+                OR greatest(coalesce(standbys.seconds, 0),
+                            extract(epoch FROM clock_timestamp() - replay_moved)) <= 10.0;
+            IF waited_at IS NULL OR clock_timestamp() - waited_at > interval '10 s' THEN
+                RAISE NOTICE 'backfill 0004: waiting: a standby is % MB / % s behind, above the bound of 10 s (-x max_replica_lag)',
+                    round(standbys.bytes / 1048576.0, 1), round(greatest(coalesce(standbys.seconds, 0), extract(epoch FROM clock_timestamp() - replay_moved))::numeric, 1);
+                waited_at := clock_timestamp();
+            END IF;
+            PERFORM pg_catalog.pg_sleep(1);
+        END LOOP;
+        waited_at := NULL;
+        started := clock_timestamp();
+        LOOP
+            BEGIN
+                WITH slice AS MATERIALIZED (
+                    SELECT id, user_id, group_id, active FROM "public".group_members
+                    WHERE id > lo ORDER BY id LIMIT size
+                ),
+                candidates AS MATERIALIZED (
+                    -- active memberships of eligible pairs that lack an active enrollment
+                    SELECT gm.id, gm.user_id AS student_id, gm.group_id, g.course_id, ce.id AS enrollment_id
+                    FROM slice AS gm
+                    CROSS JOIN LATERAL (
+                        SELECT x.course_id FROM "public".groups AS x WHERE x.id = gm.group_id OFFSET 0
+                    ) AS g
+                    CROSS JOIN LATERAL (
+                        SELECT x.school_id FROM "public".courses AS x WHERE x.id = g.course_id OFFSET 0
+                    ) AS c
+                    CROSS JOIN LATERAL (
+                        SELECT x.role, x.school_id FROM "public".users AS x WHERE x.id = gm.user_id OFFSET 0
+                    ) AS u
+                    LEFT JOIN LATERAL (
+                        SELECT x.id, x.active FROM "public".course_enrollments AS x
+                        WHERE x.course_id = g.course_id AND x.student_id = gm.user_id OFFSET 0
+                    ) AS ce ON true
+                    WHERE gm.active IS TRUE AND u.role = 'student' AND u.school_id = c.school_id AND ce.active IS NOT TRUE
+                ),
+                locked AS MATERIALIZED (
+                    -- the candidates' memberships, locked until this transaction ends, in id order: a
+                    -- deactivation by the application waits for this batch, or came first and makes the
+                    -- row drop out here (PostgreSQL re-reads a row it locks)
+                    SELECT gm.id, gm.user_id, gm.group_id
+                    FROM "public".group_members AS gm
+                    WHERE gm.id = ANY (ARRAY(SELECT k.id FROM candidates AS k)) AND gm.active IS TRUE
+                    ORDER BY gm.id
+                    FOR SHARE
+                ),
+                pairs AS (
+                    -- still as read: active (the lock re-read it), same user, same group
+                    SELECT DISTINCT k.student_id, k.course_id, k.enrollment_id
+                    FROM locked AS l
+                    JOIN candidates AS k ON k.id = l.id AND k.student_id = l.user_id AND k.group_id = l.group_id
+                ),
+                to_reactivate AS MATERIALIZED (
+                    SELECT e.id
+                    FROM "public".course_enrollments AS e
+                    WHERE e.id = ANY (ARRAY(
+                            SELECT p.enrollment_id FROM pairs AS p WHERE p.enrollment_id IS NOT NULL
+                        ))
+                      AND NOT e.active
+                    ORDER BY e.id
+                    FOR UPDATE
+                ),
+                reactivated AS (
+                    UPDATE "public".course_enrollments AS e
+                    SET active = true
+                    WHERE e.id = ANY (ARRAY(SELECT r.id FROM to_reactivate AS r)) AND NOT e.active
+                    RETURNING e.id, e.course_id, e.student_id, e.xmin::text::bigint AS row_xmin
+                ),
+                created AS (
+                    INSERT INTO "public".course_enrollments (course_id, student_id, active)
+                    SELECT p.course_id, p.student_id, true
+                    FROM pairs AS p
+                    WHERE p.enrollment_id IS NULL
+                    ORDER BY p.course_id, p.student_id
+                    ON CONFLICT (course_id, student_id) DO NOTHING
+                    RETURNING id, course_id, student_id, xmin::text::bigint AS row_xmin
+                ),
+                recorded AS (
+                    INSERT INTO "public".enrollment_backfill_changes (revision, enrollment_id, course_id, student_id, action, row_xmin)
+                    SELECT '0004', id, course_id, student_id, 'reactivated', row_xmin FROM reactivated
+                    UNION ALL
+                    SELECT '0004', id, course_id, student_id, 'created', row_xmin FROM created
+                    ON CONFLICT DO NOTHING
+                ),
+                progress AS (
+                    UPDATE "public".enrollment_backfill_runs
+                    SET checkpoint = coalesce((SELECT max(id) FROM slice), checkpoint),
+                        batches = batches + 1,
+                        created = created + (SELECT count(*) FROM created),
+                        reactivated = reactivated + (SELECT count(*) FROM reactivated)
+                    WHERE id = run.id
+                )
+                SELECT (SELECT max(id) FROM slice) AS last_id,
+                    (SELECT count(*) FROM slice) AS memberships,
+                    (SELECT count(*) FROM created) AS created,
+                    (SELECT count(*) FROM reactivated) AS reactivated
+                INTO result;
+                EXIT;
+            EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
+                attempt := attempt + 1;
+                IF clock_timestamp() - started > interval '600 s' THEN
+                    RAISE;
+                END IF;
+                RAISE WARNING 'backfill 0004: a batch failed (%), rolled back; retrying (attempt %)', SQLERRM, attempt;
+                PERFORM pg_sleep(least(5.0, random() * 0.1 * 2 ^ least(attempt, 6)));
+            END;
+        END LOOP;
+        EXIT WHEN result.memberships = 0;
+        done_batches := done_batches + 1;
+        done_created := done_created + result.created;
+        done_reactivated := done_reactivated + result.reactivated;
+        lo := result.last_id;
+        COMMIT;
+        -- toward 0.1 s a batch: x0.5 to x1.5 a step, within [100, 200000]
+        IF result.memberships = size THEN
+            size := least(200000, greatest(100, (size * least(1.5, greatest(0.5,
+                0.1 / greatest(extract(epoch FROM clock_timestamp() - started), 0.000001))))::integer));
+        END IF;
+        EXIT WHEN false;
+    END LOOP;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
+    PERFORM pg_catalog.set_config('statement_timeout', '0', true);
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'backfill 0004: another session took the enrollments lock between two batches; nothing of this batch was written'
+            USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
+    END IF;
+    UPDATE "public".enrollment_backfill_runs SET finished_at = now() WHERE id = run.id;
+    RAISE NOTICE 'backfill 0004: % enrollments created, % reactivated (% batches)', done_created, done_reactivated, done_batches;
+    COMMIT;
+END
+$backfill$;
+
+\else
+\echo 'skipped: the database is not where this step expects (a step before it failed)'
+\endif
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0004 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0003' THEN
+        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0004 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
+-- Stop before recording revision 0004 unless the sync trigger keeps coverage.
+DO $verify$
+BEGIN
+    IF NOT (SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_insert' AND NOT t.tgisinternal)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_update' AND NOT t.tgisinternal)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".users') AND t.tgname = 'course_enrollments_sync_on_user' AND NOT t.tgisinternal)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".groups') AND t.tgname = 'course_enrollments_sync_on_group' AND NOT t.tgisinternal)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".courses') AND t.tgname = 'course_enrollments_sync_on_course' AND NOT t.tgisinternal)
+   AND (pg_catalog.to_regclass('"public".course_enrollments_sync_pending') IS NULL OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal)) AS keeping) THEN
+        RAISE EXCEPTION 'revision 0004 is not recorded: the sync trigger is not installed'
+            USING HINT = 'fix what failed above, then run the upgrade again: it goes on from where it stopped';
+    END IF;
+END
+$verify$;
+
+-- Stop before recording revision 0004 unless no backfill run is left unfinished.
+DO $verify$
+BEGIN
+    IF NOT (SELECT NOT EXISTS (SELECT 1 FROM "public".enrollment_backfill_runs WHERE finished_at IS NULL)) THEN
+        RAISE EXCEPTION 'revision 0004 is not recorded: a backfill run did not finish'
+            USING HINT = 'fix what failed above, then run the upgrade again: it goes on from where it stopped';
+    END IF;
+END
+$verify$;
+
+-- ==== downgrade 0004 -> 0003 ====
+
+-- Running downgrade 0004 -> 0003
+
+COMMIT;
+
+-- Only where the database stands at 0004: a step before this one failed otherwise.
+\unset enrollments_on_track
+SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0004' AS enrollments_on_track
+FROM "public".alembic_version
+\gset
+\if :enrollments_on_track
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0003 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0004' THEN
+        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic downgrade {found}:0003 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
+-- The backfill's bookkeeping as this release keeps it: a database 1.0.0 migrated lacks the
+-- row version column, the index and the runs table; one 1.1.0 migrated, the claim column
+-- (otherwise nothing happens, and no table is locked).
+DO $ensure$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                   WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_changes') AND attname = 'row_xmin'
+                     AND NOT attisdropped) THEN
+        ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN row_xmin bigint;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                   WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_changes') AND attname = 'claimed_at'
+                     AND NOT attisdropped) THEN
+        -- Since 1.2: a pair the application made its own since the backfill.
+        ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN claimed_at timestamp with time zone;
+    END IF;
+    IF pg_catalog.to_regclass('"public".uq_enrollment_backfill_changes_enrollment') IS NULL THEN
+        -- Only backfills write this table, and they wait for the enrollments lock this run holds.
+        CREATE UNIQUE INDEX uq_enrollment_backfill_changes_enrollment ON "public".enrollment_backfill_changes (enrollment_id);
+    END IF;
+    IF pg_catalog.to_regclass('"public".enrollment_backfill_runs') IS NULL THEN
+        CREATE TABLE "public".enrollment_backfill_runs (
+    id serial NOT NULL,
+            source varchar(32) NOT NULL,
+            started_at timestamp with time zone DEFAULT now() NOT NULL,
+            finished_at timestamp with time zone,
+            checkpoint bigint,
+            sync_trigger boolean NOT NULL,
+            batches integer DEFAULT 0 NOT NULL,
+            created bigint DEFAULT 0 NOT NULL,
+            reactivated bigint DEFAULT 0 NOT NULL,
+            CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
+        );
+    END IF;
+    -- Nothing for PUBLIC (a default privilege may have given it some; 1.1 did not revoke).
+    REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs FROM PUBLIC;
+    REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
+END
+$ensure$;
+
+COMMIT;
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0003 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0004' THEN
+        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic downgrade {found}:0003 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
+-- One batch of the undo (see enrollments_phase1/migrations/shared/v3/undo.py): installed for the undo and
+-- dropped with it.
+CREATE OR REPLACE FUNCTION "public".course_enrollments_undo_batch(lo bigint, size integer)
+RETURNS TABLE (last_id bigint, records bigint, deleted_rows bigint, deactivated_rows bigint,
+               referenced_rows bigint, claimed_rows bigint, changed_rows bigint, by_table jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $undo$
+#variable_conflict use_column
+DECLARE
+    ids integer[];
+    kept integer[] := '{}';
+    found integer[];
+    fk record;
+    tally jsonb := '{}';
+BEGIN
+    SELECT pg_catalog.array_agg(x.enrollment_id ORDER BY x.enrollment_id) INTO ids
+    FROM (
+        SELECT r.enrollment_id FROM "public".enrollment_backfill_changes AS r
+        WHERE r.enrollment_id > lo ORDER BY r.enrollment_id LIMIT size
+    ) AS x;
+    IF ids IS NULL THEN
+        RETURN QUERY SELECT NULL::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint,
+            0::bigint, '{}'::jsonb;
+        RETURN;
+    END IF;
+    -- 1. The batch's rows, locked in (course, student) order as the sync trigger locks them.
+    PERFORM 1 FROM "public".course_enrollments AS e
+    WHERE e.id = ANY (ids) ORDER BY e.course_id, e.student_id FOR UPDATE;
+    -- 2. Which of them another table references (a snapshot taken after the locks).
+    FOR fk IN
+        SELECT c.conrelid::pg_catalog.regclass::text AS referencing,
+            (SELECT pg_catalog.string_agg('r.' || pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.n)
+             FROM pg_catalog.unnest(c.conkey) WITH ORDINALITY AS k(attnum, n)
+             JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = k.attnum)
+                AS referencing_columns,
+            (SELECT pg_catalog.string_agg('e.' || pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.n)
+             FROM pg_catalog.unnest(c.confkey) WITH ORDINALITY AS k(attnum, n)
+             JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.confrelid AND a.attnum = k.attnum)
+                AS referenced_columns
+        FROM pg_catalog.pg_constraint AS c
+        WHERE c.contype = 'f' AND c.confrelid = pg_catalog.to_regclass('"public".course_enrollments') AND c.conparentid = 0
+        ORDER BY 1
+    LOOP
+        EXECUTE pg_catalog.format('SELECT coalesce(pg_catalog.array_agg(e.id), ''{}'') FROM "public".course_enrollments AS e WHERE e.id = ANY ($1) AND EXISTS (SELECT 1 FROM %s AS r WHERE (%s) = (%s))', fk.referencing, fk.referencing_columns, fk.referenced_columns) INTO found USING ids;
+        IF pg_catalog.cardinality(found) > 0 THEN
+            tally := tally || pg_catalog.jsonb_build_object(fk.referencing,
+                coalesce((tally ->> fk.referencing)::bigint, 0) + pg_catalog.cardinality(found));
+            kept := kept || found;
+        END IF;
+    END LOOP;
+    -- 3. Undo what is still as the backfill left it, unreferenced and unclaimed.
+    RETURN QUERY
+    WITH batch AS MATERIALIZED (
+        SELECT r.enrollment_id, r.course_id, r.student_id, r.action, r.row_xmin, r.claimed_at
+        FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id = ANY (ids)
+    ),
+    now_rows AS MATERIALIZED (
+        SELECT e.id, e.course_id, e.student_id, e.active, e.xmin::text::bigint AS row_xmin
+        FROM "public".course_enrollments AS e WHERE e.id = ANY (ids)
+    ),
+    classified AS MATERIALIZED (
+        SELECT b.enrollment_id, b.action,
+            CASE
+                WHEN b.enrollment_id = ANY (kept) THEN 'referenced'
+                WHEN b.claimed_at IS NOT NULL THEN 'claimed'
+                WHEN n.id IS NOT NULL AND n.course_id = b.course_id
+                     AND n.student_id = b.student_id AND n.active
+                     AND (b.row_xmin IS NULL OR n.row_xmin = b.row_xmin) THEN 'as left'
+                ELSE 'changed'
+            END AS state
+        FROM batch AS b LEFT JOIN now_rows AS n ON n.id = b.enrollment_id
+    ),
+    deleted AS (
+        DELETE FROM "public".course_enrollments AS e
+        WHERE e.id IN (SELECT c.enrollment_id FROM classified AS c
+                       WHERE c.state = 'as left' AND c.action = 'created')
+        RETURNING e.id
+    ),
+    deactivated AS (
+        UPDATE "public".course_enrollments AS e SET active = false
+        WHERE e.id IN (SELECT c.enrollment_id FROM classified AS c
+                       WHERE c.state = 'as left' AND c.action = 'reactivated')
+        RETURNING e.id
+    ),
+    forgotten AS (
+        DELETE FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id = ANY (ids)
+    )
+    SELECT ids[pg_catalog.cardinality(ids)]::bigint, pg_catalog.cardinality(ids)::bigint,
+        (SELECT pg_catalog.count(*) FROM deleted), (SELECT pg_catalog.count(*) FROM deactivated),
+        (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'referenced'),
+        (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'claimed'),
+        (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'changed'),
+        tally;
+END
+$undo$;
+
+REVOKE ALL ON FUNCTION "public".course_enrollments_undo_batch(bigint, integer) FROM PUBLIC;
+
+COMMIT;
+
+-- backfill undo (downgrade of 0004): restore what the backfill changed, where it is still as the backfill left it,
+-- keeping what other tables reference and what the application made its own.
+DO $undo$
+DECLARE
+    result record;
+    lo bigint := -2147483649;
+    size integer := 1000;
+    attempt integer;
+    started timestamptz;
+    done_deleted bigint := 0;
+    done_deactivated bigint := 0;
+    done_referenced bigint := 0;
+    done_claimed bigint := 0;
+    done_changed bigint := 0;
+    tally jsonb := '{}';
+    parts text[] := '{}';
+BEGIN
+    LOOP
+        attempt := 0;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
+        PERFORM pg_catalog.set_config('statement_timeout', '0', true);
+        IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+            RAISE EXCEPTION 'backfill undo (downgrade of 0004): another session took the enrollments lock between two batches; nothing of this batch was written'
+                USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
+        END IF;
+        started := clock_timestamp();
+        LOOP
+            BEGIN
+                SELECT * INTO result FROM "public".course_enrollments_undo_batch(lo, size);
+                EXIT;
+            EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
+                attempt := attempt + 1;
+                IF clock_timestamp() - started > interval '600 s' THEN
+                    RAISE;
+                END IF;
+                RAISE WARNING 'backfill undo (downgrade of 0004): a batch failed (%), rolled back; retrying (attempt %)', SQLERRM, attempt;
+                PERFORM pg_sleep(least(5.0, random() * 0.1 * 2 ^ least(attempt, 6)));
+            END;
+        END LOOP;
+        EXIT WHEN result.records = 0;
+        done_deleted := done_deleted + result.deleted_rows;
+        done_deactivated := done_deactivated + result.deactivated_rows;
+        done_referenced := done_referenced + result.referenced_rows;
+        done_claimed := done_claimed + result.claimed_rows;
+        done_changed := done_changed + result.changed_rows;
+        tally := tally || coalesce((
+            SELECT jsonb_object_agg(j.key, coalesce((tally ->> j.key)::bigint, 0) + j.value::bigint)
+            FROM jsonb_each_text(result.by_table) AS j), '{}');
+        lo := result.last_id;
+        COMMIT;
+    END LOOP;
+    RAISE NOTICE 'backfill undo (downgrade of 0004): % enrollments deleted, % deactivated', done_deleted, done_deactivated;
+    IF done_referenced > 0 THEN
+        parts := parts || format('%s that other tables reference (%s)', done_referenced,
+            (SELECT string_agg(format('%s %s', j.key, j.value), ', ' ORDER BY j.key)
+             FROM jsonb_each_text(tally) AS j));
+    END IF;
+    IF done_claimed > 0 THEN
+        parts := parts || format('%s the application made its own since the backfill (it wrote a membership of the pair)', done_claimed);
+    END IF;
+    IF done_changed > 0 THEN
+        parts := parts || format('%s changed since the backfill', done_changed);
+    END IF;
+    IF cardinality(parts) > 0 THEN
+        RAISE WARNING 'backfill undo (downgrade of 0004): kept % recorded enrollments as they are: %',
+            done_referenced + done_claimed + done_changed, array_to_string(parts, '; ');
+    END IF;
+    COMMIT;
+END
+$undo$;
+
+\else
+\echo 'skipped: the database is not where this step expects (a step before it failed)'
+\endif
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0003 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0004' THEN
+        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic downgrade {found}:0003 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
+-- Stop before recording the downgrade of 0004 unless the undo above went through the whole record.
+DO $verify$
+BEGIN
+    IF NOT (SELECT NOT EXISTS (SELECT 1 FROM "public".enrollment_backfill_changes)) THEN
+        RAISE EXCEPTION 'the downgrade of 0004 is not recorded: enrollment_backfill_changes still holds records the undo did not reach'
+            USING HINT = 'fix what failed above, then run the downgrade again: it goes on from where it stopped';
+    END IF;
+END
+$verify$;
+
+-- dropping the sync triggers: each attempt waits at most lock_timeout (500ms) for the tables, so the
+-- application's writes never queue behind it for longer; retried until 10min.
+DO $ddl$
+DECLARE
+    started timestamptz := pg_catalog.clock_timestamp();
+    attempt integer := 0;
+    holders text;
+BEGIN
+    LOOP
+        BEGIN
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_insert ON "public".group_members;
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_update ON "public".group_members;
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_user ON "public".users;
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_group ON "public".groups;
+            DROP TRIGGER IF EXISTS course_enrollments_sync_on_course ON "public".courses;
+            DROP TABLE IF EXISTS "public".course_enrollments_sync_pending;
+            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_members();
+            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_user();
+            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_group();
+            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_course();
+            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_apply();
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            attempt := attempt + 1;
+            SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('pid %s (%s, %s, transaction open for %s)',
+                       a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'),
+                       coalesce(a.state, 'state hidden: grant pg_monitor to see it'),
+                       coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - a.xact_start)::text, 'a time hidden')), '; ')
+            INTO holders
+            FROM pg_catalog.pg_locks AS l
+            JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            WHERE l.granted AND l.relation IN (pg_catalog.to_regclass('"public".group_members'), pg_catalog.to_regclass('"public".users'), pg_catalog.to_regclass('"public".groups'), pg_catalog.to_regclass('"public".courses'))
+              AND l.mode IN ('AccessShareLock', 'RowShareLock', 'RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') AND l.pid <> pg_catalog.pg_backend_pid();
+            holders := coalesce(holders, 'a session that has just let go');
+            IF pg_catalog.clock_timestamp() - started > interval '600 s' THEN
+                RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
+                    MESSAGE = pg_catalog.format('dropping the sync triggers: gave up after %s attempts over %s (lock_patience 10min); the tables are held by %s',
+                        attempt, pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - started), holders);
+            END IF;
+            RAISE WARNING 'dropping the sync triggers: a lock was not granted within 500ms (attempt %); held by %; retrying', attempt, holders;
+            PERFORM pg_catalog.pg_sleep(least(5.0, pg_catalog.random() * 0.2 * 2 ^ least(attempt, 6)));
+        END;
+    END LOOP;
+END
+$ddl$;
+
+DROP FUNCTION IF EXISTS "public".course_enrollments_undo_batch(bigint, integer);

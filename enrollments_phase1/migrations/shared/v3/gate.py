@@ -1,0 +1,260 @@
+"""The coverage gate of the 1.1 revisions, and keeping coverage: one PL/pgSQL block, run
+online and written to the offline script alike.
+
+The gate counts, in one pass over the active memberships, every (user, course) pair by
+status, and for the uncovered ones by *bucket*, a range of student ids (at most 65,536
+buckets whatever the ids). The pairs come from two halves of the memberships, by the
+student's parity, so that each half gets its own parallel sort. Below 100% it then reads the first uncovered pairs, with names,
+from the first buckets that hold any, by ``ix_member_user``: so the server keeps neither
+an array of every gap nor a sort of them, and its memory does not grow with their number.
+Pairs stay (student_id, course_id) throughout; any int4 id works.
+
+A revision runs it in its own transaction, the one that records the revision: a gate that
+fails rolls back the ``alembic_version`` update with it, online and in a script run without
+``ON_ERROR_STOP`` alike. The counts come from one statement (one snapshot). It first checks that the sync trigger is installed: only
+then does coverage at that moment mean coverage from then on (every membership committed
+afterwards gets its enrollment in its own transaction).
+
+Online the block is executed (its notices logged, its exception Alembic's FAILED line);
+offline it is written to the script: the same gate either way.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from alembic import context, op
+from alembic.util import CommandError
+from sqlalchemy.engine import Connection
+
+from enrollments_phase1.migration_env import MigrationSettings
+from enrollments_phase1.migrations.shared.v3 import sync
+from enrollments_phase1.migrations.shared.v3.definition import (
+    ACTIVE_MEMBERSHIP,
+    STATUS,
+    Tables,
+    indent,
+)
+from enrollments_phase1.migrations.shared.v3.run import (
+    execute_block,
+    in_transaction,
+    is_offline,
+    tables,
+)
+
+log = logging.getLogger("migrations")
+
+SAMPLE = 10
+MAX_BUCKETS = 65_536
+MIN_BUCKET = 512
+ONLINE_AGAIN = "alembic upgrade head again"
+
+
+# The pairs of active memberships, in two halves by the student's parity (each half gets its
+# own parallel sort), with the memberships behind each.
+def pairs_sql(t: Tables) -> str:
+    return "\nUNION ALL\n".join(
+        f"""SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
+FROM {t.group_members} AS gm
+JOIN {t.groups} AS g ON g.id = gm.group_id
+WHERE {ACTIVE_MEMBERSHIP} AND gm.user_id & 1 = {parity}
+GROUP BY gm.user_id, g.course_id"""
+        for parity in (0, 1)
+    )
+
+
+# One row per (status, bucket): pairs, and the active memberships behind them. Covered
+# pairs are not bucketed; bucket b holds student ids [lo + b * width, lo + (b + 1) * width),
+# lo and width being the block's variables.
+def counts_sql(t: Tables) -> str:
+    return f"""SELECT k.status,
+    CASE WHEN k.status = 'covered' THEN NULL ELSE (k.student_id - lo) / width END AS bucket,
+    count(*) AS pairs, sum(k.memberships) AS memberships
+FROM (
+    SELECT p.student_id, p.memberships,
+{indent(STATUS, "        ")} AS status
+    FROM (
+{indent(pairs_sql(t), "        ")}
+    ) AS p
+    JOIN {t.users} AS u ON u.id = p.student_id
+    JOIN {t.courses} AS c ON c.id = p.course_id
+    LEFT JOIN {t.course_enrollments} AS ce
+        ON ce.course_id = p.course_id AND ce.student_id = p.student_id
+    OFFSET 0
+) AS k
+GROUP BY 1, 2"""
+
+
+def samples_sql(t: Tables, lo: str, hi: str, statuses: str, limit: str) -> str:
+    """The first ``limit`` pairs of the given statuses among student ids [lo, hi), with
+    names and the number of active memberships behind each (``groups``).
+
+    The students' memberships are read through ``ix_member_user``; each lookup is a
+    ``LATERAL ... OFFSET 0`` subquery, an index scan per pair whatever the statistics.
+    """
+    return f"""SELECT * FROM (
+    SELECT p.student_id, p.course_id, p.groups, u.name AS student_name, u.email, u.role,
+        c.name AS course_name,
+{indent(STATUS, "        ")} AS status
+    FROM (
+        SELECT gm.user_id AS student_id, g.course_id, count(*) AS groups
+        FROM {t.group_members} AS gm
+        CROSS JOIN LATERAL (
+            SELECT x.course_id FROM {t.groups} AS x WHERE x.id = gm.group_id OFFSET 0
+        ) AS g
+        WHERE {ACTIVE_MEMBERSHIP} AND gm.user_id >= {lo} AND gm.user_id < {hi}
+        GROUP BY gm.user_id, g.course_id
+    ) AS p
+    CROSS JOIN LATERAL (
+        SELECT x.name, x.email, x.role, x.school_id FROM {t.users} AS x
+        WHERE x.id = p.student_id OFFSET 0
+    ) AS u
+    CROSS JOIN LATERAL (
+        SELECT x.name, x.school_id FROM {t.courses} AS x WHERE x.id = p.course_id OFFSET 0
+    ) AS c
+    LEFT JOIN LATERAL (
+        SELECT x.id, x.active FROM {t.course_enrollments} AS x
+        WHERE x.course_id = p.course_id AND x.student_id = p.student_id OFFSET 0
+    ) AS ce ON true
+) AS s
+WHERE s.status IN {statuses}
+ORDER BY s.student_id, s.course_id
+LIMIT {limit}"""
+
+
+def gate_sql(t: Tables, revision: str, mode: str, script_again: str | None = None) -> str:
+    """The gate as a DO block: raises below 100% (``mode`` abort), or warns (``warn``).
+    Its hints say to run ``alembic upgrade head`` again, or in a script, the command that
+    writes the script again from where the database stands (``script_again``)."""
+    then = (
+        f"write the script again from there ({script_again}) and run it"
+        if script_again
+        else ONLINE_AGAIN
+    )
+    again = then if script_again else f"run {ONLINE_AGAIN}"
+    level = "EXCEPTION" if mode == "abort" else "WARNING"
+    ending = (
+        f"nothing of revision {revision} was applied"
+        if mode == "abort"
+        else "OVERRIDDEN by -x coverage_gate=warn: the upgrade goes on below 100%%"
+    )
+    return f"""-- Coverage gate before revision {revision}: every eligible (student, course) pair must
+-- have an active course_enrollment, and the sync trigger must be installed to keep it so.
+-- Below 100% this block raises and psql stops here: nothing after it runs.
+DO $gate$
+DECLARE
+    r record;
+    pair record;
+    lo bigint;
+    hi bigint;
+    width bigint;
+    covered bigint := 0;
+    inactive bigint := 0;
+    missing bigint := 0;
+    non_student bigint := 0;
+    cross_school bigint := 0;
+    eligible bigint;
+    buckets bigint[] := '{{}}';
+    b bigint;
+    firsts text[] := '{{}}';
+BEGIN
+    IF NOT ({sync.keeping_sql(t).replace("SELECT ", "", 1).replace(" AS keeping", "").replace(chr(10), chr(10) + "            ")}) THEN
+        RAISE {level} 'coverage gate before revision {revision}: the sync trigger is not installed, so coverage would not hold; {ending}'
+            USING HINT = '{again}: revision 0005 or 0006 installs it';
+    END IF;
+    -- buckets of student ids: at least {MIN_BUCKET} ids each, at most {MAX_BUCKETS:,} of them
+    SELECT coalesce(min(id), 0), coalesce(max(id), 0) INTO lo, hi FROM {t.users};
+    width := greatest({MIN_BUCKET}, ceil((hi - lo + 1) / {MAX_BUCKETS}.0))::bigint;
+    FOR r IN
+{indent(counts_sql(t), "        ")}
+    LOOP
+        CASE r.status
+            WHEN 'covered' THEN covered := covered + r.pairs;
+            WHEN 'inactive' THEN inactive := inactive + r.pairs;
+            WHEN 'missing' THEN missing := missing + r.pairs;
+            WHEN 'non_student' THEN non_student := non_student + r.pairs;
+            ELSE cross_school := cross_school + r.pairs;
+        END CASE;
+        IF r.status IN ('missing', 'inactive') THEN
+            buckets := buckets || r.bucket;
+        END IF;
+    END LOOP;
+    eligible := covered + inactive + missing;
+    IF covered < eligible THEN
+        FOR b IN SELECT DISTINCT x FROM unnest(buckets) AS x ORDER BY x LOOP
+            FOR pair IN
+{indent(samples_sql(t, "lo + b * width", "lo + (b + 1) * width", "('missing', 'inactive')", f"{SAMPLE} - cardinality(firsts)"), "                ")}
+            LOOP
+                firsts := firsts || format('(student %s %s <%s>, course %s %s, %s, %s group(s))',
+                    pair.student_id, pair.student_name, pair.email, pair.course_id,
+                    pair.course_name, pair.status, pair.groups);
+            END LOOP;
+            EXIT WHEN cardinality(firsts) >= {SAMPLE};
+        END LOOP;
+        RAISE {level} 'coverage gate before revision {revision}: coverage %: % of % eligible (student, course) pairs have an active enrollment; % missing, % inactive; {ending}',
+            format('%s%%', to_char(floor(covered * 10000.0 / eligible) / 100, 'FM990.00')),
+            to_char(covered, 'FM999,999,999,990'), to_char(eligible, 'FM999,999,999,990'),
+            to_char(missing, 'FM999,999,999,990'), to_char(inactive, 'FM999,999,999,990')
+            USING DETAIL = 'first uncovered pairs: ' || array_to_string(firsts, ', '),
+                  HINT = 'run enrollments backfill --commit, then {then}';
+    ELSE
+        RAISE NOTICE 'coverage gate before revision {revision} passed: % of % eligible pairs covered',
+            to_char(covered, 'FM999,999,999,990'), to_char(eligible, 'FM999,999,999,990');
+    END IF;
+    IF non_student + cross_school > 0 THEN
+        RAISE WARNING 'coverage gate: % non_student and % cross_school pairs (anomalies) are not enrolled; review them with enrollments audit',
+            to_char(non_student, 'FM999,999,999,990'), to_char(cross_school, 'FM999,999,999,990');
+    END IF;
+END
+$gate$"""
+
+
+# --- running it ------------------------------------------------------------------------
+class CoverageGateError(CommandError):
+    """Coverage is below 100%: the upgrade stops before the revision that needs it."""
+
+
+def _overridden(revision: str, mode: str) -> None:
+    if mode == "warn":
+        log.warning(
+            "COVERAGE GATE OVERRIDDEN (-x coverage_gate=warn) before revision %s: if coverage is "
+            "below 100%%, the upgrade goes on anyway",
+            revision,
+        )
+
+
+def check_coverage(
+    connection: Connection | None, revision: str, mode: str = "abort", t: Tables | None = None
+) -> None:
+    """The gate on its own: in a REPEATABLE READ READ ONLY transaction of its own when
+    ``connection`` is outside one, else in the caller's (a test's)."""
+    t = t or tables()
+    _overridden(revision, mode)
+    with in_transaction(connection, isolation="REPEATABLE READ READ ONLY"):
+        execute_block(connection, gate_sql(t, revision, mode), CoverageGateError)
+
+
+def gate_in_revision(revision: str, mode: str, t: Tables | None = None) -> None:
+    """The gate in the revision's own transaction, the one whose ``alembic_version``
+    update follows it: below 100% that transaction rolls back, so the revision is never
+    recorded, even by a script run without ``ON_ERROR_STOP``. Its counts come from one
+    statement, hence one snapshot."""
+    t = t or tables()
+    _overridden(revision, mode)
+    if is_offline():  # the script from where the database stands: before this revision
+        attributes = context.config.attributes
+        where = attributes.get("expected_version") or "base"
+        again = attributes["again"].replace("{found}", where)
+        execute_block(None, gate_sql(t, revision, mode, again), CoverageGateError)
+        return
+    execute_block(op.get_bind(), gate_sql(t, revision, mode), CoverageGateError)
+
+
+def require_full_coverage(revision: str) -> None:
+    """The gate: call first in ``upgrade()`` of a revision that needs 100% coverage.
+
+    Below 100% it raises :class:`CoverageGateError` (offline: the script's transaction for
+    this revision rolls back there) and ``alembic_version`` stays at the previous
+    revision. ``-x coverage_gate=warn`` lets it pass with a loud warning, for emergencies.
+    """
+    gate_in_revision(revision, MigrationSettings.current().coverage_gate)

@@ -1,0 +1,341 @@
+"""The undo of the backfill, below revision 0004: exact, and losing nothing of anyone's.
+
+It walks the record by enrollment id, in batches. Each batch is one call of
+``course_enrollments_undo_batch(lo, size)``, a function this module installs for the
+undo and drops with it, so that the online run and the script run the same SQL:
+
+1. it locks the batch's enrollments ``FOR UPDATE``, in (course, student) order (the order
+   the sync trigger locks them in): a session that references, claims or changes one of
+   them meanwhile is waited for, and none can afterwards;
+2. with a snapshot taken after those locks, it asks every foreign key that references
+   ``course_enrollments`` (found in the catalog: the legacy application's tables, or
+   later ones) which of the batch's rows another table references;
+3. it deletes what a backfill created and deactivates what it reactivated, where the row
+   is still the version the backfill wrote, unless another table references it or the
+   application made the pair its own since (the sync trigger's claim: a membership it
+   wrote after the backfill); it forgets the batch's records either way.
+
+So it never deletes or changes a row of another table (no ``ON DELETE`` action can fire),
+and a referenced or claimed enrollment stays as it is, active: the application relies on
+it. One warning line counts what it kept, by referencing table. ``-x
+undo_referenced=refuse`` stops before any change instead, naming the tables.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from sqlalchemy.engine import Connection
+
+from enrollments_phase1.batching import Progress, StepResult, run_batches, transaction
+from enrollments_phase1.migration_env import MigrationSettings
+from enrollments_phase1.migrations.shared.v3.backfill import (
+    BEFORE_ANY_ID,
+    retry_sql,
+    transaction_start_sql,
+)
+from enrollments_phase1.migrations.shared.v3.definition import Tables, indent
+from enrollments_phase1.migrations.shared.v3.run import execute_block, in_transaction, run_block
+
+log = logging.getLogger("migrations")
+
+FUNCTION = "course_enrollments_undo_batch"
+
+
+def foreign_keys_sql(t: Tables) -> str:
+    """Every foreign key referencing ``course_enrollments`` (on a partitioned table, its
+    parent's): the referencing table, and both column lists ready for a row comparison."""
+    return f"""SELECT c.conrelid::pg_catalog.regclass::text AS referencing,
+    (SELECT pg_catalog.string_agg('r.' || pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.n)
+     FROM pg_catalog.unnest(c.conkey) WITH ORDINALITY AS k(attnum, n)
+     JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = k.attnum)
+        AS referencing_columns,
+    (SELECT pg_catalog.string_agg('e.' || pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.n)
+     FROM pg_catalog.unnest(c.confkey) WITH ORDINALITY AS k(attnum, n)
+     JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.confrelid AND a.attnum = k.attnum)
+        AS referenced_columns
+FROM pg_catalog.pg_constraint AS c
+WHERE c.contype = 'f' AND c.confrelid = {t.regclass("course_enrollments")} AND c.conparentid = 0
+ORDER BY 1"""
+
+
+def function_sql(t: Tables) -> list[str]:
+    """The batch function (run by the role that migrates: SECURITY INVOKER), and its
+    privileges: nobody else may call it."""
+    fk_check = (
+        "pg_catalog.format('SELECT coalesce(pg_catalog.array_agg(e.id), ''{}'') FROM "
+        f"{t.course_enrollments.replace(chr(39), chr(39) * 2)} AS e WHERE e.id = ANY ($1) "
+        "AND EXISTS (SELECT 1 FROM %s AS r WHERE (%s) = (%s))', fk.referencing, "
+        "fk.referencing_columns, fk.referenced_columns)"
+    )
+    return [
+        f"""-- One batch of the undo (see enrollments_phase1/migrations/shared/v3/undo.py): installed for the undo and
+-- dropped with it.
+CREATE OR REPLACE FUNCTION {getattr(t, FUNCTION)}(lo bigint, size integer)
+RETURNS TABLE (last_id bigint, records bigint, deleted_rows bigint, deactivated_rows bigint,
+               referenced_rows bigint, claimed_rows bigint, changed_rows bigint, by_table jsonb)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $undo$
+#variable_conflict use_column
+DECLARE
+    ids integer[];
+    kept integer[] := '{{}}';
+    found integer[];
+    fk record;
+    tally jsonb := '{{}}';
+BEGIN
+    SELECT pg_catalog.array_agg(x.enrollment_id ORDER BY x.enrollment_id) INTO ids
+    FROM (
+        SELECT r.enrollment_id FROM {t.enrollment_backfill_changes} AS r
+        WHERE r.enrollment_id > lo ORDER BY r.enrollment_id LIMIT size
+    ) AS x;
+    IF ids IS NULL THEN
+        RETURN QUERY SELECT NULL::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint,
+            0::bigint, '{{}}'::jsonb;
+        RETURN;
+    END IF;
+    -- 1. The batch's rows, locked in (course, student) order as the sync trigger locks them.
+    PERFORM 1 FROM {t.course_enrollments} AS e
+    WHERE e.id = ANY (ids) ORDER BY e.course_id, e.student_id FOR UPDATE;
+    -- 2. Which of them another table references (a snapshot taken after the locks).
+    FOR fk IN
+{indent(foreign_keys_sql(t), "        ")}
+    LOOP
+        EXECUTE {fk_check} INTO found USING ids;
+        IF pg_catalog.cardinality(found) > 0 THEN
+            tally := tally || pg_catalog.jsonb_build_object(fk.referencing,
+                coalesce((tally ->> fk.referencing)::bigint, 0) + pg_catalog.cardinality(found));
+            kept := kept || found;
+        END IF;
+    END LOOP;
+    -- 3. Undo what is still as the backfill left it, unreferenced and unclaimed.
+    RETURN QUERY
+    WITH batch AS MATERIALIZED (
+        SELECT r.enrollment_id, r.course_id, r.student_id, r.action, r.row_xmin, r.claimed_at
+        FROM {t.enrollment_backfill_changes} AS r WHERE r.enrollment_id = ANY (ids)
+    ),
+    now_rows AS MATERIALIZED (
+        SELECT e.id, e.course_id, e.student_id, e.active, e.xmin::text::bigint AS row_xmin
+        FROM {t.course_enrollments} AS e WHERE e.id = ANY (ids)
+    ),
+    classified AS MATERIALIZED (
+        SELECT b.enrollment_id, b.action,
+            CASE
+                WHEN b.enrollment_id = ANY (kept) THEN 'referenced'
+                WHEN b.claimed_at IS NOT NULL THEN 'claimed'
+                WHEN n.id IS NOT NULL AND n.course_id = b.course_id
+                     AND n.student_id = b.student_id AND n.active
+                     AND (b.row_xmin IS NULL OR n.row_xmin = b.row_xmin) THEN 'as left'
+                ELSE 'changed'
+            END AS state
+        FROM batch AS b LEFT JOIN now_rows AS n ON n.id = b.enrollment_id
+    ),
+    deleted AS (
+        DELETE FROM {t.course_enrollments} AS e
+        WHERE e.id IN (SELECT c.enrollment_id FROM classified AS c
+                       WHERE c.state = 'as left' AND c.action = 'created')
+        RETURNING e.id
+    ),
+    deactivated AS (
+        UPDATE {t.course_enrollments} AS e SET active = false
+        WHERE e.id IN (SELECT c.enrollment_id FROM classified AS c
+                       WHERE c.state = 'as left' AND c.action = 'reactivated')
+        RETURNING e.id
+    ),
+    forgotten AS (
+        DELETE FROM {t.enrollment_backfill_changes} AS r WHERE r.enrollment_id = ANY (ids)
+    )
+    SELECT ids[pg_catalog.cardinality(ids)]::bigint, pg_catalog.cardinality(ids)::bigint,
+        (SELECT pg_catalog.count(*) FROM deleted), (SELECT pg_catalog.count(*) FROM deactivated),
+        (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'referenced'),
+        (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'claimed'),
+        (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'changed'),
+        tally;
+END
+$undo$""",
+        f"REVOKE ALL ON FUNCTION {getattr(t, FUNCTION)}(bigint, integer) FROM PUBLIC",
+    ]
+
+
+def drop_function_sql(t: Tables) -> str:
+    return f"DROP FUNCTION IF EXISTS {getattr(t, FUNCTION)}(bigint, integer)"
+
+
+def refuse_sql(t: Tables, what: str) -> str:
+    """``-x undo_referenced=refuse``: a DO block that stops, before any change, when any
+    recorded enrollment is referenced by another table, naming the tables."""
+    count = (
+        "pg_catalog.format('SELECT pg_catalog.count(*) FROM "
+        f"{t.enrollment_backfill_changes.replace(chr(39), chr(39) * 2)} AS c JOIN "
+        f"{t.course_enrollments.replace(chr(39), chr(39) * 2)} AS e ON e.id = c.enrollment_id "
+        "WHERE EXISTS (SELECT 1 FROM %s AS r WHERE (%s) = (%s))', fk.referencing, "
+        "fk.referencing_columns, fk.referenced_columns)"
+    )
+    return f"""-- -x undo_referenced=refuse: stop before any change if another table references a
+-- recorded enrollment.
+DO $refuse$
+DECLARE
+    fk record;
+    n bigint;
+    found text := '';
+BEGIN
+    FOR fk IN
+{indent(foreign_keys_sql(t), "        ")}
+    LOOP
+        EXECUTE {count} INTO n;
+        IF n > 0 THEN
+            found := found || CASE WHEN found = '' THEN '' ELSE ', ' END
+                || pg_catalog.format('%s (%s)', fk.referencing, n);
+        END IF;
+    END LOOP;
+    IF found <> '' THEN
+        RAISE EXCEPTION '{what}: recorded enrollments are referenced by other tables: %; nothing was changed (-x undo_referenced=refuse)', found
+            USING HINT = 'without -x undo_referenced=refuse the undo keeps the referenced enrollments as they are and undoes the rest';
+    END IF;
+END
+$refuse$"""
+
+
+def kept_line(what: str, referenced: int, claimed: int, changed: int, by_table: dict) -> str:
+    """The one warning line: what the undo kept as it is, and why."""
+    parts = []
+    if referenced:
+        tables = ", ".join(f"{name} {count:,}" for name, count in sorted(by_table.items()))
+        parts.append(f"{referenced:,} that other tables reference ({tables})")
+    if claimed:
+        parts.append(
+            f"{claimed:,} the application made its own since the backfill (it wrote a "
+            "membership of the pair)"
+        )
+    if changed:
+        parts.append(f"{changed:,} changed since the backfill")
+    total = referenced + claimed + changed
+    return f"{what}: kept {total:,} recorded enrollments as they are: {'; '.join(parts)}"
+
+
+def undo_online(connection: Connection, t: Tables, what: str, settings: MigrationSettings) -> None:
+    """The undo on ``connection`` (outside a transaction), batched; one warning line."""
+    if settings.undo_referenced == "refuse":
+        run_block(connection, refuse_sql(t, what))
+    with in_transaction(connection):
+        for statement in function_sql(t):
+            execute_block(connection, statement)
+    by_table: dict[str, int] = {}
+
+    def step(conn: Connection, after: int, size: int) -> StepResult:
+        row = conn.exec_driver_sql(
+            f"SELECT * FROM {getattr(t, FUNCTION)}({int(after)}, {int(size)})"
+        ).one()
+        tally = row.by_table if isinstance(row.by_table, dict) else json.loads(row.by_table)
+        for name, count in tally.items():
+            by_table[name] = by_table.get(name, 0) + int(count)
+        return StepResult(
+            last_key=row.last_id,
+            rows=int(row.records),
+            counts={
+                "deleted": int(row.deleted_rows),
+                "deactivated": int(row.deactivated_rows),
+                "referenced": int(row.referenced_rows),
+                "claimed": int(row.claimed_rows),
+                "changed": int(row.changed_rows),
+            },
+        )
+
+    with transaction(connection):
+        total = connection.exec_driver_sql(
+            f"SELECT count(*) FROM {t.enrollment_backfill_changes}"
+        ).scalar_one()
+    progress = Progress("undo", total, unit="records")
+    totals = run_batches(connection, step, BEFORE_ANY_ID, settings.batch, progress)
+    count = totals.counts.get
+    progress.close(f"{count('deleted', 0):,} deleted, {count('deactivated', 0):,} deactivated")
+    log.info(
+        "%s: %s enrollments deleted, %s deactivated",
+        what,
+        f"{count('deleted', 0):,}",
+        f"{count('deactivated', 0):,}",
+    )
+    referenced, claimed, changed = count("referenced", 0), count("claimed", 0), count("changed", 0)
+    if referenced + claimed + changed:
+        log.warning("%s", kept_line(what, referenced, claimed, changed, by_table))
+
+
+def offline_undo_sql(t: Tables, what: str, settings: MigrationSettings) -> str:
+    """The undo as a DO block for psql (the function installed before it): a ``COMMIT``
+    per batch, the settings and the lock again after each; one warning line at the end."""
+    batch = settings.batch
+    function = getattr(t, FUNCTION)
+    return f"""-- {what}: restore what the backfill changed, where it is still as the backfill left it,
+-- keeping what other tables reference and what the application made its own.
+DO $undo$
+DECLARE
+    result record;
+    lo bigint := {BEFORE_ANY_ID};
+    size integer := {batch.first_size};
+    attempt integer;
+    started timestamptz;
+    done_deleted bigint := 0;
+    done_deactivated bigint := 0;
+    done_referenced bigint := 0;
+    done_claimed bigint := 0;
+    done_changed bigint := 0;
+    tally jsonb := '{{}}';
+    parts text[] := '{{}}';
+BEGIN
+    LOOP
+        attempt := 0;
+{transaction_start_sql(settings, what, "        ")}
+        started := clock_timestamp();
+        LOOP
+            BEGIN
+                SELECT * INTO result FROM {function}(lo, size);
+                EXIT;
+{retry_sql(settings, what)}
+        END LOOP;
+        EXIT WHEN result.records = 0;
+        done_deleted := done_deleted + result.deleted_rows;
+        done_deactivated := done_deactivated + result.deactivated_rows;
+        done_referenced := done_referenced + result.referenced_rows;
+        done_claimed := done_claimed + result.claimed_rows;
+        done_changed := done_changed + result.changed_rows;
+        tally := tally || coalesce((
+            SELECT jsonb_object_agg(j.key, coalesce((tally ->> j.key)::bigint, 0) + j.value::bigint)
+            FROM jsonb_each_text(result.by_table) AS j), '{{}}');
+        lo := result.last_id;
+        COMMIT;
+    END LOOP;
+    RAISE NOTICE '{what}: % enrollments deleted, % deactivated', done_deleted, done_deactivated;
+    IF done_referenced > 0 THEN
+        parts := parts || format('%s that other tables reference (%s)', done_referenced,
+            (SELECT string_agg(format('%s %s', j.key, j.value), ', ' ORDER BY j.key)
+             FROM jsonb_each_text(tally) AS j));
+    END IF;
+    IF done_claimed > 0 THEN
+        parts := parts || format('%s the application made its own since the backfill (it wrote a membership of the pair)', done_claimed);
+    END IF;
+    IF done_changed > 0 THEN
+        parts := parts || format('%s changed since the backfill', done_changed);
+    END IF;
+    IF cardinality(parts) > 0 THEN
+        RAISE WARNING '{what}: kept % recorded enrollments as they are: %',
+            done_referenced + done_claimed + done_changed, array_to_string(parts, '; ');
+    END IF;
+    COMMIT;
+END
+$undo$"""
+
+
+def undo(connection: Connection | None, t: Tables, what: str, settings: MigrationSettings) -> None:
+    """Online or, with ``connection`` None, written to the script (in Alembic's autocommit
+    block): the refuse check, the batch function, the batches."""
+    if connection is not None:
+        undo_online(connection, t, what, settings)
+        return
+    if settings.undo_referenced == "refuse":
+        run_block(None, refuse_sql(t, what))
+    with in_transaction(None):
+        for statement in function_sql(t):
+            execute_block(None, statement)
+    execute_block(None, offline_undo_sql(t, what, settings))

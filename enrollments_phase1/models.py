@@ -1,0 +1,195 @@
+"""Typed declarative models of the schema at ``head``.
+
+Used by the application and by pytest-alembic's ``test_model_definitions_match_ddl``
+(``enrollments_phase1/migrations/env.py`` gives it to autogenerate). Revisions never
+import this module: what they run lives in their versioned helpers
+(``enrollments_phase1/migrations/shared/vN``) and is pinned
+(``enrollments_phase1/migrations/pinned/``), so that a revision does the same in a year as
+it does today.
+
+Constraint names are written out and equal PostgreSQL's own defaults, so a production
+database created by the legacy application and one created by revision ``0001`` agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base; ``Base.metadata`` is what autogenerate compares with."""
+
+
+class School(Base):
+    __tablename__ = "schools"
+    __table_args__ = (UniqueConstraint("name", name="schools_name_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("school_id", "email", name="uq_user_email_per_school"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    school_id: Mapped[int] = mapped_column(
+        ForeignKey("schools.id", ondelete="CASCADE", name="users_school_id_fkey"), nullable=False
+    )
+    email: Mapped[str] = mapped_column(String(320), nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    role: Mapped[str] = mapped_column(String(20), nullable=False, server_default=text("'student'"))
+    archived: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+
+
+class Course(Base):
+    __tablename__ = "courses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    school_id: Mapped[int] = mapped_column(
+        ForeignKey("schools.id", ondelete="CASCADE", name="courses_school_id_fkey"), nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    code: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+
+
+class Group(Base):
+    __tablename__ = "groups"
+    __table_args__ = (Index("ix_group_course", "course_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    school_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    course_id: Mapped[int] = mapped_column(
+        ForeignKey("courses.id", ondelete="CASCADE", name="groups_course_id_fkey"), nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    team_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class GroupMember(Base):
+    """Legacy membership; ``active`` is nullable and NULL counts as inactive."""
+
+    __tablename__ = "group_members"
+    __table_args__ = (
+        UniqueConstraint("group_id", "user_id", name="uq_member_once"),
+        Index("ix_member_user", "user_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    school_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("groups.id", ondelete="CASCADE", name="group_members_group_id_fkey"),
+        nullable=False,
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE", name="group_members_user_id_fkey"),
+        nullable=False,
+    )
+    role_in_team: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    active: Mapped[bool | None] = mapped_column(Boolean, nullable=True, server_default=text("true"))
+
+
+class CourseEnrollment(Base):
+    """Phase 1's source of truth for which student takes which course."""
+
+    __tablename__ = "course_enrollments"
+    __table_args__ = (
+        UniqueConstraint("course_id", "student_id", name="uq_course_enrollment_once"),
+        Index("ix_course_enrollment_course", "course_id"),
+        Index("ix_course_enrollment_student", "student_id"),
+        # Revision 0002: the app's "active students of a course" query.
+        Index("ix_course_enrollment_course_active", "course_id", "active"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    course_id: Mapped[int] = mapped_column(
+        ForeignKey("courses.id", ondelete="CASCADE", name="course_enrollments_course_id_fkey"),
+        nullable=False,
+    )
+    student_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE", name="course_enrollments_student_id_fkey"),
+        nullable=False,
+    )
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+
+
+class EnrollmentBackfillChange(Base):
+    """Revision 0003: what a backfill changed, so that a downgrade undoes exactly that.
+
+    One row per enrollment (its first backfill change), with the row version the backfill
+    wrote (``row_xmin``; none for rows 1.0.0 recorded). No foreign key to
+    ``course_enrollments``: a record of a row deleted since must survive, so the downgrade
+    can tell it was changed since.
+    """
+
+    __tablename__ = "enrollment_backfill_changes"
+    __table_args__ = (
+        PrimaryKeyConstraint("revision", "enrollment_id", name="enrollment_backfill_changes_pkey"),
+        CheckConstraint(
+            "action IN ('created', 'reactivated')", name="ck_enrollment_backfill_changes_action"
+        ),
+        Index("uq_enrollment_backfill_changes_enrollment", "enrollment_id", unique=True),
+    )
+
+    revision: Mapped[str] = mapped_column(String(32), nullable=False)
+    enrollment_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    course_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    student_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    action: Mapped[str] = mapped_column(String(20), nullable=False)
+    changed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    row_xmin: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class EnrollmentBackfillRun(Base):
+    """Revision 0003: each backfill run, by the command or a revision, and its checkpoint
+    (the last membership id of its last committed batch), so that a cut run resumes."""
+
+    __tablename__ = "enrollment_backfill_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(32), nullable=False)
+    started_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    checkpoint: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    sync_trigger: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    batches: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    created: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    reactivated: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+
+
+class CourseEnrollmentSyncPending(Base):
+    """What the sync triggers queue for the commit of the transaction that wrote it
+    (revision 0004 since 1.2, 0007 on older databases). Rows live only inside that
+    transaction; unlogged, owner only."""
+
+    __tablename__ = "course_enrollments_sync_pending"
+    __table_args__ = ({"prefixes": ("UNLOGGED",)},)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    ids: Mapped[list[int]] = mapped_column(ARRAY(Integer), nullable=False)

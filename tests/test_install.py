@@ -1,0 +1,100 @@
+"""A production install: the wheel carries one package, ``enrollments_phase1``, with the
+revisions and an Alembic configuration, so that a deploy runs from any directory with no
+checkout (docs/commands.md, "Installing")."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import HEAD, ROOT, VENV_BIN, libpq_url
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    return next(out.glob("*.whl"))
+
+
+@pytest.fixture(scope="module")
+def site(wheel, tmp_path_factory) -> Path:
+    """The wheel installed on its own (its dependencies are the test environment's)."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), wheel],
+        check=True,
+        capture_output=True,
+    )
+    return target
+
+
+def installed(site: Path, database_url, command: list[str], cwd: Path, **env: str):
+    """A command run as on a production host: from ``cwd`` (no checkout), the installed
+    package first on the path."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "ALEMBIC_CONFIG")}
+    environ.update(PYTHONPATH=str(site), **env)
+    if database_url is not None:
+        environ["DATABASE_URL"] = libpq_url(database_url)
+    exe = command[0] if command[0] == sys.executable else str(VENV_BIN / command[0])
+    return subprocess.run(
+        [exe, *command[1:]], cwd=cwd, env=environ, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_the_wheel_holds_one_package_with_its_revisions_and_configuration(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {name.split("/")[0] for name in names} == {
+        "enrollments_phase1",
+        wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info",
+    }
+    for needed in (
+        "enrollments_phase1/alembic.ini",
+        "enrollments_phase1/migrations/env.py",
+        "enrollments_phase1/migrations/script.py.mako",
+        f"enrollments_phase1/migrations/versions/{HEAD}_harden_sync_trigger.py",
+        "enrollments_phase1/migrations/shared/v3/gate.py",
+    ):
+        assert needed in names, needed
+
+
+def test_the_installed_package_deploys_from_any_directory(site, database_url, engine, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = installed(
+        site, None, [sys.executable, "-m", "enrollments_phase1.alembic_ini"], elsewhere
+    )
+    assert where.returncode == 0, where.stderr
+    config = where.stdout.strip()
+    assert Path(config) == site / "enrollments_phase1" / "alembic.ini"
+
+    upgraded = installed(
+        site, database_url, ["alembic", "upgrade", "head"], elsewhere, ALEMBIC_CONFIG=config
+    )
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    current = installed(site, database_url, ["alembic", "-c", config, "current"], elsewhere)
+    assert current.stdout.strip() == f"{HEAD} (head)", current.stderr
+    audit = installed(site, database_url, ["enrollments", "audit", "--json"], elsewhere)
+    assert audit.returncode == 0, audit.stderr  # an empty database: nothing to cover
+    imported = installed(
+        site,
+        None,
+        [sys.executable, "-c", "import enrollments_phase1; print(enrollments_phase1.__file__)"],
+        elsewhere,
+    )
+    assert imported.stdout.strip().startswith(str(site))  # not this checkout
+
+
+def test_the_demo_runs_from_an_install_anywhere(site, tmp_path):
+    result = installed(site, None, ["enrollments", "demo"], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "every step behaved as expected" in result.stdout
