@@ -6,6 +6,8 @@ import logging
 import os
 import re
 import select
+import signal
+import threading
 import time
 
 import psycopg2
@@ -256,7 +258,7 @@ def translate_db_error(exc: BaseException, advice: Advice = CLI_ADVICE) -> Enrol
     detail = _first_line(str(orig))
     if _statement_pooling(detail):
         return ConfigError(f"{STATEMENT_POOLING} ({detail})")
-    if pgcode == "57014" and interrupted():
+    if interrupted():  # whatever ended the statement (the cancel, or a timeout racing it)
         return UserInterruptError(
             "interrupted: the running statement was cancelled on the server and its "
             "transaction rolled back"
@@ -348,9 +350,21 @@ def _wait_cancelling_on_interrupt(conn) -> None:
                 raise KeyboardInterrupt from None
 
 
+def _note_interrupt(signum: int, frame: object) -> None:
+    """SIGINT: remember it, then raise as Python does. Remembered here, not only in the wait
+    callback: a Ctrl-C that lands while psycopg2 runs C code outside the callback surfaces
+    as a driver error of its own (an empty message), which must still read as Ctrl-C."""
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
 def install_interrupt_handling() -> None:
     """Make Ctrl-C cancel the running statement on the server (see above)."""
     psycopg2.extensions.set_wait_callback(_wait_cancelling_on_interrupt)
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _note_interrupt)
 
 
 def interrupted() -> bool:
