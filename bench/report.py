@@ -28,6 +28,8 @@ GOALS = {
     "writer_p99_ms": 10.0,
     "writer_max_ms": 100.0,
     "peak_mb": 150.0,
+    "audit_shapes": 1.0,  # issue 21: the audit, the gate and the dry run at most A3
+    "fixed_cost": 0.3,
 }
 
 
@@ -219,6 +221,79 @@ def trigger_section(t: dict) -> list[str]:
     return out
 
 
+def shapes_section(result: dict) -> list[str]:
+    """The counting statement per data shape (``python -m bench.shapes``)."""
+    goal = GOALS["audit_shapes"]
+    fixed = result["fixed"]
+    added = fixed["audit"] - fixed["floor_audit"]
+    out = [
+        f"## The counting statement per data shape: {result['server']}",
+        "",
+        "Produced by `python -m bench.shapes` (`--shapes`, `--sizes`). " + result["machine"],
+        "",
+        f"Fixed cost (a database of one student): the audit {fixed['audit']:.2f} s, A3 "
+        f"through psql {fixed['floor_audit']:.2f} s: **{added:+.2f} s** (goal at most "
+        f"{GOALS['fixed_cost']} s: {verdict(added, GOALS['fixed_cost'])}).",
+        "",
+        "| shape | memberships | eligible pairs | coverage | A3, A4 | audit | dry run | "
+        "gate (its block alone) | audit peak MB |",
+        "|---|---:|---:|---:|---:|---|---|---|---:|",
+    ]
+    for shape in result["shapes"]:
+        for size in shape["sizes"]:
+            s = size["steps"]
+            a3 = s["floor_audit"]["seconds"]
+            a4 = s.get("floor_audit_a4", {}).get("seconds")
+            floor = min(a3, a4) if a4 else a3
+            cells = []
+            for step in ("audit", "dry_run", "gate"):
+                ratio = s[step]["seconds"] / floor
+                cells.append(
+                    f"{s[step]['seconds']:.2f} s = **{ratio:.2f}x** ({verdict(ratio, goal)})"
+                )
+            peak = s["audit"]["peak_mb"]
+            out.append(
+                f"| {shape['shape']['name']} | {size['memberships']:,} | "
+                f"{size['eligible_pairs']:,} | {size['coverage_percent']:.2f}% | {a3:.2f}, "
+                f"{a4 or 0:.2f} s | "
+                + " | ".join(cells)
+                + f" | {peak:.0f} ({verdict(peak, GOALS['peak_mb'])}) |"
+            )
+    out += [
+        "",
+        f"Goal: each at most {goal}x the floor, the faster of A3 and A4 (bench/floors.py) on "
+        "that database. The shapes:",
+        "",
+    ]
+    out += [f"- {shape['describe']}" for shape in result["shapes"]]
+    out += ["", "Growth exponent of the audit between consecutive sizes (goal 1.1 at most):", ""]
+    for shape in result["shapes"]:
+        cells = []
+        for a, b in itertools.pairwise(shape["sizes"]):
+            g = math.log(b["steps"]["audit"]["seconds"] / a["steps"]["audit"]["seconds"]) / (
+                math.log(b["memberships"] / a["memberships"])
+            )
+            cells.append(
+                f"{a['memberships']:,} to {b['memberships']:,}: {g:.2f} "
+                f"({verdict(g, GOALS['growth'])})"
+            )
+        out.append(f"- {shape['shape']['name']}: " + "; ".join(cells))
+    for shape in result["shapes"]:
+        largest = shape["sizes"][-1]
+        if largest.get("explain"):
+            out += [
+                "",
+                f"The audit's counting statement, {shape['shape']['name']} shape, "
+                f"{largest['memberships']:,} memberships (`EXPLAIN (ANALYZE, BUFFERS)`, with "
+                "the settings the audit pins for it):",
+                "",
+                "```",
+                largest["explain"],
+                "```",
+            ]
+    return out
+
+
 def render(results: list[dict], notes: str) -> str:
     out = [
         "# Benchmarks",
@@ -230,11 +305,17 @@ def render(results: list[dict], notes: str) -> str:
     ]
     for result in results:
         out += [*server_section(result), ""]
+    for result in load_shapes():
+        out += [*shapes_section(result), ""]
     return "\n".join(out) + notes
 
 
 def load() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+
+
+def load_shapes() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((RESULTS / "shapes").glob("*.json"))]
 
 
 def write(notes: str) -> Path:

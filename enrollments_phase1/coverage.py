@@ -27,14 +27,16 @@ throughout.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from enrollments_phase1.names import Tables
+from enrollments_phase1.names import Tables, quote_literal
 
 PUBLIC = Tables("public")  # the default schema of the helpers' callers (tests)
 
@@ -78,35 +80,73 @@ WHERE {ELIGIBLE}"""
 
 def pairs_sql(t: Tables = PUBLIC, where: str = "") -> str:
     """The distinct (student, course) pairs of active memberships, with the number of
-    memberships behind each, in two halves by the student's parity: each half gets its
-    own parallel sort, and the planner merges them."""
-    halves = [
-        f"""SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
+    memberships behind each (``where``: more conditions on ``gm``)."""
+    return f"""SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
 FROM {t.group_members} AS gm
 JOIN {t.groups} AS g ON g.id = gm.group_id
-WHERE {ACTIVE_MEMBERSHIP} AND gm.user_id & 1 = {parity}{where}
+WHERE {ACTIVE_MEMBERSHIP}{where}
 GROUP BY gm.user_id, g.course_id"""
-        for parity in (0, 1)
-    ]
-    return "\nUNION ALL\n".join(halves)
 
 
-def classified_pairs_sql(t: Tables = PUBLIC) -> str:
-    """SELECT of every (user, course) pair behind active memberships, with its status.
+# The plan of the counting statement, pinned for it alone: every pair is joined to its
+# user, course and enrollment, so a nested loop of index scans is never the right strategy,
+# whatever the planner estimates; hash joins and a hashed GROUP BY are. work_mem bounds each
+# hash or sort of the statement (hash_mem_multiplier times it for a hash; beyond, it spills
+# to disk in batches). JIT only costs here.
+COUNTING_SETTINGS = {
+    "enable_nestloop": "off",
+    "jit": "off",
+    "work_mem": "64MB",
+}
+
+
+@contextlib.contextmanager
+def pinned_plan(connection: Connection) -> Iterator[None]:
+    """:data:`COUNTING_SETTINGS` for the statements run inside, ``SET LOCAL`` (the caller's
+    transaction), then the settings as they were."""
+    names = list(COUNTING_SETTINGS)
+    before = connection.execute(
+        text("SELECT " + ", ".join(f"pg_catalog.current_setting('{n}')" for n in names))
+    ).one()
+    _set_local(connection, COUNTING_SETTINGS)
+    try:
+        yield
+    finally:
+        if connection.in_transaction() and not connection.invalidated:
+            _set_local(connection, dict(zip(names, before, strict=True)))
+
+
+def _set_local(connection: Connection, settings: dict[str, str]) -> None:
+    calls = ", ".join(
+        f"pg_catalog.set_config('{n}', {quote_literal(v)}, true)" for n, v in settings.items()
+    )
+    connection.execute(text(f"SELECT {calls}"))
+
+
+def classified_pairs_sql(t: Tables = PUBLIC, within: str | None = None) -> str:
+    """SELECT of every (user, course) pair behind active memberships, with its status;
+    with ``within`` (a condition on an id, ``"{id} < 1000"``), only the students whose id
+    meets it.
 
     Columns: ``student_id``, ``course_id``, ``status`` (one of :data:`STATUSES`) and
     ``memberships`` (the active memberships behind the pair). The memberships are reduced
-    to pairs first and the users, courses and enrollments joined after.
+    to pairs first and the users, courses and enrollments joined after. With ``within``,
+    each table keyed by the student is read for those students alone: a condition on an
+    indexed column, whose estimate the planner makes from its histogram.
     """
+
+    def where(column: str) -> str:
+        return f" AND {within.format(id=column)}" if within else ""
+
     return f"""SELECT p.student_id, p.course_id, c.school_id, p.memberships,
 {indent(STATUS)} AS status
 FROM (
-{indent(pairs_sql(t))}
+{indent(pairs_sql(t, where("gm.user_id")))}
 ) AS p
-JOIN {t.users} AS u ON u.id = p.student_id
+JOIN {t.users} AS u ON u.id = p.student_id{where("u.id")}
 JOIN {t.courses} AS c ON c.id = p.course_id
 LEFT JOIN {t.course_enrollments} AS ce
-    ON ce.course_id = p.course_id AND ce.student_id = p.student_id"""
+    ON ce.course_id = p.course_id AND ce.student_id = p.student_id{where("ce.student_id")}"""
 
 
 def bounds_sql(t: Tables = PUBLIC) -> str:
@@ -119,11 +159,22 @@ def bucket_width(lo: int, hi: int) -> int:
     return max(MIN_BUCKET, -(-(hi - lo + 1) // MAX_BUCKETS))
 
 
+def halves(lo: int, hi: int) -> tuple[str, str]:
+    """Conditions on a student id that split ids [lo, hi] in two, for :func:`counts_sql`;
+    every id is in one of them (an id outside [lo, hi] too)."""
+    middle = lo + (hi - lo + 1) // 2
+    return (f"{{id}} < {middle}", f"{{id}} >= {middle}")
+
+
 BREAKDOWNS = {"school": "school_id", "course": "course_id"}
 
 
 def counts_sql(
-    t: Tables = PUBLIC, lo: int = 0, width: int = MIN_BUCKET, by: str | None = None
+    t: Tables = PUBLIC,
+    lo: int = 0,
+    width: int = MIN_BUCKET,
+    by: str | None = None,
+    hi: int | None = None,
 ) -> str:
     """One row per (status, bucket): pairs, and the active memberships behind them.
 
@@ -131,7 +182,15 @@ def counts_sql(
     lo + (b + 1) * width). With ``by`` (school or course), also one row per (status,
     school or course), from the same pass (GROUPING SETS); ``per_part`` tells them apart.
     One pass over the memberships, no list of pairs kept.
+
+    The students (ids ``lo`` to ``hi``, the bounds of ``users``) are counted in two
+    halves of their ids, each whole: its pairs, users and enrollments, in a process of
+    its own (the planner's Parallel Append), then added up. Every join is by hash on its
+    half, with estimates the statistics give (id ranges). 1.1.0 split by ``user_id & 1``,
+    an expression without statistics: estimated at 0.5% of its rows, it led the planner
+    into a nested loop over millions of pairs.
     """
+    hi = lo + width * MAX_BUCKETS - 1 if hi is None else hi  # the ids buckets can hold
     bucket = (
         "CASE WHEN k.status = 'covered' THEN NULL\n"
         f"         ELSE (k.student_id::bigint - {int(lo)}) / {int(width)} END"
@@ -142,13 +201,21 @@ def counts_sql(
         part = f"k.{BREAKDOWNS[by]}"
         grouping = f"GROUP BY GROUPING SETS ((k.status, {bucket}), (k.status, {part}))"
         per_part = f"GROUPING({part}) = 0"
-    return f"""SELECT k.status, {bucket} AS bucket, {part} AS part, {per_part} AS per_part,
+    counted = "\nUNION ALL\n".join(
+        f"""SELECT k.status, {bucket} AS bucket, {part} AS part, {per_part} AS per_part,
     count(*) AS pairs, sum(k.memberships) AS memberships
 FROM (
-{indent(classified_pairs_sql(t))}
-    OFFSET 0
+{indent(classified_pairs_sql(t, within))}
 ) AS k
 {grouping}"""
+        for within in halves(lo, hi)
+    )
+    return f"""SELECT h.status, h.bucket, h.part, h.per_part,
+    sum(h.pairs)::bigint AS pairs, sum(h.memberships)::bigint AS memberships
+FROM (
+{indent(counted)}
+) AS h
+GROUP BY 1, 2, 3, 4"""
 
 
 def samples_sql(
@@ -320,7 +387,9 @@ def audit(
     parts: dict[int, dict[str, int]] = {}
     lo, hi = connection.execute(text(bounds_sql(t))).one()
     width = bucket_width(lo, hi)
-    for row in connection.execute(text(counts_sql(t, lo, width, by))):
+    with pinned_plan(connection):
+        rows = connection.execute(text(counts_sql(t, lo, width, by, hi))).all()
+    for row in rows:
         if row.per_part:
             counts = parts.setdefault(int(row.part), dict.fromkeys(STATUSES, 0))
             counts[row.status] += int(row.pairs)

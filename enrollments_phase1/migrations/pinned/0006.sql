@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0006; digest 684aa779e588.
+-- Pinned offline SQL of revision 0006; digest 464b05f286db.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -879,10 +879,10 @@ $verify$;
 -- Below 100% this block raises and psql stops here: nothing after it runs.
 DO $gate$
 DECLARE
-    r record;
     pair record;
     lo bigint;
     hi bigint;
+    middle bigint;
     width bigint;
     covered bigint := 0;
     inactive bigint := 0;
@@ -893,6 +893,7 @@ DECLARE
     buckets bigint[] := '{}';
     b bigint;
     firsts text[] := '{}';
+    settings_before text[];
 BEGIN
     IF NOT (EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_insert' AND NOT t.tgisinternal)
                AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_update' AND NOT t.tgisinternal)
@@ -906,51 +907,84 @@ BEGIN
     -- buckets of student ids: at least 512 ids each, at most 65,536 of them
     SELECT coalesce(min(id), 0), coalesce(max(id), 0) INTO lo, hi FROM "public".users;
     width := greatest(512, ceil((hi - lo + 1) / 65536.0))::bigint;
-    FOR r IN
-        SELECT k.status,
-            CASE WHEN k.status = 'covered' THEN NULL ELSE (k.student_id - lo) / width END AS bucket,
-            count(*) AS pairs, sum(k.memberships) AS memberships
+    middle := lo + (hi - lo + 1) / 2;
+    -- the counting statement's plan: hash joins, no JIT, bounded memory; put back after
+    settings_before := ARRAY[pg_catalog.current_setting('enable_nestloop'), pg_catalog.current_setting('jit'), pg_catalog.current_setting('work_mem')];
+    PERFORM pg_catalog.set_config('enable_nestloop', 'off', true), pg_catalog.set_config('jit', 'off', true), pg_catalog.set_config('work_mem', '64MB', true);
+    -- EXECUTE, not a FOR loop or a SELECT ... INTO: PostgreSQL runs those in one process
+    -- (a loop's query is a cursor; an INTO asks for a row count), and this in parallel.
+    -- $1, $2, $3: lo, width, middle (a one-off plan, made with their values)
+    EXECUTE $counts$
+        SELECT coalesce(sum(r.pairs) FILTER (WHERE r.status = 'covered'), 0),
+               coalesce(sum(r.pairs) FILTER (WHERE r.status = 'inactive'), 0),
+               coalesce(sum(r.pairs) FILTER (WHERE r.status = 'missing'), 0),
+               coalesce(sum(r.pairs) FILTER (WHERE r.status = 'non_student'), 0),
+               coalesce(sum(r.pairs) FILTER (WHERE r.status = 'cross_school'), 0),
+               coalesce(array_agg(r.bucket) FILTER (WHERE r.status IN ('missing', 'inactive')), '{}')
         FROM (
-            SELECT p.student_id, p.memberships,
-                CASE
-                    WHEN NOT (u.role = 'student') THEN 'non_student'
-                    WHEN NOT (u.school_id = c.school_id) THEN 'cross_school'
-                    WHEN ce.active THEN 'covered'
-                    WHEN ce.id IS NOT NULL THEN 'inactive'
-                    ELSE 'missing'
-                END AS status
+            SELECT h.status, h.bucket,
+                sum(h.pairs)::bigint AS pairs, sum(h.memberships)::bigint AS memberships
             FROM (
-                SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
-                FROM "public".group_members AS gm
-                JOIN "public".groups AS g ON g.id = gm.group_id
-                WHERE gm.active IS TRUE AND gm.user_id & 1 = 0
-                GROUP BY gm.user_id, g.course_id
+                SELECT k.status,
+                    CASE WHEN k.status = 'covered' THEN NULL ELSE (k.student_id - $1) / $2 END AS bucket,
+                    count(*) AS pairs, sum(k.memberships) AS memberships
+                FROM (
+                    SELECT p.student_id, p.memberships,
+                        CASE
+                            WHEN NOT (u.role = 'student') THEN 'non_student'
+                            WHEN NOT (u.school_id = c.school_id) THEN 'cross_school'
+                            WHEN ce.active THEN 'covered'
+                            WHEN ce.id IS NOT NULL THEN 'inactive'
+                            ELSE 'missing'
+                        END AS status
+                    FROM (
+                        SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
+                        FROM "public".group_members AS gm
+                        JOIN "public".groups AS g ON g.id = gm.group_id
+                        WHERE gm.active IS TRUE AND gm.user_id < $3
+                        GROUP BY gm.user_id, g.course_id
+                    ) AS p
+                    JOIN "public".users AS u ON u.id = p.student_id AND u.id < $3
+                    JOIN "public".courses AS c ON c.id = p.course_id
+                    LEFT JOIN "public".course_enrollments AS ce
+                        ON ce.course_id = p.course_id AND ce.student_id = p.student_id
+                        AND ce.student_id < $3
+                ) AS k
+                GROUP BY 1, 2
                 UNION ALL
-                SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
-                FROM "public".group_members AS gm
-                JOIN "public".groups AS g ON g.id = gm.group_id
-                WHERE gm.active IS TRUE AND gm.user_id & 1 = 1
-                GROUP BY gm.user_id, g.course_id
-            ) AS p
-            JOIN "public".users AS u ON u.id = p.student_id
-            JOIN "public".courses AS c ON c.id = p.course_id
-            LEFT JOIN "public".course_enrollments AS ce
-                ON ce.course_id = p.course_id AND ce.student_id = p.student_id
-            OFFSET 0
-        ) AS k
-        GROUP BY 1, 2
-    LOOP
-        CASE r.status
-            WHEN 'covered' THEN covered := covered + r.pairs;
-            WHEN 'inactive' THEN inactive := inactive + r.pairs;
-            WHEN 'missing' THEN missing := missing + r.pairs;
-            WHEN 'non_student' THEN non_student := non_student + r.pairs;
-            ELSE cross_school := cross_school + r.pairs;
-        END CASE;
-        IF r.status IN ('missing', 'inactive') THEN
-            buckets := buckets || r.bucket;
-        END IF;
-    END LOOP;
+                SELECT k.status,
+                    CASE WHEN k.status = 'covered' THEN NULL ELSE (k.student_id - $1) / $2 END AS bucket,
+                    count(*) AS pairs, sum(k.memberships) AS memberships
+                FROM (
+                    SELECT p.student_id, p.memberships,
+                        CASE
+                            WHEN NOT (u.role = 'student') THEN 'non_student'
+                            WHEN NOT (u.school_id = c.school_id) THEN 'cross_school'
+                            WHEN ce.active THEN 'covered'
+                            WHEN ce.id IS NOT NULL THEN 'inactive'
+                            ELSE 'missing'
+                        END AS status
+                    FROM (
+                        SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
+                        FROM "public".group_members AS gm
+                        JOIN "public".groups AS g ON g.id = gm.group_id
+                        WHERE gm.active IS TRUE AND gm.user_id >= $3
+                        GROUP BY gm.user_id, g.course_id
+                    ) AS p
+                    JOIN "public".users AS u ON u.id = p.student_id AND u.id >= $3
+                    JOIN "public".courses AS c ON c.id = p.course_id
+                    LEFT JOIN "public".course_enrollments AS ce
+                        ON ce.course_id = p.course_id AND ce.student_id = p.student_id
+                        AND ce.student_id >= $3
+                ) AS k
+                GROUP BY 1, 2
+            ) AS h
+            GROUP BY 1, 2
+        ) AS r
+    $counts$
+    INTO covered, inactive, missing, non_student, cross_school, buckets
+    USING lo, width, middle;
+    PERFORM pg_catalog.set_config('enable_nestloop', settings_before[1], true), pg_catalog.set_config('jit', settings_before[2], true), pg_catalog.set_config('work_mem', settings_before[3], true);
     eligible := covered + inactive + missing;
     IF covered < eligible THEN
         FOR b IN SELECT DISTINCT x FROM unnest(buckets) AS x ORDER BY x LOOP

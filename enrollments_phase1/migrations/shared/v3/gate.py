@@ -3,8 +3,10 @@ online and written to the offline script alike.
 
 The gate counts, in one pass over the active memberships, every (user, course) pair by
 status, and for the uncovered ones by *bucket*, a range of student ids (at most 65,536
-buckets whatever the ids). The pairs come from two halves of the memberships, by the
-student's parity, so that each half gets its own parallel sort. Below 100% it then reads the first uncovered pairs, with names,
+buckets whatever the ids), in two halves of the student ids, each whole in a process of
+its own. Its plan is pinned for that statement (``COUNTING_SETTINGS``: hash joins, never a
+nested loop over the pairs; no JIT; a bounded ``work_mem``; a custom plan), then the
+settings are put back. Below 100% it then reads the first uncovered pairs, with names,
 from the first buckets that hold any, by ``ix_member_user``: so the server keeps neither
 an array of every gap nor a sort of them, and its memory does not grow with their number.
 Pairs stay (student_id, course_id) throughout; any int4 id works.
@@ -50,38 +52,74 @@ MIN_BUCKET = 512
 ONLINE_AGAIN = "alembic upgrade head again"
 
 
-# The pairs of active memberships, in two halves by the student's parity (each half gets its
-# own parallel sort), with the memberships behind each.
-def pairs_sql(t: Tables) -> str:
-    return "\nUNION ALL\n".join(
-        f"""SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
+# The pairs of active memberships of the students whose id is ``within`` (a condition on
+# an id, "{id} < middle"), with the memberships behind each.
+def pairs_sql(t: Tables, within: str) -> str:
+    return f"""SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
 FROM {t.group_members} AS gm
 JOIN {t.groups} AS g ON g.id = gm.group_id
-WHERE {ACTIVE_MEMBERSHIP} AND gm.user_id & 1 = {parity}
+WHERE {ACTIVE_MEMBERSHIP} AND {within.format(id="gm.user_id")}
 GROUP BY gm.user_id, g.course_id"""
-        for parity in (0, 1)
+
+
+# The counting statement's plan, pinned for it alone (set_config(..., true) before it, the
+# values found put back after): a nested loop of index scans over millions of pairs is
+# never right, whatever the estimate; JIT only costs; work_mem bounds each hash and sort.
+COUNTING_SETTINGS = {
+    "enable_nestloop": "off",
+    "jit": "off",
+    "work_mem": "64MB",
+}
+
+
+def _settings_sql(restore: bool = False) -> str:
+    """``PERFORM set_config(...)`` of :data:`COUNTING_SETTINGS` for the transaction; with
+    ``restore``, back to the values the block saved in ``settings_before``."""
+    calls = ", ".join(
+        f"pg_catalog.set_config('{name}', "
+        + (f"settings_before[{i}]" if restore else f"'{value}'")
+        + ", true)"
+        for i, (name, value) in enumerate(COUNTING_SETTINGS.items(), start=1)
     )
+    return f"PERFORM {calls};"
 
 
-# One row per (status, bucket): pairs, and the active memberships behind them. Covered
-# pairs are not bucketed; bucket b holds student ids [lo + b * width, lo + (b + 1) * width),
-# lo and width being the block's variables.
-def counts_sql(t: Tables) -> str:
+def _half_sql(t: Tables, within: str, lo: str, width: str) -> str:
+    """The counts of the students whose id is ``within``: their pairs, users and
+    enrollments alone (conditions on indexed columns: estimates from their histograms)."""
     return f"""SELECT k.status,
-    CASE WHEN k.status = 'covered' THEN NULL ELSE (k.student_id - lo) / width END AS bucket,
+    CASE WHEN k.status = 'covered' THEN NULL ELSE (k.student_id - {lo}) / {width} END AS bucket,
     count(*) AS pairs, sum(k.memberships) AS memberships
 FROM (
     SELECT p.student_id, p.memberships,
 {indent(STATUS, "        ")} AS status
     FROM (
-{indent(pairs_sql(t), "        ")}
+{indent(pairs_sql(t, within), "        ")}
     ) AS p
-    JOIN {t.users} AS u ON u.id = p.student_id
+    JOIN {t.users} AS u ON u.id = p.student_id AND {within.format(id="u.id")}
     JOIN {t.courses} AS c ON c.id = p.course_id
     LEFT JOIN {t.course_enrollments} AS ce
         ON ce.course_id = p.course_id AND ce.student_id = p.student_id
-    OFFSET 0
+        AND {within.format(id="ce.student_id")}
 ) AS k
+GROUP BY 1, 2"""
+
+
+# One row per (status, bucket): pairs, and the active memberships behind them. Covered
+# pairs are not bucketed; bucket b holds student ids [lo + b * width, lo + (b + 1) * width).
+# The students are counted in two halves of their ids (below middle, from middle on: every
+# id in one), each whole in a process of its own (Parallel Append), then added up: every
+# join by hash on its half. lo, width and middle are the parameters of the block's EXECUTE.
+# (1.1.0 split by user_id & 1, an expression without statistics, estimated at 0.5% of its
+# rows: a nested loop followed.)
+def counts_sql(t: Tables, lo: str = "$1", width: str = "$2", middle: str = "$3") -> str:
+    return f"""SELECT h.status, h.bucket,
+    sum(h.pairs)::bigint AS pairs, sum(h.memberships)::bigint AS memberships
+FROM (
+{indent(_half_sql(t, "{id} < " + middle, lo, width), "    ")}
+    UNION ALL
+{indent(_half_sql(t, "{id} >= " + middle, lo, width), "    ")}
+) AS h
 GROUP BY 1, 2"""
 
 
@@ -143,10 +181,10 @@ def gate_sql(t: Tables, revision: str, mode: str, script_again: str | None = Non
 -- Below 100% this block raises and psql stops here: nothing after it runs.
 DO $gate$
 DECLARE
-    r record;
     pair record;
     lo bigint;
     hi bigint;
+    middle bigint;
     width bigint;
     covered bigint := 0;
     inactive bigint := 0;
@@ -157,6 +195,7 @@ DECLARE
     buckets bigint[] := '{{}}';
     b bigint;
     firsts text[] := '{{}}';
+    settings_before text[];
 BEGIN
     IF NOT ({sync.keeping_sql(t).replace("SELECT ", "", 1).replace(" AS keeping", "").replace(chr(10), chr(10) + "            ")}) THEN
         RAISE {level} 'coverage gate before revision {revision}: the sync trigger is not installed, so coverage would not hold; {ending}'
@@ -165,20 +204,27 @@ BEGIN
     -- buckets of student ids: at least {MIN_BUCKET} ids each, at most {MAX_BUCKETS:,} of them
     SELECT coalesce(min(id), 0), coalesce(max(id), 0) INTO lo, hi FROM {t.users};
     width := greatest({MIN_BUCKET}, ceil((hi - lo + 1) / {MAX_BUCKETS}.0))::bigint;
-    FOR r IN
-{indent(counts_sql(t), "        ")}
-    LOOP
-        CASE r.status
-            WHEN 'covered' THEN covered := covered + r.pairs;
-            WHEN 'inactive' THEN inactive := inactive + r.pairs;
-            WHEN 'missing' THEN missing := missing + r.pairs;
-            WHEN 'non_student' THEN non_student := non_student + r.pairs;
-            ELSE cross_school := cross_school + r.pairs;
-        END CASE;
-        IF r.status IN ('missing', 'inactive') THEN
-            buckets := buckets || r.bucket;
-        END IF;
-    END LOOP;
+    middle := lo + (hi - lo + 1) / 2;
+    -- the counting statement's plan: hash joins, no JIT, bounded memory; put back after
+    settings_before := ARRAY[{", ".join(f"pg_catalog.current_setting('{n}')" for n in COUNTING_SETTINGS)}];
+    {_settings_sql()}
+    -- EXECUTE, not a FOR loop or a SELECT ... INTO: PostgreSQL runs those in one process
+    -- (a loop's query is a cursor; an INTO asks for a row count), and this in parallel.
+    -- $1, $2, $3: lo, width, middle (a one-off plan, made with their values)
+    EXECUTE $counts$
+        SELECT coalesce(sum(r.pairs) FILTER (WHERE r.status = 'covered'), 0),
+               coalesce(sum(r.pairs) FILTER (WHERE r.status = 'inactive'), 0),
+               coalesce(sum(r.pairs) FILTER (WHERE r.status = 'missing'), 0),
+               coalesce(sum(r.pairs) FILTER (WHERE r.status = 'non_student'), 0),
+               coalesce(sum(r.pairs) FILTER (WHERE r.status = 'cross_school'), 0),
+               coalesce(array_agg(r.bucket) FILTER (WHERE r.status IN ('missing', 'inactive')), '{{}}')
+        FROM (
+{indent(counts_sql(t), "            ")}
+        ) AS r
+    $counts$
+    INTO covered, inactive, missing, non_student, cross_school, buckets
+    USING lo, width, middle;
+    {_settings_sql(restore=True)}
     eligible := covered + inactive + missing;
     IF covered < eligible THEN
         FOR b IN SELECT DISTINCT x FROM unnest(buckets) AS x ORDER BY x LOOP
