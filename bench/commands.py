@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from sqlalchemy import create_engine, text
 
 from bench import floors
+from bench.generate import Shape
 from bench.server import (
     BIN,
     Measured,
@@ -66,9 +67,30 @@ def _wal_position(server: Server) -> int:
     return int(lsn)
 
 
-def _writing(server: Server, template: str, name: str, command: list[str], ok=(0,)) -> Step:
-    """``command`` on a fresh copy: its time, memory and WAL."""
+def _upgrade(server: Server, db: str, revision: str) -> None:
+    """``alembic upgrade revision`` on ``db`` (untimed), then a checkpoint."""
+    from alembic import command
+    from alembic.config import Config
+
+    from bench.server import ROOT
+
+    engine = create_engine(server.url(db))
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["connection"] = engine
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, revision)
+    engine.dispose()
+    server.sql("CHECKPOINT")
+
+
+def _writing(
+    server: Server, template: str, name: str, command: list[str], ok=(0,), at: str | None = None
+) -> Step:
+    """``command`` on a fresh copy (brought to revision ``at`` first, untimed): its time,
+    memory and WAL."""
     db = server.copy(template, f"bench_{name}")
+    if at is not None:
+        _upgrade(server, db, at)
     if command and command[0] == "PSQL":
         command = psql_cmd(server, db, command[1])
     before = _wal_position(server)
@@ -125,10 +147,15 @@ def explain_batch(server: Server, template: str) -> str:
 
 
 def run_size(
-    server: Server, students: int, runs: int, writer_rate: float, explain: bool
+    server: Server,
+    students: int,
+    runs: int,
+    writer_rate: float,
+    explain: bool,
+    shape: Shape | None = None,
 ) -> SizeResult:
     template = f"bench_t{students}"
-    counts, generated = build_template(server, template, students)
+    counts, generated = build_template(server, template, students, shape=shape)
     result = SizeResult(students, counts, generated)
     print(f"size {students:,} students: {counts} in {generated:.0f}s", flush=True)
 
@@ -154,14 +181,17 @@ def run_size(
     # Writing steps, each on a fresh copy.
     result.steps["floor_backfill"] = _writing(server, template, "b2", ["PSQL", floors.B2])
     result.steps["floor_index"] = _writing(server, template, "index", ["PSQL", floors.INDEX])
+    # The command's backfills record what they change: they run at 0003 (the record's
+    # table) or later, as the runbook deploys them.
     result.steps["one_statement"] = _writing(
         server,
         template,
         "one",
         enrollments_cmd("backfill", "--commit", "--one-statement", "--json"),
+        at="0003",
     )
     result.steps["batched"] = _writing(
-        server, template, "batched", enrollments_cmd("backfill", "--commit", "--json")
+        server, template, "batched", enrollments_cmd("backfill", "--commit", "--json"), at="0003"
     )
     result.steps["upgrade"] = _writing(
         server, template, "upgrade", [str(BIN / "alembic"), "upgrade", "head"]

@@ -52,7 +52,10 @@ def floor_sum(size: dict) -> float:
 
 def server_section(result: dict) -> list[str]:
     sizes = result["sizes"]
-    out = [f"## {result['server']}", "", result["machine"], ""]
+    shape = result.get("shape", {}).get("name", "default")
+    out = [f"## {result['server']}, {shape} shape", "", result["machine"], ""]
+    if result.get("describe"):
+        out += [f"Data: {result['describe']}.", ""]
     out += [
         "| memberships | eligible pairs | audit / A3 | one-statement backfill / B2 | "
         "batched backfill / B2 | `alembic upgrade head` / (index + B2 + A3) |",
@@ -294,19 +297,69 @@ def shapes_section(result: dict) -> list[str]:
     return out
 
 
-def render(results: list[dict], notes: str) -> str:
+def save_separate(kind: str, label: str, machine_line: str, figures: dict) -> Path:
+    """The result of a bench run on its own (``python -m bench.trigger``, ``bench.undo``),
+    kept in docs/benchmarks/separate/ beside the others."""
+    import datetime
+
+    where = RESULTS / "separate"
+    where.mkdir(parents=True, exist_ok=True)
+    slug = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
+    path = where / f"{kind}-{slug}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "kind": kind,
+                "server": label,
+                "machine": f"{machine_line} Run on {datetime.date.today().isoformat()}.",
+                "figures": figures,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    return path
+
+
+def separate_section(result: dict) -> list[str]:
+    f = result["figures"]
+    if result["kind"] == "trigger":
+        title = f"The sync trigger alone (`python -m bench.trigger`): {result['server']}"
+        return [f"## {title}", "", result["machine"], "", *trigger_section(f)]
+    ratio = f["seconds"]["with"] / f["seconds"]["without"]
+    longest = max(f["max_batch_seconds"].values())
+    kept = ", ".join(f"{n:,} by {t}" for t, n in f["kept"].items()) or "none"
+    return [
+        f"## The undo alone (`python -m bench.undo`): {result['server']}",
+        "",
+        result["machine"],
+        "",
+        f"`alembic downgrade 0003` of {f['records']:,} recorded enrollments "
+        f"({f['students']:,} students): {f['seconds']['without']:.1f} s in "
+        f"{f['batches']['without']:,} batches without tables that reference "
+        f"course_enrollments, {f['seconds']['with']:.1f} s in {f['batches']['with']:,} "
+        f"batches with three (kept: {kept}): **{ratio:.2f}x** (goal 1.5x: "
+        f"{verdict(ratio, 1.5)}); the longest write transaction {longest:.3f} s (goal 1 s: "
+        f"{verdict(longest, 1.0)}).",
+    ]
+
+
+def render(results: list[dict], notes: str, shapes: list[dict] | None = None) -> str:
     out = [
         "# Benchmarks",
         "",
-        "Produced by `python -m bench.run` (see the README; `--sizes` sets the sizes), on each "
-        "server below; `python -m bench.report` writes this page again from the results kept "
-        "in `docs/benchmarks/`.",
+        "Produced by `python -m bench.run` and `python -m bench.shapes` (see the README), on "
+        "each server below; `python -m bench.report` writes this page again from the results "
+        "kept in `docs/benchmarks/`.",
         "",
     ]
     for result in results:
         out += [*server_section(result), ""]
-    for result in load_shapes():
+    for result in load_shapes() if shapes is None else shapes:
         out += [*shapes_section(result), ""]
+    if shapes is None:
+        for path in sorted((RESULTS / "separate").glob("*.json")):
+            out += [*separate_section(json.loads(path.read_text())), ""]
     return "\n".join(out) + notes
 
 
@@ -314,8 +367,8 @@ def load() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
 
 
-def load_shapes() -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((RESULTS / "shapes").glob("*.json"))]
+def load_shapes(where: Path = RESULTS / "shapes") -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(where.glob("*.json"))]
 
 
 def write(notes: str) -> Path:

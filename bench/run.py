@@ -2,7 +2,7 @@
 with the application writing during the deploy; the results go to docs/benchmarks/ and
 docs/benchmarks.md.
 
-    python -m bench.run [--sizes 200000,600000,1000000] [--runs 3]
+    python -m bench.run [--sizes 200000,600000,1000000] [--runs 3] [--shape default]
 
 Sizes are numbers of students (about 7.5 memberships each: 200,000 students make about
 1.5 million memberships, 1,000,000 about 7.5 million). It runs on an embedded PostgreSQL
@@ -25,6 +25,7 @@ from sqlalchemy import create_engine, text
 
 from bench import report, trigger
 from bench.commands import run_size
+from bench.generate import Shape
 from bench.notes import NOTES
 from bench.server import Server
 
@@ -57,18 +58,30 @@ def main() -> int:
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="students per size, comma-separated")
     parser.add_argument("--runs", type=int, default=3, help="runs of each read-only step")
     parser.add_argument("--writer-rate", type=float, default=50.0)
+    parser.add_argument(
+        "--shape",
+        default="default",
+        help="the data's shape: a name of bench/generate.py's SHAPES, or name:knob=value,... "
+        "(sizes stay in students)",
+    )
+    parser.add_argument(
+        "--no-trigger", action="store_true", help="skip the sync trigger's cost (bench.trigger)"
+    )
     trigger.add_arguments(parser)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    shape = Shape.parse(args.shape)
     started = time.monotonic()
     server = Server()
     try:
         label, machine_line = machine(server)
         results = [
-            run_size(server, n, args.runs, args.writer_rate, explain=(n == sizes[-1])).as_json()
+            run_size(
+                server, n, args.runs, args.writer_rate, explain=(n == sizes[-1]), shape=shape
+            ).as_json()
             for n in sizes
         ]
-        cost = trigger.run(server, args)
+        cost = None if args.no_trigger else trigger.run(server, args)
     finally:
         server.close()
     seconds = time.monotonic() - started
@@ -78,10 +91,14 @@ def main() -> int:
         f"{seconds / 60:.0f} minutes.",
         "writer_rate": args.writer_rate,
         "sizes": results,
-        "trigger": {**cost.as_json(), "students": args.students},
+        "shape": shape.as_json(),
+        "describe": shape.describe(),
+        "trigger": {**cost.as_json(), "students": args.students} if cost else None,
     }
     report.RESULTS.mkdir(exist_ok=True)
     slug = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
+    if shape.name != "default":
+        slug += f"-shape-{shape.name}"
     (report.RESULTS / f"{slug}.json").write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {report.write(NOTES)} ({seconds / 60:.0f} minutes)")
     return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 
-from bench.generate import generate
+from bench.generate import Shape, generate
 from enrollments_phase1.db import parse_url
 from enrollments_phase1.embedded import EmbeddedPostgres, client_bin_dir
 
@@ -121,7 +121,7 @@ class Server:
 
 
 def build_template(
-    server: Server, name: str, students: int, revision: str = "0001"
+    server: Server, name: str, students: int, revision: str = "0001", shape: Shape | None = None
 ) -> tuple[dict[str, int], float]:
     """A database ``name`` with generated legacy data, brought to ``revision``; its row
     counts and the seconds the generation took."""
@@ -137,7 +137,7 @@ def build_template(
     command.upgrade(config, "0001")
     started = time.monotonic()
     with engine.begin() as conn:
-        counts = generate(conn, students)
+        counts = generate(conn, students, shape)
     seconds = time.monotonic() - started
     server.sql("VACUUM ANALYZE", name)
     if revision != "0001":

@@ -2,7 +2,7 @@
 beside the floors A3 and A4, at several sizes of each shape.
 
     python -m bench.shapes [--shapes default,dense,fresh] [--sizes 1500000,4500000,7500000]
-                           [--runs 3] [--keep-data]
+                           [--runs 3] [--keep-data] [--results DIR]
 
 A shape is a name from ``bench.generate.SHAPES`` or ``name:knob=value,...`` (for instance
 ``mine:courses_per_student=12,enrolled_active_pct=40``: the proportions of your own data);
@@ -24,6 +24,7 @@ import datetime
 import json
 import sys
 import time
+from pathlib import Path
 
 import psycopg2
 from sqlalchemy import create_engine, text
@@ -202,6 +203,13 @@ def main() -> int:
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="memberships, comma-separated")
     parser.add_argument("--runs", type=int, default=3, help="runs of each step (the median)")
     parser.add_argument("--keep-data", action="store_true", help="keep and reuse the data")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="write the results and the page there (default: docs/benchmarks/shapes/ and "
+        "docs/benchmarks.md)",
+    )
     args = parser.parse_args()
     # A shape spec holds commas of its own (knob=value,...): split on the names.
     specs, shapes = args.shapes.split(","), []
@@ -223,24 +231,25 @@ def main() -> int:
     finally:
         server.close()
     seconds = time.monotonic() - started
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    where = args.results or RESULTS
+    where.mkdir(parents=True, exist_ok=True)
     slug = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
-    (RESULTS / f"{slug}.json").write_text(
-        json.dumps(
-            {
-                "server": label,
-                "machine": f"{machine_line} Run on {datetime.date.today().isoformat()} in "
-                f"{seconds / 60:.0f} minutes.",
-                "fixed": fixed,
-                "shapes": results,
-            },
-            indent=1,
-        )
-        + "\n"
-    )
+    result = {
+        "server": label,
+        "machine": f"{machine_line} Run on {datetime.date.today().isoformat()} in "
+        f"{seconds / 60:.0f} minutes.",
+        "fixed": fixed,
+        "shapes": results,
+    }
+    (where / f"{slug}.json").write_text(json.dumps(result, indent=1) + "\n")
     from bench.notes import NOTES
 
-    print(f"wrote {report.write(NOTES)} ({seconds / 60:.0f} minutes)")
+    if args.results is None:
+        page = report.write(NOTES)
+    else:
+        page = args.results / "benchmarks.md"
+        page.write_text(report.render([], "", report.load_shapes(args.results)))
+    print(f"wrote {page} ({seconds / 60:.0f} minutes)")
     return 0
 
 

@@ -314,14 +314,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main() -> int:
+    from bench import report
+    from bench.notes import NOTES
+    from bench.run import machine
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args()
     server = Server()
     try:
+        label, machine_line = machine(server)
         cost = run(server, args)
     finally:
         server.close()
+    figures = {**cost.as_json(), "students": args.students}
+    print(f"wrote {report.save_separate('trigger', label, machine_line, figures)}")
+    print(f"wrote {report.write(NOTES)}")
     print(
         f"one insert: p50 {cost.single_p50_ms['without']:.2f}"
         f" -> {cost.single_p50_ms['with']:.2f} ms,"

@@ -150,14 +150,21 @@ def run(server: Server, students: int) -> UndoCost:
 
 
 def main() -> int:
+    from bench import report
+    from bench.notes import NOTES
+    from bench.run import machine
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--students", type=int, default=600_000)
     args = parser.parse_args()
     server = Server()
     try:
+        label, machine_line = machine(server)
         cost = run(server, args.students)
     finally:
         server.close()
+    print(f"wrote {report.save_separate('undo', label, machine_line, cost.as_json())}")
+    print(f"wrote {report.write(NOTES)}")
     print(
         f"undo of {cost.records:,} recorded enrollments: {cost.seconds['without']:.1f} s without"
         f" referencing tables, {cost.seconds['with']:.1f} s with ({cost.ratio:.2f}x); longest"
