@@ -114,19 +114,12 @@ def _step(m: Measured) -> Step:
 def explain_batch(server: Server, template: str) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of one backfill batch of the revision, at its mid-walk,
     on a copy at 0003 (rolled back)."""
-    from alembic import command
-    from alembic.config import Config
-
-    from bench.server import ROOT
     from enrollments_phase1.migrations.shared.v3.backfill import batch_sql
     from enrollments_phase1.names import Tables
 
     db = server.copy(template, "bench_explain")
+    _upgrade(server, db, "0003")
     engine = create_engine(server.url(db))
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["connection"] = engine
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "0003")
     with engine.connect() as conn:
         middle = conn.execute(text("SELECT (min(id) + max(id)) / 2 FROM group_members")).scalar()
         run = conn.execute(

@@ -297,6 +297,11 @@ def shapes_section(result: dict) -> list[str]:
     return out
 
 
+def slug(label: str) -> str:
+    """A server's label as a file name."""
+    return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
+
+
 def save_separate(kind: str, label: str, machine_line: str, figures: dict) -> Path:
     """The result of a bench run on its own (``python -m bench.trigger``, ``bench.undo``),
     kept in docs/benchmarks/separate/ beside the others."""
@@ -304,8 +309,7 @@ def save_separate(kind: str, label: str, machine_line: str, figures: dict) -> Pa
 
     where = RESULTS / "separate"
     where.mkdir(parents=True, exist_ok=True)
-    slug = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
-    path = where / f"{kind}-{slug}.json"
+    path = where / f"{kind}-{slug(label)}.json"
     path.write_text(
         json.dumps(
             {

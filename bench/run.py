@@ -96,7 +96,7 @@ def main() -> int:
         "trigger": {**cost.as_json(), "students": args.students} if cost else None,
     }
     report.RESULTS.mkdir(exist_ok=True)
-    slug = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
+    slug = report.slug(label)
     if shape.name != "default":
         slug += f"-shape-{shape.name}"
     (report.RESULTS / f"{slug}.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -30,11 +30,11 @@ import psycopg2
 from sqlalchemy import create_engine, text
 
 from bench import floors, report
-from bench.generate import SHAPES, Shape, generate
+from bench.generate import SHAPES, Shape
 from bench.run import machine
 from bench.server import (
-    ROOT,
     Server,
+    build_template,
     checked,
     enrollments_cmd,
     env_for,
@@ -52,9 +52,6 @@ def template_for(server: Server, shape: Shape, memberships: int, keep: bool) -> 
     """A database at 0001 with ``shape``'s data at about ``memberships``; one kept by an
     earlier ``--keep-data`` run is used again when its comment says the same shape and
     size."""
-    from alembic import command
-    from alembic.config import Config
-
     name = f"bench_s_{shape.name}_{memberships}"[:63]
     wanted = json.dumps({"shape": shape.as_json(), "memberships": memberships}, sort_keys=True)
     engine = create_engine(server.admin)
@@ -76,19 +73,7 @@ def template_for(server: Server, shape: Shape, memberships: int, keep: bool) -> 
             }
         db.dispose()
         return name, {"counts": counts, "generate_seconds": None}
-    server.drop(name)
-    server.sql(f"CREATE DATABASE {name}")
-    db = create_engine(server.url(name))
-    config = Config(str(ROOT / "enrollments_phase1" / "alembic.ini"))
-    config.attributes["connection"] = db
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "0001")
-    started = time.monotonic()
-    with db.begin() as conn:
-        counts = generate(conn, shape.students_for(memberships), shape)
-    seconds = time.monotonic() - started
-    db.dispose()
-    server.sql("VACUUM ANALYZE", name)
+    counts, seconds = build_template(server, name, shape.students_for(memberships), shape=shape)
     server.sql(f"COMMENT ON DATABASE {name} IS '{wanted}'")
     return name, {"counts": counts, "generate_seconds": seconds}
 
@@ -233,7 +218,7 @@ def main() -> int:
     seconds = time.monotonic() - started
     where = args.results or RESULTS
     where.mkdir(parents=True, exist_ok=True)
-    slug = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
+    slug = report.slug(label)
     result = {
         "server": label,
         "machine": f"{machine_line} Run on {datetime.date.today().isoformat()} in "
