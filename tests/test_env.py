@@ -1,4 +1,4 @@
-"""enrollments_phase1/migrations/env.py: the URL, one-line errors, -x options, offline
+"""migrations/env.py: the URL, one-line errors, -x options, offline
 without a database."""
 
 import re

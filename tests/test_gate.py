@@ -93,7 +93,7 @@ def test_override_lets_the_upgrade_through_loudly(database_url, engine):
 def test_a_later_revision_requires_coverage_with_one_line(tmp_path, database_url, engine):
     scripts = tmp_path / "migrations"
     shutil.copytree(
-        ROOT / "enrollments_phase1" / "migrations",
+        ROOT / "migrations",
         scripts,
         ignore=shutil.ignore_patterns("__pycache__"),
     )
@@ -111,7 +111,7 @@ def test_a_later_revision_requires_coverage_with_one_line(tmp_path, database_url
     ini.write_text(
         (ROOT / "alembic.ini")
         .read_text()
-        .replace("script_location = enrollments_phase1:migrations", f"script_location = {scripts}")
+        .replace("script_location = enrollments_phase1.migrations:", f"script_location = {scripts}")
     )
     at_0004_with_a_gap(database_url, engine)
     forced = alembic(database_url, "-c", str(ini), "-x", "coverage_gate=warn", "upgrade", HEAD)

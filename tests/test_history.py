@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.helpers import ROOT, alembic
 
-MIGRATIONS = ROOT / "enrollments_phase1" / "migrations"
+MIGRATIONS = ROOT / "migrations"
 
 PLUMBING = {
     "enrollments_phase1.migration_env",

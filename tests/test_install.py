@@ -63,8 +63,17 @@ def test_the_wheel_holds_one_package_with_its_revisions_and_configuration(wheel)
         "enrollments_phase1/migrations/script.py.mako",
         f"enrollments_phase1/migrations/versions/{HEAD}_harden_sync_trigger.py",
         "enrollments_phase1/migrations/shared/v3/gate.py",
+        "enrollments_phase1/migrations/pinned/CHANGES.md",
     ):
         assert needed in names, needed
+    # Every module of app/ and migrations/ (pyproject.toml lists the packages by hand).
+    layout = {"app": "enrollments_phase1", "migrations": "enrollments_phase1/migrations"}
+    for top, installed_as in layout.items():
+        for path in (ROOT / top).rglob("*.py"):
+            if "__pycache__" not in path.parts:
+                assert f"{installed_as}/{path.relative_to(ROOT / top).as_posix()}" in names, path
+    config = zipfile.ZipFile(wheel).read("enrollments_phase1/alembic.ini").decode()
+    assert config == (ROOT / "alembic.ini").read_text()  # the content, not a link
 
 
 def test_the_installed_package_deploys_from_any_directory(site, database_url, engine, tmp_path):

@@ -1,4 +1,4 @@
-"""The revision helpers (enrollments_phase1/migrations/shared/v3) on their own: the SQL they
+"""The revision helpers (migrations/shared/v3) on their own: the SQL they
 write, run as psql would run it, or online."""
 
 import pytest

@@ -23,10 +23,10 @@ def test_the_pin_fails_when_a_helper_changes_its_sql(tmp_path):
     """The same definition rewritten (``'student' = u.role``) is still a change."""
     fragment, rewritten = "u.role {ops.eq} 'student'", "'student' {ops.eq} u.role"
     tree = tmp_path / "tree"
-    package = tree / "enrollments_phase1"
-    shutil.copytree(
-        ROOT / "enrollments_phase1", package, ignore=shutil.ignore_patterns("__pycache__")
-    )
+    package = tree / "enrollments_phase1"  # app/ and migrations/ as installed
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "app", package, ignore=ignore)
+    shutil.copytree(ROOT / "migrations", package / "migrations", ignore=ignore)
     helpers = [
         p for p in (package / "migrations" / "shared").rglob("*.py") if fragment in p.read_text()
     ]

@@ -2,7 +2,7 @@
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
--- enrollments_phase1/migrations/pinned/CHANGES.md.
+-- migrations/pinned/CHANGES.md.
 
 -- ==== upgrade base -> 0001 ====
 

@@ -2,10 +2,10 @@
 
 A released revision must do the same in a year as today. Its offline SQL (the script
 ``alembic upgrade --sql`` writes, which is also what it runs online, statement for
-statement) is checked in under ``enrollments_phase1/migrations/pinned/``, one file per revision, and
+statement) is checked in under ``migrations/pinned/``, one file per revision, and
 ``tests/test_pins.py`` fails when a revision writes anything else. A deliberate change,
 allowed only to fix a defect, rewrites the pin in the same commit and adds a line for the
-new digest with the reason to ``enrollments_phase1/migrations/pinned/CHANGES.md``:
+new digest with the reason to ``migrations/pinned/CHANGES.md``:
 
     python -m enrollments_phase1.migrations.pins --write     # rewrite the pins from the revisions
     python -m enrollments_phase1.migrations.pins             # check them (what the test does)
@@ -107,7 +107,7 @@ HEADER = """-- Pinned offline SQL of revision {revision}; digest {digest}.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
--- enrollments_phase1/migrations/pinned/CHANGES.md.
+-- migrations/pinned/CHANGES.md.
 
 """
 
@@ -153,12 +153,11 @@ def problems(pins: list[RevisionSQL]) -> list[str]:
                 f"{pin.revision}: its SQL changed (digest now {pin.digest}). A released "
                 "revision changes only to fix a defect: python -m "
                 "enrollments_phase1.migrations.pins --write, and give the reason in "
-                "enrollments_phase1/migrations/pinned/CHANGES.md"
+                "migrations/pinned/CHANGES.md"
             )
         elif pin.digest not in reasons.get(pin.revision, set()):
             out.append(
-                f"{pin.revision}: digest {pin.digest} has no line in "
-                "enrollments_phase1/migrations/pinned/CHANGES.md"
+                f"{pin.revision}: digest {pin.digest} has no line in migrations/pinned/CHANGES.md"
             )
     known = {pin.revision for pin in pins}
     out += [

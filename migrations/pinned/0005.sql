@@ -1,18 +1,18 @@
--- Pinned offline SQL of revision 0004; digest 556edc55732b.
+-- Pinned offline SQL of revision 0005; digest 4c33f210e302.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
--- enrollments_phase1/migrations/pinned/CHANGES.md.
+-- migrations/pinned/CHANGES.md.
 
--- ==== upgrade 0003 -> 0004 ====
+-- ==== upgrade 0004 -> 0005 ====
 
--- Running upgrade 0003 -> 0004
+-- Running upgrade 0004 -> 0005
 
 COMMIT;
 
--- Only where the database stands at 0003: a step before this one failed otherwise.
+-- Only where the database stands at 0004: a step before this one failed otherwise.
 \unset enrollments_on_track
-SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0003' AS enrollments_on_track
+SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0004' AS enrollments_on_track
 FROM "public".alembic_version
 \gset
 \if :enrollments_on_track
@@ -28,7 +28,7 @@ SET LOCAL statement_timeout = '0';
 DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0004 --sql was changed',
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0005 --sql was changed',
             (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
             a.pid, a.application_name, a.backend_start), ', ')
          FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
@@ -49,9 +49,9 @@ BEGIN
     IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
         SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
     END IF;
-    IF found IS DISTINCT FROM '0003' THEN
-        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
-            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0004 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    IF found IS DISTINCT FROM '0004' THEN
+        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0005 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
     END IF;
 END
 $where$;
@@ -98,6 +98,8 @@ $ensure$;
 
 COMMIT;
 
+\unset enrollments_sync_missing
+
 BEGIN;
 
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -109,7 +111,7 @@ SET LOCAL statement_timeout = '0';
 DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0004 --sql was changed',
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0005 --sql was changed',
             (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
             a.pid, a.application_name, a.backend_start), ', ')
          FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
@@ -130,9 +132,62 @@ BEGIN
     IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
         SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
     END IF;
-    IF found IS DISTINCT FROM '0003' THEN
-        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
-            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0004 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    IF found IS DISTINCT FROM '0004' THEN
+        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0005 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
+-- Is the sync trigger missing (1.0.0 migrated this database)? Then install it
+-- and catch up with a backfill: psql's \gset and \if decide.
+SELECT NOT (EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_insert' AND NOT t.tgisinternal)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_update' AND NOT t.tgisinternal)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".users') AND t.tgname = 'course_enrollments_sync_on_user' AND NOT t.tgisinternal)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".groups') AND t.tgname = 'course_enrollments_sync_on_group' AND NOT t.tgisinternal)
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".courses') AND t.tgname = 'course_enrollments_sync_on_course' AND NOT t.tgisinternal)
+   AND (pg_catalog.to_regclass('"public".course_enrollments_sync_pending') IS NULL OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal))) AS enrollments_sync_missing
+\gset
+
+COMMIT;
+
+\if :enrollments_sync_missing
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0005 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0004' THEN
+        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0005 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
     END IF;
 END
 $where$;
@@ -359,7 +414,7 @@ SET LOCAL statement_timeout = '0';
 DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0004 --sql was changed',
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0005 --sql was changed',
             (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
             a.pid, a.application_name, a.backend_start), ', ')
          FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
@@ -380,9 +435,9 @@ BEGIN
     IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
         SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
     END IF;
-    IF found IS DISTINCT FROM '0003' THEN
-        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
-            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0004 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    IF found IS DISTINCT FROM '0004' THEN
+        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0005 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
     END IF;
 END
 $where$;
@@ -475,7 +530,7 @@ SET LOCAL statement_timeout = '0';
 DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0004 --sql was changed',
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0005 --sql was changed',
             (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
             a.pid, a.application_name, a.backend_start), ', ')
          FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
@@ -496,9 +551,9 @@ BEGIN
     IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
         SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
     END IF;
-    IF found IS DISTINCT FROM '0003' THEN
-        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
-            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0004 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    IF found IS DISTINCT FROM '0004' THEN
+        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0005 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
     END IF;
 END
 $where$;
@@ -546,7 +601,7 @@ BEGIN
     PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
     PERFORM pg_catalog.set_config('statement_timeout', '0', true);
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'backfill 0004: another session took the enrollments lock between two batches; nothing of this batch was written'
+        RAISE EXCEPTION 'backfill 0005: another session took the enrollments lock between two batches; nothing of this batch was written'
             USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
     END IF;
     WITH trigger_now AS (
@@ -574,7 +629,7 @@ BEGIN
     ),
     started AS (
         INSERT INTO "public".enrollment_backfill_runs (source, sync_trigger)
-        SELECT '0004', t.installed FROM trigger_now AS t
+        SELECT '0005', t.installed FROM trigger_now AS t
         WHERE NOT EXISTS (SELECT 1 FROM resumable)
         RETURNING id
     )
@@ -584,7 +639,7 @@ BEGIN
     INTO run;
     lo := run.after;
     IF run.resumed THEN
-        RAISE NOTICE 'backfill 0004: resuming run % after membership id %', run.id, lo;
+        RAISE NOTICE 'backfill 0005: resuming run % after membership id %', run.id, lo;
     END IF;
     COMMIT;
     LOOP
@@ -593,7 +648,7 @@ BEGIN
         PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
         PERFORM pg_catalog.set_config('statement_timeout', '0', true);
         IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-            RAISE EXCEPTION 'backfill 0004: another session took the enrollments lock between two batches; nothing of this batch was written'
+            RAISE EXCEPTION 'backfill 0005: another session took the enrollments lock between two batches; nothing of this batch was written'
                 USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
         END IF;
         -- Pace on the standbys: wait while one is more than 10 s behind.
@@ -605,7 +660,7 @@ BEGIN
             INTO standbys FROM pg_catalog.pg_stat_replication AS r;
             IF standbys.hidden > 0 THEN
                 IF NOT told THEN
-                    RAISE WARNING 'backfill 0004: cannot read the replication lag of % standby(s): role % may not see the lag columns of pg_stat_replication; the backfill does not pace on them; GRANT pg_monitor TO %', standbys.hidden, current_user, current_user;
+                    RAISE WARNING 'backfill 0005: cannot read the replication lag of % standby(s): role % may not see the lag columns of pg_stat_replication; the backfill does not pace on them; GRANT pg_monitor TO %', standbys.hidden, current_user, current_user;
                     told := true;
                 END IF;
             END IF;
@@ -617,7 +672,7 @@ BEGIN
                 OR greatest(coalesce(standbys.seconds, 0),
                             extract(epoch FROM clock_timestamp() - replay_moved)) <= 10.0;
             IF waited_at IS NULL OR clock_timestamp() - waited_at > interval '10 s' THEN
-                RAISE NOTICE 'backfill 0004: waiting: a standby is % MB / % s behind, above the bound of 10 s (-x max_replica_lag)',
+                RAISE NOTICE 'backfill 0005: waiting: a standby is % MB / % s behind, above the bound of 10 s (-x max_replica_lag)',
                     round(standbys.bytes / 1048576.0, 1), round(greatest(coalesce(standbys.seconds, 0), extract(epoch FROM clock_timestamp() - replay_moved))::numeric, 1);
                 waited_at := clock_timestamp();
             END IF;
@@ -693,9 +748,9 @@ BEGIN
                 ),
                 recorded AS (
                     INSERT INTO "public".enrollment_backfill_changes (revision, enrollment_id, course_id, student_id, action, row_xmin)
-                    SELECT '0004', id, course_id, student_id, 'reactivated', row_xmin FROM reactivated
+                    SELECT '0005', id, course_id, student_id, 'reactivated', row_xmin FROM reactivated
                     UNION ALL
-                    SELECT '0004', id, course_id, student_id, 'created', row_xmin FROM created
+                    SELECT '0005', id, course_id, student_id, 'created', row_xmin FROM created
                     ON CONFLICT DO NOTHING
                 ),
                 progress AS (
@@ -717,7 +772,7 @@ BEGIN
                 IF clock_timestamp() - started > interval '600 s' THEN
                     RAISE;
                 END IF;
-                RAISE WARNING 'backfill 0004: a batch failed (%), rolled back; retrying (attempt %)', SQLERRM, attempt;
+                RAISE WARNING 'backfill 0005: a batch failed (%), rolled back; retrying (attempt %)', SQLERRM, attempt;
                 PERFORM pg_sleep(least(5.0, random() * 0.1 * 2 ^ least(attempt, 6)));
             END;
         END LOOP;
@@ -738,14 +793,16 @@ BEGIN
     PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
     PERFORM pg_catalog.set_config('statement_timeout', '0', true);
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'backfill 0004: another session took the enrollments lock between two batches; nothing of this batch was written'
+        RAISE EXCEPTION 'backfill 0005: another session took the enrollments lock between two batches; nothing of this batch was written'
             USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
     END IF;
     UPDATE "public".enrollment_backfill_runs SET finished_at = now() WHERE id = run.id;
-    RAISE NOTICE 'backfill 0004: % enrollments created, % reactivated (% batches)', done_created, done_reactivated, done_batches;
+    RAISE NOTICE 'backfill 0005: % enrollments created, % reactivated (% batches)', done_created, done_reactivated, done_batches;
     COMMIT;
 END
 $backfill$;
+
+\endif
 
 \else
 \echo 'skipped: the database is not where this step expects (a step before it failed)'
@@ -762,7 +819,7 @@ SET LOCAL statement_timeout = '0';
 DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0004 --sql was changed',
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0005 --sql was changed',
             (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
             a.pid, a.application_name, a.backend_start), ', ')
          FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
@@ -783,14 +840,14 @@ BEGIN
     IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
         SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
     END IF;
-    IF found IS DISTINCT FROM '0003' THEN
-        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
-            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0004 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    IF found IS DISTINCT FROM '0004' THEN
+        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0005 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
     END IF;
 END
 $where$;
 
--- Stop before recording revision 0004 unless the sync trigger keeps coverage.
+-- Stop before recording revision 0005 unless the sync trigger keeps coverage.
 DO $verify$
 BEGIN
     IF NOT (SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_insert' AND NOT t.tgisinternal)
@@ -799,425 +856,195 @@ BEGIN
    AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".groups') AND t.tgname = 'course_enrollments_sync_on_group' AND NOT t.tgisinternal)
    AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".courses') AND t.tgname = 'course_enrollments_sync_on_course' AND NOT t.tgisinternal)
    AND (pg_catalog.to_regclass('"public".course_enrollments_sync_pending') IS NULL OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal)) AS keeping) THEN
-        RAISE EXCEPTION 'revision 0004 is not recorded: the sync trigger is not installed'
+        RAISE EXCEPTION 'revision 0005 is not recorded: the sync trigger is not installed'
             USING HINT = 'fix what failed above, then run the upgrade again: it goes on from where it stopped';
     END IF;
 END
 $verify$;
 
--- Stop before recording revision 0004 unless no backfill run is left unfinished.
+-- Stop before recording revision 0005 unless no backfill run is left unfinished.
 DO $verify$
 BEGIN
     IF NOT (SELECT NOT EXISTS (SELECT 1 FROM "public".enrollment_backfill_runs WHERE finished_at IS NULL)) THEN
-        RAISE EXCEPTION 'revision 0004 is not recorded: a backfill run did not finish'
+        RAISE EXCEPTION 'revision 0005 is not recorded: a backfill run did not finish'
             USING HINT = 'fix what failed above, then run the upgrade again: it goes on from where it stopped';
     END IF;
 END
 $verify$;
 
--- ==== downgrade 0004 -> 0003 ====
-
--- Running downgrade 0004 -> 0003
-
-COMMIT;
-
--- Only where the database stands at 0004: a step before this one failed otherwise.
-\unset enrollments_on_track
-SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0004' AS enrollments_on_track
-FROM "public".alembic_version
-\gset
-\if :enrollments_on_track
-
-BEGIN;
-
-SET LOCAL search_path = pg_catalog, pg_temp;
-
-SET LOCAL lock_timeout = '500ms';
-
-SET LOCAL statement_timeout = '0';
-
-DO $lock$
-BEGIN
-    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0003 --sql was changed',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
-            a.pid, a.application_name, a.backend_start), ', ')
-         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
-                               WHERE d.datname = pg_catalog.current_database())
-             AND l.classid = (28550410422479921 >> 32)::oid
-             AND l.objid = (28550410422479921 & 4294967295)::oid)
-            USING HINT = 'run this script again when that session has finished';
-    END IF;
-END
-$lock$;
-
-DO $where$
+-- Coverage gate before revision 0005: every eligible (student, course) pair must
+-- have an active course_enrollment, and the sync trigger must be installed to keep it so.
+-- Below 100% this block raises and psql stops here: nothing after it runs.
+DO $gate$
 DECLARE
-    found text := '';
+    pair record;
+    lo bigint;
+    hi bigint;
+    middle bigint;
+    width bigint;
+    covered bigint := 0;
+    inactive bigint := 0;
+    missing bigint := 0;
+    non_student bigint := 0;
+    cross_school bigint := 0;
+    eligible bigint;
+    buckets bigint[] := '{}';
+    b bigint;
+    firsts text[] := '{}';
+    settings_before text[];
 BEGIN
-    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
-        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    IF NOT (EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_insert' AND NOT t.tgisinternal)
+               AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_update' AND NOT t.tgisinternal)
+               AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".users') AND t.tgname = 'course_enrollments_sync_on_user' AND NOT t.tgisinternal)
+               AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".groups') AND t.tgname = 'course_enrollments_sync_on_group' AND NOT t.tgisinternal)
+               AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".courses') AND t.tgname = 'course_enrollments_sync_on_course' AND NOT t.tgisinternal)
+               AND (pg_catalog.to_regclass('"public".course_enrollments_sync_pending') IS NULL OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal))) THEN
+        RAISE EXCEPTION 'coverage gate before revision 0005: the sync trigger is not installed, so coverage would not hold; nothing of revision 0005 was applied'
+            USING HINT = 'write the script again from there (alembic upgrade 0004:0005 --sql) and run it: revision 0005 or 0006 installs it';
     END IF;
-    IF found IS DISTINCT FROM '0004' THEN
-        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
-            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic downgrade {found}:0003 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
-    END IF;
-END
-$where$;
-
--- The backfill's bookkeeping as this release keeps it: a database 1.0.0 migrated lacks the
--- row version column, the index and the runs table; one 1.1.0 migrated, the claim column
--- (otherwise nothing happens, and no table is locked).
-DO $ensure$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
-                   WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_changes') AND attname = 'row_xmin'
-                     AND NOT attisdropped) THEN
-        ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN row_xmin bigint;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
-                   WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_changes') AND attname = 'claimed_at'
-                     AND NOT attisdropped) THEN
-        -- Since 1.2: a pair the application made its own since the backfill.
-        ALTER TABLE "public".enrollment_backfill_changes ADD COLUMN claimed_at timestamp with time zone;
-    END IF;
-    IF pg_catalog.to_regclass('"public".uq_enrollment_backfill_changes_enrollment') IS NULL THEN
-        -- Only backfills write this table, and they wait for the enrollments lock this run holds.
-        CREATE UNIQUE INDEX uq_enrollment_backfill_changes_enrollment ON "public".enrollment_backfill_changes (enrollment_id);
-    END IF;
-    IF pg_catalog.to_regclass('"public".enrollment_backfill_runs') IS NULL THEN
-        CREATE TABLE "public".enrollment_backfill_runs (
-    id serial NOT NULL,
-            source varchar(32) NOT NULL,
-            started_at timestamp with time zone DEFAULT now() NOT NULL,
-            finished_at timestamp with time zone,
-            checkpoint bigint,
-            sync_trigger boolean NOT NULL,
-            batches integer DEFAULT 0 NOT NULL,
-            created bigint DEFAULT 0 NOT NULL,
-            reactivated bigint DEFAULT 0 NOT NULL,
-            CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
-        );
-    END IF;
-    -- Nothing for PUBLIC (a default privilege may have given it some; 1.1 did not revoke).
-    REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs FROM PUBLIC;
-    REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
-END
-$ensure$;
-
-COMMIT;
-
-BEGIN;
-
-SET LOCAL search_path = pg_catalog, pg_temp;
-
-SET LOCAL lock_timeout = '500ms';
-
-SET LOCAL statement_timeout = '0';
-
-DO $lock$
-BEGIN
-    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0003 --sql was changed',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
-            a.pid, a.application_name, a.backend_start), ', ')
-         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
-                               WHERE d.datname = pg_catalog.current_database())
-             AND l.classid = (28550410422479921 >> 32)::oid
-             AND l.objid = (28550410422479921 & 4294967295)::oid)
-            USING HINT = 'run this script again when that session has finished';
-    END IF;
-END
-$lock$;
-
-DO $where$
-DECLARE
-    found text := '';
-BEGIN
-    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
-        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
-    END IF;
-    IF found IS DISTINCT FROM '0004' THEN
-        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
-            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic downgrade {found}:0003 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
-    END IF;
-END
-$where$;
-
--- One batch of the undo (see enrollments_phase1/migrations/shared/v3/undo.py): installed for the undo and
--- dropped with it.
-CREATE OR REPLACE FUNCTION "public".course_enrollments_undo_batch(lo bigint, size integer)
-RETURNS TABLE (last_id bigint, records bigint, deleted_rows bigint, deactivated_rows bigint,
-               referenced_rows bigint, claimed_rows bigint, changed_rows bigint, by_table jsonb)
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $undo$
-#variable_conflict use_column
-DECLARE
-    ids integer[];
-    kept integer[] := '{}';
-    found integer[];
-    fk record;
-    tally jsonb := '{}';
-BEGIN
-    SELECT pg_catalog.array_agg(x.enrollment_id ORDER BY x.enrollment_id) INTO ids
-    FROM (
-        SELECT r.enrollment_id FROM "public".enrollment_backfill_changes AS r
-        WHERE r.enrollment_id > lo ORDER BY r.enrollment_id LIMIT size
-    ) AS x;
-    IF ids IS NULL THEN
-        RETURN QUERY SELECT NULL::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint,
-            0::bigint, '{}'::jsonb;
-        RETURN;
-    END IF;
-    -- 1. The batch's rows, locked in (course, student) order as the sync trigger locks them.
-    PERFORM 1 FROM "public".course_enrollments AS e
-    WHERE e.id = ANY (ids) ORDER BY e.course_id, e.student_id FOR UPDATE;
-    -- 2. Which of them another table references (a snapshot taken after the locks).
-    FOR fk IN
-        SELECT c.conrelid::pg_catalog.regclass::text AS referencing,
-            (SELECT pg_catalog.string_agg('r.' || pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.n)
-             FROM pg_catalog.unnest(c.conkey) WITH ORDINALITY AS k(attnum, n)
-             JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = k.attnum)
-                AS referencing_columns,
-            (SELECT pg_catalog.string_agg('e.' || pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.n)
-             FROM pg_catalog.unnest(c.confkey) WITH ORDINALITY AS k(attnum, n)
-             JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.confrelid AND a.attnum = k.attnum)
-                AS referenced_columns
-        FROM pg_catalog.pg_constraint AS c
-        WHERE c.contype = 'f' AND c.confrelid = pg_catalog.to_regclass('"public".course_enrollments') AND c.conparentid = 0
-        ORDER BY 1
-    LOOP
-        EXECUTE pg_catalog.format('SELECT coalesce(pg_catalog.array_agg(e.id), ''{}'') FROM "public".course_enrollments AS e WHERE e.id = ANY ($1) AND EXISTS (SELECT 1 FROM %s AS r WHERE (%s) = (%s))', fk.referencing, fk.referencing_columns, fk.referenced_columns) INTO found USING ids;
-        IF pg_catalog.cardinality(found) > 0 THEN
-            tally := tally || pg_catalog.jsonb_build_object(fk.referencing,
-                coalesce((tally ->> fk.referencing)::bigint, 0) + pg_catalog.cardinality(found));
-            kept := kept || found;
-        END IF;
-    END LOOP;
-    -- 3. Undo what is still as the backfill left it, unreferenced and unclaimed.
-    RETURN QUERY
-    WITH batch AS MATERIALIZED (
-        SELECT r.enrollment_id, r.course_id, r.student_id, r.action, r.row_xmin, r.claimed_at
-        FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id = ANY (ids)
-    ),
-    now_rows AS MATERIALIZED (
-        SELECT e.id, e.course_id, e.student_id, e.active, e.xmin::text::bigint AS row_xmin
-        FROM "public".course_enrollments AS e WHERE e.id = ANY (ids)
-    ),
-    classified AS MATERIALIZED (
-        SELECT b.enrollment_id, b.action,
-            CASE
-                WHEN b.enrollment_id = ANY (kept) THEN 'referenced'
-                WHEN b.claimed_at IS NOT NULL THEN 'claimed'
-                WHEN n.id IS NOT NULL AND n.course_id = b.course_id
-                     AND n.student_id = b.student_id AND n.active
-                     AND (b.row_xmin IS NULL OR n.row_xmin = b.row_xmin) THEN 'as left'
-                ELSE 'changed'
-            END AS state
-        FROM batch AS b LEFT JOIN now_rows AS n ON n.id = b.enrollment_id
-    ),
-    deleted AS (
-        DELETE FROM "public".course_enrollments AS e
-        WHERE e.id IN (SELECT c.enrollment_id FROM classified AS c
-                       WHERE c.state = 'as left' AND c.action = 'created')
-        RETURNING e.id
-    ),
-    deactivated AS (
-        UPDATE "public".course_enrollments AS e SET active = false
-        WHERE e.id IN (SELECT c.enrollment_id FROM classified AS c
-                       WHERE c.state = 'as left' AND c.action = 'reactivated')
-        RETURNING e.id
-    ),
-    forgotten AS (
-        DELETE FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id = ANY (ids)
-    )
-    SELECT ids[pg_catalog.cardinality(ids)]::bigint, pg_catalog.cardinality(ids)::bigint,
-        (SELECT pg_catalog.count(*) FROM deleted), (SELECT pg_catalog.count(*) FROM deactivated),
-        (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'referenced'),
-        (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'claimed'),
-        (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'changed'),
-        tally;
-END
-$undo$;
-
-REVOKE ALL ON FUNCTION "public".course_enrollments_undo_batch(bigint, integer) FROM PUBLIC;
-
-COMMIT;
-
--- backfill undo (downgrade of 0004): restore what the backfill changed, where it is still as the backfill left it,
--- keeping what other tables reference and what the application made its own.
-DO $undo$
-DECLARE
-    result record;
-    lo bigint := -2147483649;
-    size integer := 1000;
-    attempt integer;
-    started timestamptz;
-    done_deleted bigint := 0;
-    done_deactivated bigint := 0;
-    done_referenced bigint := 0;
-    done_claimed bigint := 0;
-    done_changed bigint := 0;
-    tally jsonb := '{}';
-    parts text[] := '{}';
-BEGIN
-    LOOP
-        attempt := 0;
-        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-        PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
-        PERFORM pg_catalog.set_config('statement_timeout', '0', true);
-        IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-            RAISE EXCEPTION 'backfill undo (downgrade of 0004): another session took the enrollments lock between two batches; nothing of this batch was written'
-                USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
-        END IF;
-        started := clock_timestamp();
-        LOOP
-            BEGIN
-                SELECT * INTO result FROM "public".course_enrollments_undo_batch(lo, size);
-                EXIT;
-            EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
-                attempt := attempt + 1;
-                IF clock_timestamp() - started > interval '600 s' THEN
-                    RAISE;
-                END IF;
-                RAISE WARNING 'backfill undo (downgrade of 0004): a batch failed (%), rolled back; retrying (attempt %)', SQLERRM, attempt;
-                PERFORM pg_sleep(least(5.0, random() * 0.1 * 2 ^ least(attempt, 6)));
-            END;
+    -- buckets of student ids: at least 512 ids each, at most 65,536 of them
+    SELECT coalesce(min(id), 0), coalesce(max(id), 0) INTO lo, hi FROM "public".users;
+    width := greatest(512, ceil((hi - lo + 1) / 65536.0))::bigint;
+    middle := lo + (hi - lo + 1) / 2;
+    -- the counting statement's plan: hash joins, no JIT, bounded memory; put back after
+    settings_before := ARRAY[pg_catalog.current_setting('enable_nestloop'), pg_catalog.current_setting('jit'), pg_catalog.current_setting('work_mem')];
+    PERFORM pg_catalog.set_config('enable_nestloop', 'off', true), pg_catalog.set_config('jit', 'off', true), pg_catalog.set_config('work_mem', '64MB', true);
+    -- EXECUTE, not a FOR loop or a SELECT ... INTO: PostgreSQL runs those in one process
+    -- (a loop's query is a cursor; an INTO asks for a row count), and this in parallel.
+    -- $1, $2, $3: lo, width, middle (a one-off plan, made with their values)
+    EXECUTE $counts$
+        SELECT coalesce(sum(r.pairs) FILTER (WHERE r.status = 'covered'), 0),
+               coalesce(sum(r.pairs) FILTER (WHERE r.status = 'inactive'), 0),
+               coalesce(sum(r.pairs) FILTER (WHERE r.status = 'missing'), 0),
+               coalesce(sum(r.pairs) FILTER (WHERE r.status = 'non_student'), 0),
+               coalesce(sum(r.pairs) FILTER (WHERE r.status = 'cross_school'), 0),
+               coalesce(array_agg(r.bucket) FILTER (WHERE r.status IN ('missing', 'inactive')), '{}')
+        FROM (
+            SELECT h.status, h.bucket,
+                sum(h.pairs)::bigint AS pairs, sum(h.memberships)::bigint AS memberships
+            FROM (
+                SELECT k.status,
+                    CASE WHEN k.status = 'covered' THEN NULL ELSE (k.student_id - $1) / $2 END AS bucket,
+                    count(*) AS pairs, sum(k.memberships) AS memberships
+                FROM (
+                    SELECT p.student_id, p.memberships,
+                        CASE
+                            WHEN NOT (u.role = 'student') THEN 'non_student'
+                            WHEN NOT (u.school_id = c.school_id) THEN 'cross_school'
+                            WHEN ce.active THEN 'covered'
+                            WHEN ce.id IS NOT NULL THEN 'inactive'
+                            ELSE 'missing'
+                        END AS status
+                    FROM (
+                        SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
+                        FROM "public".group_members AS gm
+                        JOIN "public".groups AS g ON g.id = gm.group_id
+                        WHERE gm.active IS TRUE AND gm.user_id < $3
+                        GROUP BY gm.user_id, g.course_id
+                    ) AS p
+                    JOIN "public".users AS u ON u.id = p.student_id AND u.id < $3
+                    JOIN "public".courses AS c ON c.id = p.course_id
+                    LEFT JOIN "public".course_enrollments AS ce
+                        ON ce.course_id = p.course_id AND ce.student_id = p.student_id
+                        AND ce.student_id < $3
+                ) AS k
+                GROUP BY 1, 2
+                UNION ALL
+                SELECT k.status,
+                    CASE WHEN k.status = 'covered' THEN NULL ELSE (k.student_id - $1) / $2 END AS bucket,
+                    count(*) AS pairs, sum(k.memberships) AS memberships
+                FROM (
+                    SELECT p.student_id, p.memberships,
+                        CASE
+                            WHEN NOT (u.role = 'student') THEN 'non_student'
+                            WHEN NOT (u.school_id = c.school_id) THEN 'cross_school'
+                            WHEN ce.active THEN 'covered'
+                            WHEN ce.id IS NOT NULL THEN 'inactive'
+                            ELSE 'missing'
+                        END AS status
+                    FROM (
+                        SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
+                        FROM "public".group_members AS gm
+                        JOIN "public".groups AS g ON g.id = gm.group_id
+                        WHERE gm.active IS TRUE AND gm.user_id >= $3
+                        GROUP BY gm.user_id, g.course_id
+                    ) AS p
+                    JOIN "public".users AS u ON u.id = p.student_id AND u.id >= $3
+                    JOIN "public".courses AS c ON c.id = p.course_id
+                    LEFT JOIN "public".course_enrollments AS ce
+                        ON ce.course_id = p.course_id AND ce.student_id = p.student_id
+                        AND ce.student_id >= $3
+                ) AS k
+                GROUP BY 1, 2
+            ) AS h
+            GROUP BY 1, 2
+        ) AS r
+    $counts$
+    INTO covered, inactive, missing, non_student, cross_school, buckets
+    USING lo, width, middle;
+    PERFORM pg_catalog.set_config('enable_nestloop', settings_before[1], true), pg_catalog.set_config('jit', settings_before[2], true), pg_catalog.set_config('work_mem', settings_before[3], true);
+    eligible := covered + inactive + missing;
+    IF covered < eligible THEN
+        FOR b IN SELECT DISTINCT x FROM unnest(buckets) AS x ORDER BY x LOOP
+            FOR pair IN
+                SELECT * FROM (
+                    SELECT p.student_id, p.course_id, p.groups, u.name AS student_name, u.email, u.role,
+                        c.name AS course_name,
+                        CASE
+                            WHEN NOT (u.role = 'student') THEN 'non_student'
+                            WHEN NOT (u.school_id = c.school_id) THEN 'cross_school'
+                            WHEN ce.active THEN 'covered'
+                            WHEN ce.id IS NOT NULL THEN 'inactive'
+                            ELSE 'missing'
+                        END AS status
+                    FROM (
+                        SELECT gm.user_id AS student_id, g.course_id, count(*) AS groups
+                        FROM "public".group_members AS gm
+                        CROSS JOIN LATERAL (
+                            SELECT x.course_id FROM "public".groups AS x WHERE x.id = gm.group_id OFFSET 0
+                        ) AS g
+                        WHERE gm.active IS TRUE AND gm.user_id >= lo + b * width AND gm.user_id < lo + (b + 1) * width
+                        GROUP BY gm.user_id, g.course_id
+                    ) AS p
+                    CROSS JOIN LATERAL (
+                        SELECT x.name, x.email, x.role, x.school_id FROM "public".users AS x
+                        WHERE x.id = p.student_id OFFSET 0
+                    ) AS u
+                    CROSS JOIN LATERAL (
+                        SELECT x.name, x.school_id FROM "public".courses AS x WHERE x.id = p.course_id OFFSET 0
+                    ) AS c
+                    LEFT JOIN LATERAL (
+                        SELECT x.id, x.active FROM "public".course_enrollments AS x
+                        WHERE x.course_id = p.course_id AND x.student_id = p.student_id OFFSET 0
+                    ) AS ce ON true
+                ) AS s
+                WHERE s.status IN ('missing', 'inactive')
+                ORDER BY s.student_id, s.course_id
+                LIMIT 10 - cardinality(firsts)
+            LOOP
+                firsts := firsts || format('(student %s %s <%s>, course %s %s, %s, %s group(s))',
+                    pair.student_id, pair.student_name, pair.email, pair.course_id,
+                    pair.course_name, pair.status, pair.groups);
+            END LOOP;
+            EXIT WHEN cardinality(firsts) >= 10;
         END LOOP;
-        EXIT WHEN result.records = 0;
-        done_deleted := done_deleted + result.deleted_rows;
-        done_deactivated := done_deactivated + result.deactivated_rows;
-        done_referenced := done_referenced + result.referenced_rows;
-        done_claimed := done_claimed + result.claimed_rows;
-        done_changed := done_changed + result.changed_rows;
-        tally := tally || coalesce((
-            SELECT jsonb_object_agg(j.key, coalesce((tally ->> j.key)::bigint, 0) + j.value::bigint)
-            FROM jsonb_each_text(result.by_table) AS j), '{}');
-        lo := result.last_id;
-        COMMIT;
-    END LOOP;
-    RAISE NOTICE 'backfill undo (downgrade of 0004): % enrollments deleted, % deactivated', done_deleted, done_deactivated;
-    IF done_referenced > 0 THEN
-        parts := parts || format('%s that other tables reference (%s)', done_referenced,
-            (SELECT string_agg(format('%s %s', j.key, j.value), ', ' ORDER BY j.key)
-             FROM jsonb_each_text(tally) AS j));
+        RAISE EXCEPTION 'coverage gate before revision 0005: coverage %: % of % eligible (student, course) pairs have an active enrollment; % missing, % inactive; nothing of revision 0005 was applied',
+            format('%s%%', to_char(floor(covered * 10000.0 / eligible) / 100, 'FM990.00')),
+            to_char(covered, 'FM999,999,999,990'), to_char(eligible, 'FM999,999,999,990'),
+            to_char(missing, 'FM999,999,999,990'), to_char(inactive, 'FM999,999,999,990')
+            USING DETAIL = 'first uncovered pairs: ' || array_to_string(firsts, ', '),
+                  HINT = 'run enrollments backfill --commit, then write the script again from there (alembic upgrade 0004:0005 --sql) and run it';
+    ELSE
+        RAISE NOTICE 'coverage gate before revision 0005 passed: % of % eligible pairs covered',
+            to_char(covered, 'FM999,999,999,990'), to_char(eligible, 'FM999,999,999,990');
     END IF;
-    IF done_claimed > 0 THEN
-        parts := parts || format('%s the application made its own since the backfill (it wrote a membership of the pair)', done_claimed);
-    END IF;
-    IF done_changed > 0 THEN
-        parts := parts || format('%s changed since the backfill', done_changed);
-    END IF;
-    IF cardinality(parts) > 0 THEN
-        RAISE WARNING 'backfill undo (downgrade of 0004): kept % recorded enrollments as they are: %',
-            done_referenced + done_claimed + done_changed, array_to_string(parts, '; ');
-    END IF;
-    COMMIT;
-END
-$undo$;
-
-\else
-\echo 'skipped: the database is not where this step expects (a step before it failed)'
-\endif
-
-BEGIN;
-
-SET LOCAL search_path = pg_catalog, pg_temp;
-
-SET LOCAL lock_timeout = '500ms';
-
-SET LOCAL statement_timeout = '0';
-
-DO $lock$
-BEGIN
-    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0003 --sql was changed',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
-            a.pid, a.application_name, a.backend_start), ', ')
-         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
-                               WHERE d.datname = pg_catalog.current_database())
-             AND l.classid = (28550410422479921 >> 32)::oid
-             AND l.objid = (28550410422479921 & 4294967295)::oid)
-            USING HINT = 'run this script again when that session has finished';
+    IF non_student + cross_school > 0 THEN
+        RAISE WARNING 'coverage gate: % non_student and % cross_school pairs (anomalies) are not enrolled; review them with enrollments audit',
+            to_char(non_student, 'FM999,999,999,990'), to_char(cross_school, 'FM999,999,999,990');
     END IF;
 END
-$lock$;
+$gate$;
 
-DO $where$
-DECLARE
-    found text := '';
-BEGIN
-    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
-        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
-    END IF;
-    IF found IS DISTINCT FROM '0004' THEN
-        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
-            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic downgrade {found}:0003 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
-    END IF;
-END
-$where$;
+-- ==== downgrade 0005 -> 0004 ====
 
--- Stop before recording the downgrade of 0004 unless the undo above went through the whole record.
-DO $verify$
-BEGIN
-    IF NOT (SELECT NOT EXISTS (SELECT 1 FROM "public".enrollment_backfill_changes)) THEN
-        RAISE EXCEPTION 'the downgrade of 0004 is not recorded: enrollment_backfill_changes still holds records the undo did not reach'
-            USING HINT = 'fix what failed above, then run the downgrade again: it goes on from where it stopped';
-    END IF;
-END
-$verify$;
-
--- dropping the sync triggers: each attempt waits at most lock_timeout (500ms) for the tables, so the
--- application's writes never queue behind it for longer; retried until 10min.
-DO $ddl$
-DECLARE
-    started timestamptz := pg_catalog.clock_timestamp();
-    attempt integer := 0;
-    holders text;
-BEGIN
-    LOOP
-        BEGIN
-            DROP TRIGGER IF EXISTS course_enrollments_sync_on_insert ON "public".group_members;
-            DROP TRIGGER IF EXISTS course_enrollments_sync_on_update ON "public".group_members;
-            DROP TRIGGER IF EXISTS course_enrollments_sync_on_user ON "public".users;
-            DROP TRIGGER IF EXISTS course_enrollments_sync_on_group ON "public".groups;
-            DROP TRIGGER IF EXISTS course_enrollments_sync_on_course ON "public".courses;
-            DROP TABLE IF EXISTS "public".course_enrollments_sync_pending;
-            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_members();
-            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_user();
-            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_group();
-            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_course();
-            DROP FUNCTION IF EXISTS "public".course_enrollments_sync_apply();
-            EXIT;
-        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-            attempt := attempt + 1;
-            SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('pid %s (%s, %s, transaction open for %s)',
-                       a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'),
-                       coalesce(a.state, 'state hidden: grant pg_monitor to see it'),
-                       coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - a.xact_start)::text, 'a time hidden')), '; ')
-            INTO holders
-            FROM pg_catalog.pg_locks AS l
-            JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
-            WHERE l.granted AND l.relation IN (pg_catalog.to_regclass('"public".group_members'), pg_catalog.to_regclass('"public".users'), pg_catalog.to_regclass('"public".groups'), pg_catalog.to_regclass('"public".courses'))
-              AND l.mode IN ('AccessShareLock', 'RowShareLock', 'RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') AND l.pid <> pg_catalog.pg_backend_pid();
-            holders := coalesce(holders, 'a session that has just let go');
-            IF pg_catalog.clock_timestamp() - started > interval '600 s' THEN
-                RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
-                    MESSAGE = pg_catalog.format('dropping the sync triggers: gave up after %s attempts over %s (lock_patience 10min); the tables are held by %s',
-                        attempt, pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - started), holders);
-            END IF;
-            RAISE WARNING 'dropping the sync triggers: a lock was not granted within 500ms (attempt %); held by %; retrying', attempt, holders;
-            PERFORM pg_catalog.pg_sleep(least(5.0, pg_catalog.random() * 0.2 * 2 ^ least(attempt, 6)));
-        END;
-    END LOOP;
-END
-$ddl$;
-
-DROP FUNCTION IF EXISTS "public".course_enrollments_undo_batch(bigint, integer);
+-- Running downgrade 0005 -> 0004

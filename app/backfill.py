@@ -18,7 +18,7 @@ Below 0003 neither table exists: it still works, and says so in one warning line
 It holds the enrollments lock (``enrollments_phase1.lock``), like ``alembic upgrade``:
 never two at once. The statements are this module's own, built on the live definition of
 ``enrollments_phase1.coverage``; the revisions run their frozen copy
-(``enrollments_phase1/migrations/shared/vN/backfill.py``).
+(``migrations/shared/vN/backfill.py``).
 """
 
 from __future__ import annotations

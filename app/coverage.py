@@ -2,7 +2,7 @@
 
 The ``enrollments audit`` and ``enrollments backfill`` commands ask "is every student
 enrolled?" through this module. The revisions do not: each runs the frozen copy in its
-helper version (``enrollments_phase1/migrations/shared/vN``), and
+helper version (``migrations/shared/vN``), and
 tests/test_definition_agreement.py checks that this definition and the newest revision's
 gate agree. Changing the definition is one edit here plus one new revision with a new
 helper version (docs/migrations.md). Each

@@ -1,5 +1,5 @@
 """The definition of eligible pairs as the revisions on helpers v3 run it (frozen;
-enrollments_phase1/coverage.py holds the live one, and tests/test_definition_agreement.py checks that they
+app/coverage.py holds the live one, and tests/test_definition_agreement.py checks that they
 agree), and the names every statement of v3 uses.
 
 - active membership: ``group_members.active`` is true (NULL is inactive);

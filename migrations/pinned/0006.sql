@@ -1,18 +1,18 @@
--- Pinned offline SQL of revision 0005; digest 4c33f210e302.
+-- Pinned offline SQL of revision 0006; digest 464b05f286db.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
--- enrollments_phase1/migrations/pinned/CHANGES.md.
+-- migrations/pinned/CHANGES.md.
 
--- ==== upgrade 0004 -> 0005 ====
+-- ==== upgrade 0005 -> 0006 ====
 
--- Running upgrade 0004 -> 0005
+-- Running upgrade 0005 -> 0006
 
 COMMIT;
 
--- Only where the database stands at 0004: a step before this one failed otherwise.
+-- Only where the database stands at 0005: a step before this one failed otherwise.
 \unset enrollments_on_track
-SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0004' AS enrollments_on_track
+SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0005' AS enrollments_on_track
 FROM "public".alembic_version
 \gset
 \if :enrollments_on_track
@@ -28,7 +28,7 @@ SET LOCAL statement_timeout = '0';
 DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0005 --sql was changed',
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0005:0006 --sql was changed',
             (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
             a.pid, a.application_name, a.backend_start), ', ')
          FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
@@ -49,9 +49,9 @@ BEGIN
     IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
         SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
     END IF;
-    IF found IS DISTINCT FROM '0004' THEN
-        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
-            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0005 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    IF found IS DISTINCT FROM '0005' THEN
+        RAISE EXCEPTION 'this step expects the database at 0005, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0006 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
     END IF;
 END
 $where$;
@@ -111,7 +111,7 @@ SET LOCAL statement_timeout = '0';
 DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0005 --sql was changed',
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0005:0006 --sql was changed',
             (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
             a.pid, a.application_name, a.backend_start), ', ')
          FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
@@ -132,9 +132,9 @@ BEGIN
     IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
         SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
     END IF;
-    IF found IS DISTINCT FROM '0004' THEN
-        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
-            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0005 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    IF found IS DISTINCT FROM '0005' THEN
+        RAISE EXCEPTION 'this step expects the database at 0005, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0006 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
     END IF;
 END
 $where$;
@@ -164,7 +164,7 @@ SET LOCAL statement_timeout = '0';
 DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0005 --sql was changed',
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0005:0006 --sql was changed',
             (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
             a.pid, a.application_name, a.backend_start), ', ')
          FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
@@ -185,9 +185,9 @@ BEGIN
     IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
         SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
     END IF;
-    IF found IS DISTINCT FROM '0004' THEN
-        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
-            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0005 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    IF found IS DISTINCT FROM '0005' THEN
+        RAISE EXCEPTION 'this step expects the database at 0005, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0006 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
     END IF;
 END
 $where$;
@@ -414,7 +414,7 @@ SET LOCAL statement_timeout = '0';
 DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0005 --sql was changed',
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0005:0006 --sql was changed',
             (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
             a.pid, a.application_name, a.backend_start), ', ')
          FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
@@ -435,9 +435,9 @@ BEGIN
     IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
         SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
     END IF;
-    IF found IS DISTINCT FROM '0004' THEN
-        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
-            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0005 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    IF found IS DISTINCT FROM '0005' THEN
+        RAISE EXCEPTION 'this step expects the database at 0005, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0006 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
     END IF;
 END
 $where$;
@@ -530,7 +530,7 @@ SET LOCAL statement_timeout = '0';
 DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0005 --sql was changed',
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0005:0006 --sql was changed',
             (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
             a.pid, a.application_name, a.backend_start), ', ')
          FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
@@ -551,9 +551,9 @@ BEGIN
     IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
         SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
     END IF;
-    IF found IS DISTINCT FROM '0004' THEN
-        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
-            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0005 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    IF found IS DISTINCT FROM '0005' THEN
+        RAISE EXCEPTION 'this step expects the database at 0005, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0006 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
     END IF;
 END
 $where$;
@@ -601,7 +601,7 @@ BEGIN
     PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
     PERFORM pg_catalog.set_config('statement_timeout', '0', true);
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'backfill 0005: another session took the enrollments lock between two batches; nothing of this batch was written'
+        RAISE EXCEPTION 'backfill 0006: another session took the enrollments lock between two batches; nothing of this batch was written'
             USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
     END IF;
     WITH trigger_now AS (
@@ -629,7 +629,7 @@ BEGIN
     ),
     started AS (
         INSERT INTO "public".enrollment_backfill_runs (source, sync_trigger)
-        SELECT '0005', t.installed FROM trigger_now AS t
+        SELECT '0006', t.installed FROM trigger_now AS t
         WHERE NOT EXISTS (SELECT 1 FROM resumable)
         RETURNING id
     )
@@ -639,7 +639,7 @@ BEGIN
     INTO run;
     lo := run.after;
     IF run.resumed THEN
-        RAISE NOTICE 'backfill 0005: resuming run % after membership id %', run.id, lo;
+        RAISE NOTICE 'backfill 0006: resuming run % after membership id %', run.id, lo;
     END IF;
     COMMIT;
     LOOP
@@ -648,7 +648,7 @@ BEGIN
         PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
         PERFORM pg_catalog.set_config('statement_timeout', '0', true);
         IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-            RAISE EXCEPTION 'backfill 0005: another session took the enrollments lock between two batches; nothing of this batch was written'
+            RAISE EXCEPTION 'backfill 0006: another session took the enrollments lock between two batches; nothing of this batch was written'
                 USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
         END IF;
         -- Pace on the standbys: wait while one is more than 10 s behind.
@@ -660,7 +660,7 @@ BEGIN
             INTO standbys FROM pg_catalog.pg_stat_replication AS r;
             IF standbys.hidden > 0 THEN
                 IF NOT told THEN
-                    RAISE WARNING 'backfill 0005: cannot read the replication lag of % standby(s): role % may not see the lag columns of pg_stat_replication; the backfill does not pace on them; GRANT pg_monitor TO %', standbys.hidden, current_user, current_user;
+                    RAISE WARNING 'backfill 0006: cannot read the replication lag of % standby(s): role % may not see the lag columns of pg_stat_replication; the backfill does not pace on them; GRANT pg_monitor TO %', standbys.hidden, current_user, current_user;
                     told := true;
                 END IF;
             END IF;
@@ -672,7 +672,7 @@ BEGIN
                 OR greatest(coalesce(standbys.seconds, 0),
                             extract(epoch FROM clock_timestamp() - replay_moved)) <= 10.0;
             IF waited_at IS NULL OR clock_timestamp() - waited_at > interval '10 s' THEN
-                RAISE NOTICE 'backfill 0005: waiting: a standby is % MB / % s behind, above the bound of 10 s (-x max_replica_lag)',
+                RAISE NOTICE 'backfill 0006: waiting: a standby is % MB / % s behind, above the bound of 10 s (-x max_replica_lag)',
                     round(standbys.bytes / 1048576.0, 1), round(greatest(coalesce(standbys.seconds, 0), extract(epoch FROM clock_timestamp() - replay_moved))::numeric, 1);
                 waited_at := clock_timestamp();
             END IF;
@@ -748,9 +748,9 @@ BEGIN
                 ),
                 recorded AS (
                     INSERT INTO "public".enrollment_backfill_changes (revision, enrollment_id, course_id, student_id, action, row_xmin)
-                    SELECT '0005', id, course_id, student_id, 'reactivated', row_xmin FROM reactivated
+                    SELECT '0006', id, course_id, student_id, 'reactivated', row_xmin FROM reactivated
                     UNION ALL
-                    SELECT '0005', id, course_id, student_id, 'created', row_xmin FROM created
+                    SELECT '0006', id, course_id, student_id, 'created', row_xmin FROM created
                     ON CONFLICT DO NOTHING
                 ),
                 progress AS (
@@ -772,7 +772,7 @@ BEGIN
                 IF clock_timestamp() - started > interval '600 s' THEN
                     RAISE;
                 END IF;
-                RAISE WARNING 'backfill 0005: a batch failed (%), rolled back; retrying (attempt %)', SQLERRM, attempt;
+                RAISE WARNING 'backfill 0006: a batch failed (%), rolled back; retrying (attempt %)', SQLERRM, attempt;
                 PERFORM pg_sleep(least(5.0, random() * 0.1 * 2 ^ least(attempt, 6)));
             END;
         END LOOP;
@@ -793,11 +793,11 @@ BEGIN
     PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
     PERFORM pg_catalog.set_config('statement_timeout', '0', true);
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'backfill 0005: another session took the enrollments lock between two batches; nothing of this batch was written'
+        RAISE EXCEPTION 'backfill 0006: another session took the enrollments lock between two batches; nothing of this batch was written'
             USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
     END IF;
     UPDATE "public".enrollment_backfill_runs SET finished_at = now() WHERE id = run.id;
-    RAISE NOTICE 'backfill 0005: % enrollments created, % reactivated (% batches)', done_created, done_reactivated, done_batches;
+    RAISE NOTICE 'backfill 0006: % enrollments created, % reactivated (% batches)', done_created, done_reactivated, done_batches;
     COMMIT;
 END
 $backfill$;
@@ -819,7 +819,7 @@ SET LOCAL statement_timeout = '0';
 DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0004:0005 --sql was changed',
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0005:0006 --sql was changed',
             (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
             a.pid, a.application_name, a.backend_start), ', ')
          FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
@@ -840,14 +840,14 @@ BEGIN
     IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
         SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
     END IF;
-    IF found IS DISTINCT FROM '0004' THEN
-        RAISE EXCEPTION 'this step expects the database at 0004, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
-            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0005 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    IF found IS DISTINCT FROM '0005' THEN
+        RAISE EXCEPTION 'this step expects the database at 0005, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0006 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
     END IF;
 END
 $where$;
 
--- Stop before recording revision 0005 unless the sync trigger keeps coverage.
+-- Stop before recording revision 0006 unless the sync trigger keeps coverage.
 DO $verify$
 BEGIN
     IF NOT (SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".group_members') AND t.tgname = 'course_enrollments_sync_on_insert' AND NOT t.tgisinternal)
@@ -856,23 +856,25 @@ BEGIN
    AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".groups') AND t.tgname = 'course_enrollments_sync_on_group' AND NOT t.tgisinternal)
    AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".courses') AND t.tgname = 'course_enrollments_sync_on_course' AND NOT t.tgisinternal)
    AND (pg_catalog.to_regclass('"public".course_enrollments_sync_pending') IS NULL OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal)) AS keeping) THEN
-        RAISE EXCEPTION 'revision 0005 is not recorded: the sync trigger is not installed'
+        RAISE EXCEPTION 'revision 0006 is not recorded: the sync trigger is not installed'
             USING HINT = 'fix what failed above, then run the upgrade again: it goes on from where it stopped';
     END IF;
 END
 $verify$;
 
--- Stop before recording revision 0005 unless no backfill run is left unfinished.
+-- Stop before recording revision 0006 unless no backfill run is left unfinished.
 DO $verify$
 BEGIN
     IF NOT (SELECT NOT EXISTS (SELECT 1 FROM "public".enrollment_backfill_runs WHERE finished_at IS NULL)) THEN
-        RAISE EXCEPTION 'revision 0005 is not recorded: a backfill run did not finish'
+        RAISE EXCEPTION 'revision 0006 is not recorded: a backfill run did not finish'
             USING HINT = 'fix what failed above, then run the upgrade again: it goes on from where it stopped';
     END IF;
 END
 $verify$;
 
--- Coverage gate before revision 0005: every eligible (student, course) pair must
+\if :enrollments_sync_missing
+
+-- Coverage gate before revision 0006: every eligible (student, course) pair must
 -- have an active course_enrollment, and the sync trigger must be installed to keep it so.
 -- Below 100% this block raises and psql stops here: nothing after it runs.
 DO $gate$
@@ -899,8 +901,8 @@ BEGIN
                AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".groups') AND t.tgname = 'course_enrollments_sync_on_group' AND NOT t.tgisinternal)
                AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".courses') AND t.tgname = 'course_enrollments_sync_on_course' AND NOT t.tgisinternal)
                AND (pg_catalog.to_regclass('"public".course_enrollments_sync_pending') IS NULL OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal))) THEN
-        RAISE EXCEPTION 'coverage gate before revision 0005: the sync trigger is not installed, so coverage would not hold; nothing of revision 0005 was applied'
-            USING HINT = 'write the script again from there (alembic upgrade 0004:0005 --sql) and run it: revision 0005 or 0006 installs it';
+        RAISE EXCEPTION 'coverage gate before revision 0006: the sync trigger is not installed, so coverage would not hold; nothing of revision 0006 was applied'
+            USING HINT = 'write the script again from there (alembic upgrade 0005:0006 --sql) and run it: revision 0005 or 0006 installs it';
     END IF;
     -- buckets of student ids: at least 512 ids each, at most 65,536 of them
     SELECT coalesce(min(id), 0), coalesce(max(id), 0) INTO lo, hi FROM "public".users;
@@ -1028,14 +1030,14 @@ BEGIN
             END LOOP;
             EXIT WHEN cardinality(firsts) >= 10;
         END LOOP;
-        RAISE EXCEPTION 'coverage gate before revision 0005: coverage %: % of % eligible (student, course) pairs have an active enrollment; % missing, % inactive; nothing of revision 0005 was applied',
+        RAISE EXCEPTION 'coverage gate before revision 0006: coverage %: % of % eligible (student, course) pairs have an active enrollment; % missing, % inactive; nothing of revision 0006 was applied',
             format('%s%%', to_char(floor(covered * 10000.0 / eligible) / 100, 'FM990.00')),
             to_char(covered, 'FM999,999,999,990'), to_char(eligible, 'FM999,999,999,990'),
             to_char(missing, 'FM999,999,999,990'), to_char(inactive, 'FM999,999,999,990')
             USING DETAIL = 'first uncovered pairs: ' || array_to_string(firsts, ', '),
-                  HINT = 'run enrollments backfill --commit, then write the script again from there (alembic upgrade 0004:0005 --sql) and run it';
+                  HINT = 'run enrollments backfill --commit, then write the script again from there (alembic upgrade 0005:0006 --sql) and run it';
     ELSE
-        RAISE NOTICE 'coverage gate before revision 0005 passed: % of % eligible pairs covered',
+        RAISE NOTICE 'coverage gate before revision 0006 passed: % of % eligible pairs covered',
             to_char(covered, 'FM999,999,999,990'), to_char(eligible, 'FM999,999,999,990');
     END IF;
     IF non_student + cross_school > 0 THEN
@@ -1045,6 +1047,8 @@ BEGIN
 END
 $gate$;
 
--- ==== downgrade 0005 -> 0004 ====
+\endif
 
--- Running downgrade 0005 -> 0004
+-- ==== downgrade 0006 -> 0005 ====
+
+-- Running downgrade 0006 -> 0005

@@ -1,7 +1,7 @@
-"""What ``enrollments_phase1/migrations/env.py`` needs, kept out of it: settings, connection, lock, guards.
+"""What ``migrations/env.py`` needs, kept out of it: settings, connection, lock, guards.
 
 This is plumbing shared by every revision, like Alembic itself: it never holds the SQL of a
-revision (that lives in ``enrollments_phase1/migrations/shared/vN``), only how a run connects, locks, reports
+revision (that lives in ``migrations/shared/vN``), only how a run connects, locks, reports
 errors, and how the offline script guards itself.
 
 Settings come from ``alembic -x key=value``:

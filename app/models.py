@@ -1,10 +1,10 @@
 """Typed declarative models of the schema at ``head``.
 
 Used by the application and by pytest-alembic's ``test_model_definitions_match_ddl``
-(``enrollments_phase1/migrations/env.py`` gives it to autogenerate). Revisions never
+(``migrations/env.py`` gives it to autogenerate). Revisions never
 import this module: what they run lives in their versioned helpers
-(``enrollments_phase1/migrations/shared/vN``) and is pinned
-(``enrollments_phase1/migrations/pinned/``), so that a revision does the same in a year as
+(``migrations/shared/vN``) and is pinned
+(``migrations/pinned/``), so that a revision does the same in a year as
 it does today.
 
 Constraint names are written out and equal PostgreSQL's own defaults, so a production

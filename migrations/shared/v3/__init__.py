@@ -1,6 +1,6 @@
 """Version 3 of the revision helpers (1.2). Frozen once released: change it by adding v4.
 
-What changed from v2, and why (each revision's docstring and enrollments_phase1/migrations/pinned/CHANGES.md
+What changed from v2, and why (each revision's docstring and migrations/pinned/CHANGES.md
 say which defect it fixes):
 
 - every statement names its tables with their schema and runs with ``search_path =

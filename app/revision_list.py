@@ -16,28 +16,28 @@ from enrollments_phase1.alembic_ini import ALEMBIC_INI
 
 PREFACE = """## History and the live tool
 
-- `enrollments_phase1/migrations/` is history. A revision imports only its helpers, from
-  one version, `enrollments_phase1/migrations/shared/vN/`. A helper version used by a
+- `migrations/` is history. A revision imports only its helpers, from
+  one version, `migrations/shared/vN/`. A helper version used by a
   released revision is never edited: a change of behaviour is a new version beside it. The
-  helpers take plumbing from the rest of `enrollments_phase1/` (settings, connections, the
+  helpers take plumbing from the rest of `app/` (settings, connections, the
   lock, batching, names, error messages), which can change how a released revision runs,
   never the SQL it runs (see below).
 - The SQL every revision writes, upgrade and downgrade, is pinned in
-  `enrollments_phase1/migrations/pinned/NNNN.sql`. `tests/test_pins.py` fails when a
+  `migrations/pinned/NNNN.sql`. `tests/test_pins.py` fails when a
   revision writes anything else, and when a pin's digest has no row with a reason in
-  `enrollments_phase1/migrations/pinned/CHANGES.md`. A released revision changes only to
+  `migrations/pinned/CHANGES.md`. A released revision changes only to
   fix a defect: `python -m enrollments_phase1.migrations.pins --write`, and a row in
   CHANGES.md saying which defect, in the same commit.
-- The rest of `enrollments_phase1/` is the live tool, free to change: the definition the
-  commands use (`enrollments_phase1/coverage.py`), their statements, and plumbing the
+- The rest of `app/` is the live tool, free to change: the definition the
+  commands use (`app/coverage.py`), their statements, and plumbing the
   revisions share, none of which holds a revision's SQL.
 
 ## Changing the definition of an eligible pair
 
-One edit in `enrollments_phase1/`, plus one new revision with a new helper version:
+One edit in `app/`, plus one new revision with a new helper version:
 
-1. Change the fragments in `enrollments_phase1/coverage.py`; the commands use them at once.
-2. Copy the newest helper version to `enrollments_phase1/migrations/shared/vN+1/` and make
+1. Change the fragments in `app/coverage.py`; the commands use them at once.
+2. Copy the newest helper version to `migrations/shared/vN+1/` and make
    the same change there. Never edit a version a released revision uses.
 3. Add a revision (`alembic revision -m "..."`) that uses vN+1: it replaces the sync
    trigger's functions (`CREATE OR REPLACE`), runs a catch-up backfill and the coverage
@@ -46,7 +46,7 @@ One edit in `enrollments_phase1/`, plus one new revision with a new helper versi
    CHANGES.md says why. The old revisions' pins do not move.
 
 `tests/test_definition_agreement.py` fails until the newest revision's gate and
-`enrollments_phase1/coverage.py` agree.
+`app/coverage.py` agree.
 
 """
 
@@ -66,7 +66,7 @@ def render() -> str:
     out = [
         "# Revisions",
         "",
-        "Generated from `enrollments_phase1/migrations/versions/` by "
+        "Generated from `migrations/versions/` by "
         "`python -m enrollments_phase1.revision_list > docs/migrations.md`; a test fails when "
         "this file is stale.",
         "",
