@@ -68,6 +68,27 @@ def poolers(pg_server: PostgresForTests) -> Iterator[Poolers]:
         found.stop()
 
 
+@pytest.fixture(scope="session")
+def legacy_template(pg_server: PostgresForTests) -> Iterator[str]:
+    """A database at 0001 with generated legacy data (bench.generate, 300 students: gaps,
+    inactive enrollments, NULL memberships, anomalies), made once per session: tests copy it
+    (``pg_server.create_database(template=...)``), which costs a file copy, not a load."""
+    from bench.generate import generate
+
+    url = pg_server.create_database()
+    engine = create_engine(url)
+    try:
+        upgrade(engine, "0001")
+        with engine.begin() as conn:
+            generate(conn, 300)
+    finally:
+        engine.dispose()
+    try:
+        yield url.database
+    finally:
+        pg_server.drop_database(url)
+
+
 @pytest.fixture
 def database_url(pg_server: PostgresForTests) -> Iterator[URL]:
     url = pg_server.create_database()

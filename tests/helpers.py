@@ -123,15 +123,27 @@ def load_story(engine: Engine) -> None:
         sample_data.load(conn)
 
 
-def upgrade(engine: Engine, revision: str) -> None:
-    """``alembic upgrade`` in-process on ``engine`` (faster than the console script)."""
-    from alembic import command
+def _in_process_config(engine: Engine):
     from alembic.config import Config
 
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["connection"] = engine
     config.attributes["configure_logger"] = False
-    command.upgrade(config, revision)
+    return config
+
+
+def upgrade(engine: Engine, revision: str) -> None:
+    """``alembic upgrade`` in-process on ``engine`` (faster than the console script)."""
+    from alembic import command
+
+    command.upgrade(_in_process_config(engine), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """``alembic downgrade`` in-process on ``engine``."""
+    from alembic import command
+
+    command.downgrade(_in_process_config(engine), revision)
 
 
 LEGACY_TABLE_NAMES = (
