@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from enrollments_phase1.db import interrupted, run_prelude, stop_if_interrupted
+from enrollments_phase1.db import duration_seconds, interrupted, run_prelude, stop_if_interrupted
 from enrollments_phase1.errors import PermissionDeniedError
+from enrollments_phase1.settings import SETTINGS
 from enrollments_phase1.terminal import ProgressLine, clock, is_terminal
 
 log = logging.getLogger(__name__)
@@ -49,19 +50,23 @@ STATEMENT_TIMEOUT = "57014"
 LAG_POLL_SECONDS = 1.0
 
 
+def _default_seconds(setting: str) -> float:
+    return duration_seconds(SETTINGS[setting].default or "0")
+
+
 @dataclass(frozen=True)
 class BatchSettings:
-    """How batches are sized and paced."""
+    """How batches are sized and paced (the user's settings' defaults: SETTINGS)."""
 
     fixed_size: int | None = None  # a fixed size; None: adaptive
     start_size: int = 1_000
     min_size: int = 100
     max_size: int = 200_000
     target_seconds: float = 0.1
-    max_replica_lag: float | None = 10.0  # seconds; None or 0: do not pace
+    max_replica_lag: float | None = _default_seconds("max_replica_lag")  # None or 0: no pacing
     lag_bound_explicit: bool = False  # asked for by the user: hidden lag stops the run
     lag_option: str = "--max-replica-lag"  # how the running tool spells the bound
-    patience_seconds: float = 600.0  # how long a batch keeps retrying for its locks
+    patience_seconds: float = _default_seconds("lock_patience")  # retrying for its locks
     backoff_seconds: float = 0.1
 
     @property

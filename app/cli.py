@@ -33,9 +33,7 @@ from enrollments_phase1.coverage import (
     audit,
 )
 from enrollments_phase1.db import (
-    KEEP,
     connect_error,
-    duration_problem,
     duration_seconds,
     install_interrupt_handling,
     local_settings_sql,
@@ -56,15 +54,17 @@ from enrollments_phase1.errors import (
 )
 from enrollments_phase1.names import Tables, resolve_schemas
 from enrollments_phase1.schema import check_schema, security_warnings
+from enrollments_phase1.settings import (
+    Setting,
+    SettingError,
+    for_command,
+    integer,
+    yes_no,
+)
 from enrollments_phase1.terminal import interrupted_line
 
 log = logging.getLogger("enrollments_phase1")
 
-DEFAULT_LOCK_TIMEOUT = "5s"  # the audit: it only reads
-BACKFILL_LOCK_TIMEOUT = "500ms"  # a batch's wait: nobody queues long behind its locks
-DEFAULT_LOCK_PATIENCE = "10min"
-DEFAULT_STATEMENT_TIMEOUT = "15min"
-DEFAULT_MAX_REPLICA_LAG = "10s"
 # Every log line carries its time: a backfill of 100 million memberships runs for hours.
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -85,37 +85,19 @@ class Parser(argparse.ArgumentParser):
         self.exit(EX_USAGE, f"{self.prog}: error: {message}; run '{self.prog} --help'\n")
 
 
-MAX_BATCH = 1_000_000
 MAX_LIMIT = 100_000
 
 
 def bounded_int(low: int, high: int):
+    read = integer(low, high)
+
     def parse(value: str) -> int:
-        if not value.strip().isdigit() or not low <= int(value) <= high:
-            raise argparse.ArgumentTypeError(
-                f"must be an integer from {low:,} to {high:,}, not {value!r}"
-            )
-        return int(value)
+        try:
+            return read(value)
+        except SettingError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     return parse
-
-
-def duration(value: str) -> str:
-    problem = duration_problem(value)
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
-    return value.strip()
-
-
-def timeout(value: str) -> str:
-    """A duration PostgreSQL takes as a timeout, or ``keep``: set nothing, the role's (or
-    database's) setting stays."""
-    if value.strip() == KEEP:
-        return KEEP
-    problem = duration_problem(value, timeout=True)
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
-    return value.strip()
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -126,31 +108,56 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_connection_options(
-    parser: argparse.ArgumentParser, lock_timeout: str = DEFAULT_LOCK_TIMEOUT
-) -> None:
+def _argument_type(setting: Setting):
+    """argparse's ``type``: the setting's reader, its complaint argparse's."""
+
+    def parse(value: str):
+        try:
+            return setting.read(value)
+        except SettingError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = setting.name  # argparse names the type in some messages
+    return parse
+
+
+class _Given(argparse.Action):
+    """Stores a setting's value and notes that it was given (``args.given``): a bound asked
+    for explicitly is kept more strictly than a default (``--max-replica-lag``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.given = frozenset(getattr(namespace, "given", frozenset()) | {self.dest})
+
+
+def add_settings(parser: argparse.ArgumentParser, command: str) -> None:
+    """The run settings ``enrollments COMMAND`` takes (:data:`SETTINGS`), as options with
+    the command's defaults."""
+    parser.set_defaults(given=frozenset())
+    for setting in for_command(command):
+        default = setting.default_for(command)
+        if setting.read is yes_no:
+            parser.add_argument(setting.flag, action="store_true", help=setting.help)
+            continue
+        shown = f"default {default}" if default is not None else "default: adaptive"
+        parser.add_argument(
+            setting.flag,
+            action=_Given,
+            type=_argument_type(setting),
+            default=setting.value(None, command),
+            metavar=setting.metavar,
+            help=f"{setting.help} ({shown})",
+        )
+
+
+def add_connection_options(parser: argparse.ArgumentParser, command: str) -> None:
     add_common_options(parser)
     parser.add_argument(
         "--database-url",
         metavar="URL",
         help="PostgreSQL URL (default: $DATABASE_URL)",
     )
-    parser.add_argument(
-        "--lock-timeout",
-        type=timeout,
-        default=lock_timeout,
-        metavar="DURATION",
-        help="give up when a lock is not granted within this time "
-        f"(default {lock_timeout}; keep: the role's setting)",
-    )
-    parser.add_argument(
-        "--statement-timeout",
-        type=timeout,
-        default=DEFAULT_STATEMENT_TIMEOUT,
-        metavar="DURATION",
-        help="give up when one statement runs longer than this "
-        f"(default {DEFAULT_STATEMENT_TIMEOUT}; 0 for none; keep: the role's setting)",
-    )
+    add_settings(parser, command)
     parser.add_argument(
         "--limit",
         type=bounded_int(0, MAX_LIMIT),
@@ -179,7 +186,7 @@ def build_parser() -> Parser:
         "enrollment; list the first missing and inactive pairs and the anomalies. "
         "Read-only. Exit 0 pass, 1 warning, 2 fail.",
     )
-    add_connection_options(p_audit)
+    add_connection_options(p_audit, "audit")
     p_audit.add_argument(
         "--by",
         choices=BREAKDOWNS,
@@ -197,39 +204,12 @@ def build_parser() -> Parser:
         "--commit", action="store_true", help="write the changes (default: a dry run)"
     )
     p_backfill.add_argument(
-        "--batch-size",
-        type=bounded_int(1, MAX_BATCH),
-        metavar="N",
-        help="a fixed number of memberships per batch (default: adaptive, toward 100 ms a batch)",
-    )
-    p_backfill.add_argument(
-        "--one-statement",
-        action="store_true",
-        help="write everything in one statement (one transaction) instead of batches",
-    )
-    p_backfill.add_argument(
-        "--max-replica-lag",
-        type=duration,
-        default=None,
-        metavar="DURATION",
-        help="before each batch, wait while a standby is further behind "
-        f"(default {DEFAULT_MAX_REPLICA_LAG}; 0: do not wait)",
-    )
-    p_backfill.add_argument(
         "--unrecorded",
         action="store_true",
         help="below revision 0003, write anyway: the changes are not recorded, so no "
         "downgrade can undo them (default: refuse; alembic upgrade 0003 first)",
     )
-    p_backfill.add_argument(
-        "--lock-patience",
-        type=duration,
-        default=DEFAULT_LOCK_PATIENCE,
-        metavar="DURATION",
-        help="how long a batch keeps retrying when a lock is not granted in time, and how "
-        f"long to wait for the enrollments lock (default {DEFAULT_LOCK_PATIENCE})",
-    )
-    add_connection_options(p_backfill, lock_timeout=BACKFILL_LOCK_TIMEOUT)
+    add_connection_options(p_backfill, "backfill")
 
     p_demo = commands.add_parser(
         "demo",
@@ -332,8 +312,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             started = time.monotonic()
             settings = BatchSettings(
                 fixed_size=args.batch_size,
-                max_replica_lag=duration_seconds(args.max_replica_lag or DEFAULT_MAX_REPLICA_LAG),
-                lag_bound_explicit=args.max_replica_lag is not None,
+                max_replica_lag=duration_seconds(args.max_replica_lag),
+                lag_bound_explicit="max_replica_lag" in args.given,
                 patience_seconds=duration_seconds(args.lock_patience),
             )
             written = backfill(

@@ -186,15 +186,15 @@ def connect_timeout(url: URL) -> float:
 
 
 def make_engine(url: URL, application_name: str = "enrollments") -> Engine:
-    """An engine that fails fast when the server is unreachable or never answers."""
-    global CONNECT_TIMEOUT
-    CONNECT_TIMEOUT = connect_timeout(url)
+    """An engine that fails fast when the server is unreachable or never answers: each of
+    its connections carries its own ``connect_timeout`` (whole seconds, as libpq takes it),
+    which the wait callback below reads from the connection itself."""
     query = {k: v for k, v in url.query.items() if k != "connect_timeout"}
     return create_engine(
         url.set(query=query),
         pool_pre_ping=False,
         connect_args={
-            "connect_timeout": max(1, round(CONNECT_TIMEOUT)),
+            "connect_timeout": max(1, round(connect_timeout(url))),
             "application_name": application_name,
         },
     )
@@ -300,13 +300,21 @@ def translate_db_error(exc: BaseException, advice: Advice = CLI_ADVICE) -> Enrol
 # comes back is reported as an interruption, exit 130.
 #
 # A wait callback makes libpq connect asynchronously, and then libpq's connect_timeout no
-# longer applies: so the callback bounds the connect phase itself (CONNECT_TIMEOUT
-# seconds from the first wait), or a server that accepts the connection and never answers
-# would hang every command.
+# longer applies: so the callback bounds the connect phase itself (the connection's own
+# connect_timeout, from its DSN, seconds from the first wait), or a server that accepts the
+# connection and never answers would hang every command.
 _interrupted = False
 DEFAULT_CONNECT_TIMEOUT = 10.0
-CONNECT_TIMEOUT = DEFAULT_CONNECT_TIMEOUT  # set by make_engine (the run's URL)
 CONNECTING = {psycopg2.extensions.STATUS_SETUP, 20}  # 20: psycopg2's "connecting"
+
+
+def _connect_seconds(conn) -> float:
+    """The connect_timeout this connection was opened with (make_engine sets one)."""
+    try:
+        seconds = float(psycopg2.extensions.parse_dsn(conn.dsn).get("connect_timeout", ""))
+    except (ValueError, psycopg2.ProgrammingError):
+        return DEFAULT_CONNECT_TIMEOUT
+    return seconds if seconds > 0 else DEFAULT_CONNECT_TIMEOUT
 
 
 def _select(conn, state: int, timeout: float | None) -> bool:
@@ -324,7 +332,7 @@ def _wait_cancelling_on_interrupt(conn) -> None:
     global _interrupted
     # psycopg2 calls this once per wait, the whole connect included: the deadline lives
     # here (keyed on nothing that a later connection could reuse).
-    deadline = None
+    deadline = seconds = None
     while True:
         try:
             state = conn.poll()
@@ -332,13 +340,14 @@ def _wait_cancelling_on_interrupt(conn) -> None:
                 return
             timeout = None
             if conn.status in CONNECTING:
-                deadline = deadline or time.monotonic() + CONNECT_TIMEOUT
+                seconds = seconds or _connect_seconds(conn)
+                deadline = deadline or time.monotonic() + seconds
                 timeout = max(0.0, deadline - time.monotonic())
             if not _select(conn, state, timeout):
                 conn.close()
                 raise psycopg2.OperationalError(
                     f"timeout expired: the server did not answer within "
-                    f"{CONNECT_TIMEOUT:g} s of connecting (connect_timeout)"
+                    f"{seconds:g} s of connecting (connect_timeout)"
                 )
         except KeyboardInterrupt:
             _interrupted = True

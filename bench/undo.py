@@ -95,7 +95,12 @@ def run_undo(server: Server, db: str) -> tuple[float, list[float], int]:
                 "SELECT count(*) FROM enrollment_backfill_changes"
             ).scalar()
             started = time.monotonic()
-            undo.undo_online(conn, Tables(), "bench undo", MigrationSettings(max_replica_lag="0"))
+            undo.undo_online(
+                conn,
+                Tables(),
+                "bench undo",
+                MigrationSettings.from_x_arguments({"max_replica_lag": "0"}),
+            )
             seconds = time.monotonic() - started
     finally:
         logger.removeHandler(batches)

@@ -1,6 +1,8 @@
 """Alembic environment for the Phase 1 revisions: offline (``--sql``) and online.
 
-Shaped like Alembic's own template; the plumbing lives in ``enrollments_phase1.migration_env``.
+Shaped like Alembic's own template; the plumbing lives in ``enrollments_phase1.migration_env``
+(settings, the online session, the run in progress) and ``enrollments_phase1.offline_script``
+(the psql script's guards).
 """
 
 from logging.config import fileConfig
@@ -13,10 +15,10 @@ from enrollments_phase1.migration_env import (
     connected,
     is_writing_command,
     migration_session,
+    offline_run,
     offline_schema,
     one_line_errors,
     online_connectable,
-    write_offline_prologue,
 )
 from enrollments_phase1.models import Base
 
@@ -47,8 +49,7 @@ def run_migrations_offline() -> None:
         on_version_apply=after_each_revision,
         version_table_schema=offline_schema(settings),
     )
-    write_offline_prologue(settings)
-    with context.begin_transaction():
+    with offline_run(settings), context.begin_transaction():
         context.run_migrations()
 
 

@@ -123,27 +123,30 @@ def load_story(engine: Engine) -> None:
         sample_data.load(conn)
 
 
-def _in_process_config(engine: Engine):
+def _in_process_config(engine: Engine, x: tuple[str, ...]):
+    import argparse
+
     from alembic.config import Config
 
-    config = Config(str(ROOT / "alembic.ini"))
+    config = Config(str(ROOT / "alembic.ini"), cmd_opts=argparse.Namespace(x=list(x)))
     config.attributes["connection"] = engine
     config.attributes["configure_logger"] = False
     return config
 
 
-def upgrade(engine: Engine, revision: str) -> None:
-    """``alembic upgrade`` in-process on ``engine`` (faster than the console script)."""
+def upgrade(engine: Engine, revision: str, *x: str) -> None:
+    """``alembic [-x X ...] upgrade`` in-process on ``engine`` (faster than the console
+    script)."""
     from alembic import command
 
-    command.upgrade(_in_process_config(engine), revision)
+    command.upgrade(_in_process_config(engine, x), revision)
 
 
-def downgrade(engine: Engine, revision: str) -> None:
-    """``alembic downgrade`` in-process on ``engine``."""
+def downgrade(engine: Engine, revision: str, *x: str) -> None:
+    """``alembic [-x X ...] downgrade`` in-process on ``engine``."""
     from alembic import command
 
-    command.downgrade(_in_process_config(engine), revision)
+    command.downgrade(_in_process_config(engine, x), revision)
 
 
 LEGACY_TABLE_NAMES = (

@@ -39,12 +39,40 @@ def test_every_option_is_documented():
             assert f"## `enrollments {command}`" in commands
 
 
-def test_every_x_option_is_documented():
-    from enrollments_phase1.migration_env import MigrationSettings
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start : end if end >= 0 else len(text)]
+
+
+def _row(section: str, first_cell: str) -> str:
+    rows = [line for line in section.splitlines() if line.startswith(f"| {first_cell} |")]
+    assert len(rows) == 1, first_cell
+    return rows[0]
+
+
+def test_every_setting_is_documented_with_its_default():
+    """docs/commands.md gives each setting's default as enrollments.settings defines it:
+    under ``-x`` for Alembic, and for each command that takes it."""
+    from enrollments_phase1.settings import SETTINGS
 
     commands = (DOCS / "commands.md").read_text()
-    for option in MigrationSettings.options():
-        assert f"`{option}`" in commands
+    alembic_section = _section(commands, "## `alembic`")
+    for setting in SETTINGS.values():
+        if setting.x:
+            row = _row(alembic_section, f"`{setting.name}`")
+            default = setting.default_for(None)
+            assert default is None or f"`{default}`" in row.split("|")[2], row
+        for command in setting.commands:
+            section = _section(commands, f"## `enrollments {command}`")
+            row = next(
+                line
+                for line in section.splitlines()
+                if line.startswith(f"| `{setting.flag}") and line[3 + len(setting.flag)] in " `"
+            )
+            default = setting.default_for(command)
+            if default is not None and setting.metavar != "yes|no":
+                assert f"`{default}`" in row.split("|")[2], row
 
 
 def test_migrations_doc_is_current():

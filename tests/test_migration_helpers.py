@@ -111,7 +111,7 @@ def test_the_undo_touches_only_recorded_rows_still_as_left(database_url, story):
 
 def test_sync_trigger_installs_and_drops_idempotently(pg_server, database_url, legacy):
     upgrade(legacy, "0003")
-    settings = MigrationSettings()
+    settings = MigrationSettings.from_x_arguments({})
     install = (
         "BEGIN;\n"
         + ";\n".join(sync.objects_sql(T))

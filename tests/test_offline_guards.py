@@ -6,7 +6,7 @@ import subprocess
 from sqlalchemy import text
 
 from enrollments_phase1 import lock
-from enrollments_phase1.migration_env import moved_check_sql
+from enrollments_phase1.offline_script import moved_check_sql
 from tests.helpers import (
     HEAD,
     Background,

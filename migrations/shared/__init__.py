@@ -1,8 +1,8 @@
-"""Versioned helpers for the revisions, as GitLab versions ``Gitlab::Database::Migration``.
+"""The revisions' helpers, versioned by release (docs/migrations.md, "Released revisions").
 
 A revision imports one version (``from enrollments_phase1.migrations.shared.v3 import
-...``). A version used by a released revision is never edited: a change of behaviour is a
-new version beside it, and new revisions use the new one. The live tool (the rest of
-``enrollments_phase1``) is never imported for SQL here; only plumbing (settings,
-connections, error messages) comes from it.
+...``). A release that fixes a defect of released revisions copies the newest version to
+the next, fixes it there and points the revisions it fixes at it (their pins move, each
+with its reason in ``migrations/pinned/CHANGES.md``). The live tool (``app/``) is never
+imported for SQL here; only plumbing (settings, connections, error messages) comes from it.
 """

@@ -1,4 +1,6 @@
-"""Version 3 of the revision helpers (1.2). Frozen once released: change it by adding v4.
+"""Version 3 of the revision helpers (1.2): what every revision runs since 1.2. It changes
+only to fix a defect of those revisions (their pins move, with the reason); a release that
+does so copies it to v4 first (docs/migrations.md, "Released revisions").
 
 What changed from v2, and why (each revision's docstring and migrations/pinned/CHANGES.md
 say which defect it fixes):

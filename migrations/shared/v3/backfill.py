@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Connection
 
 from enrollments_phase1.batching import (
-    BatchSettings,
     Progress,
     StepResult,
     run_batches,
@@ -55,6 +54,25 @@ from enrollments_phase1.migrations.shared.v3.sync import keeping_sql
 log = logging.getLogger("migrations")
 
 BEFORE_ANY_ID = -2147483649  # below every int4 id: where a walk starts
+
+
+@dataclass(frozen=True)
+class ScriptBatches:
+    """How the script's loops size and retry their batches, as this helper version writes
+    them. The online run sizes with ``enrollments_phase1.batching``, which may change;
+    what a released revision writes may not (these numbers are in the pinned SQL)."""
+
+    fixed_size: int | None  # -x backfill_batch_size
+    first_size: int = 1_000
+    min_size: int = 100
+    max_size: int = 200_000
+    target_seconds: float = 0.1
+    backoff_seconds: float = 0.1
+
+    @classmethod
+    def of(cls, settings: MigrationSettings) -> ScriptBatches:
+        size = settings.backfill_batch_size
+        return cls(fixed_size=size, first_size=size) if size else cls(fixed_size=None)
 
 
 # The slice's memberships, each looked up by primary key. LATERAL ... OFFSET 0 keeps every
@@ -274,7 +292,7 @@ def retry_sql(settings: MigrationSettings, what: str) -> str:
                     RAISE;
                 END IF;
                 RAISE WARNING '{what}: a batch failed (%), rolled back; retrying (attempt %)', SQLERRM, attempt;
-                PERFORM pg_sleep(least(5.0, random() * {settings.batch.backoff_seconds} * 2 ^ least(attempt, 6)));
+                PERFORM pg_sleep(least(5.0, random() * {ScriptBatches.backoff_seconds} * 2 ^ least(attempt, 6)));
             END;"""
 
 
@@ -284,7 +302,7 @@ def _pace(settings: MigrationSettings, what: str) -> str:
     the time its replay position has not moved while the primary is ahead of it (a paused
     standby keeps reporting the lag it had). A lag this role cannot read (no pg_monitor)
     stops the script where the bound was asked for with -x, and is said once otherwise."""
-    bound = settings.batch.max_replica_lag
+    bound = duration_seconds(settings.max_replica_lag)
     if not bound:
         return ""
     if settings.max_replica_lag_explicit:
@@ -323,7 +341,7 @@ def _pace(settings: MigrationSettings, what: str) -> str:
         waited_at := NULL;"""
 
 
-def _adapt(batch: BatchSettings, rows: str) -> str:
+def _adapt(batch: ScriptBatches, rows: str) -> str:
     if batch.fixed_size:
         return ""
     return f"""
@@ -341,7 +359,7 @@ def offline_backfill_sql(t: Tables, source: str, settings: MigrationSettings) ->
     enrollments lock first."""
     what = f"backfill {source}"
     one_statement = settings.backfill_one_statement
-    batch = settings.batch
+    batch = ScriptBatches.of(settings)
     if one_statement:
         statement = one_statement_sql(t, "run.id", f"'{source}'")
     else:

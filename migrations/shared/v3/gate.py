@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import logging
 
-from alembic import context, op
+from alembic import op
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
-from enrollments_phase1.migration_env import MigrationSettings
+from enrollments_phase1.migration_env import MigrationSettings, current_run
 from enrollments_phase1.migrations.shared.v3 import sync
 from enrollments_phase1.migrations.shared.v3.definition import (
     ACTIVE_MEMBERSHIP,
@@ -40,7 +40,6 @@ from enrollments_phase1.migrations.shared.v3.definition import (
 from enrollments_phase1.migrations.shared.v3.run import (
     execute_block,
     in_transaction,
-    is_offline,
     tables,
 )
 
@@ -287,11 +286,11 @@ def gate_in_revision(revision: str, mode: str, t: Tables | None = None) -> None:
     statement, hence one snapshot."""
     t = t or tables()
     _overridden(revision, mode)
-    if is_offline():  # the script from where the database stands: before this revision
-        attributes = context.config.attributes
-        where = attributes.get("expected_version") or "base"
-        again = attributes["again"].replace("{found}", where)
-        execute_block(None, gate_sql(t, revision, mode, again), CoverageGateError)
+    script = current_run().script
+    if script is not None:  # the script from where the database stands: before this revision
+        execute_block(
+            None, gate_sql(t, revision, mode, script.again_from_here()), CoverageGateError
+        )
         return
     execute_block(op.get_bind(), gate_sql(t, revision, mode), CoverageGateError)
 

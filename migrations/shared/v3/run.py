@@ -3,7 +3,9 @@
 Every transaction of a run starts with the run's prelude (``enrollments_phase1.migration_env``): the
 pinned ``search_path`` and the timeouts, ``SET LOCAL``, and the enrollments lock (checked
 online, taken offline). Alembic's own transactions get it from the environment; the
-transactions these helpers open get it from :func:`in_transaction`.
+transactions these helpers open get it from :func:`in_transaction`. The run in progress
+(its legacy schema, its caller's transaction, the offline script) is
+``enrollments_phase1.migration_env.current_run()``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 
 from enrollments_phase1.batching import transaction
 from enrollments_phase1.db import run_prelude
-from enrollments_phase1.migration_env import offline_autocommit_guard, offline_transaction_prelude
+from enrollments_phase1.migration_env import current_run
 from enrollments_phase1.migrations.shared.v3.definition import Tables
 
 log = logging.getLogger("migrations")
@@ -36,11 +38,7 @@ def tables() -> Tables:
     """The tables of this run, in the legacy schema the environment resolved (online: the
     connection's; offline: ``-x legacy_schema``, ``public`` by default). Outside a run (a
     helper called on its own), ``public``."""
-    try:
-        schema = context.config.attributes.get("legacy_schema")
-    except (AttributeError, NameError):
-        schema = None
-    return Tables(schema or "public")
+    return Tables(current_run().legacy_schema)
 
 
 @contextlib.contextmanager
@@ -54,12 +52,14 @@ def in_transaction(connection: Connection | None, isolation: str | None = None) 
     """
     begin = f"BEGIN ISOLATION LEVEL {isolation}" if isolation else "BEGIN"
     if connection is None:
-        if not _offline_autocommit:  # in Alembic's transaction: the prelude ran already
+        script = current_run().script
+        assert script is not None
+        if not script.in_autocommit:  # in Alembic's transaction: the prelude ran already
             yield
             return
         impl = op.get_context().impl
         impl.static_output(begin + ";")
-        for statement in offline_transaction_prelude():
+        for statement in script.transaction_prelude():
             impl.static_output(statement + ";")
         yield
         impl.emit_commit()
@@ -77,9 +77,6 @@ def in_transaction(connection: Connection | None, isolation: str | None = None) 
         return
     with transaction(connection):
         yield
-
-
-_offline_autocommit = False  # offline: inside an autocommit block (see outside_transaction)
 
 
 def execute_sql(connection: Connection, sql: str) -> int:
@@ -107,7 +104,7 @@ def can_autocommit() -> bool:
     (A test that wraps the upgrade in a transaction, for instance.) Then nothing can run
     outside a transaction, and the helpers fall back to their transactional form, saying so.
     """
-    return is_offline() or not getattr(op.get_context(), "_in_external_transaction", False)
+    return is_offline() or not current_run().in_caller_transaction
 
 
 @contextlib.contextmanager
@@ -118,19 +115,19 @@ def outside_transaction() -> Iterator[Connection | None]:
     inside psql's ``\\if`` on where the script stands (a step before it may have failed).
     Inside a caller's transaction (a test) it is that transaction.
     """
-    global _offline_autocommit
     if can_autocommit():
         with op.get_context().autocommit_block():
-            if not is_offline():
+            script = current_run().script
+            if script is None:
                 yield op.get_bind()
                 return
-            opening, closing = offline_autocommit_guard()
+            opening, closing = script.autocommit_guard()
             write_raw(opening)
-            _offline_autocommit = True
+            script.in_autocommit = True
             try:
                 yield None
             finally:
-                _offline_autocommit = False
+                script.in_autocommit = False
             write_raw(closing)
     else:
         yield op.get_bind()

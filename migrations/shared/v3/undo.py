@@ -32,6 +32,7 @@ from enrollments_phase1.batching import Progress, StepResult, run_batches, trans
 from enrollments_phase1.migration_env import MigrationSettings
 from enrollments_phase1.migrations.shared.v3.backfill import (
     BEFORE_ANY_ID,
+    ScriptBatches,
     retry_sql,
     transaction_start_sql,
 )
@@ -265,7 +266,7 @@ def undo_online(connection: Connection, t: Tables, what: str, settings: Migratio
 def offline_undo_sql(t: Tables, what: str, settings: MigrationSettings) -> str:
     """The undo as a DO block for psql (the function installed before it): a ``COMMIT``
     per batch, the settings and the lock again after each; one warning line at the end."""
-    batch = settings.batch
+    batch = ScriptBatches.of(settings)
     function = getattr(t, FUNCTION)
     return f"""-- {what}: restore what the backfill changed, where it is still as the backfill left it,
 -- keeping what other tables reference and what the application made its own.
