@@ -75,6 +75,7 @@ def test_database_missing(database_url):
     assert "does not exist" in one_line(alembic(url, "upgrade", "head"))
 
 
+@pytest.mark.embedded  # a cluster of the embedded package's binaries
 def test_wrong_password(pg_server):
     """A cluster of the test's own with password authentication (the shared servers trust),
     started by pg_ctl with no start limit and always stopped."""

@@ -4,6 +4,8 @@ import os
 import re
 import subprocess
 
+import pytest
+
 from enrollments_phase1.errors import EX_CONFIG
 from tests.helpers import HEAD, ROOT, VENV_BIN
 
@@ -23,6 +25,7 @@ def test_demo_without_the_embedded_extra_says_how_to_install_it(tmp_path):
     )
 
 
+@pytest.mark.embedded
 def test_demo_tells_the_story_and_exits_0():
     result = subprocess.run(
         [str(VENV_BIN / "enrollments"), "demo"], cwd=ROOT, capture_output=True, text=True
@@ -47,6 +50,7 @@ def test_demo_tells_the_story_and_exits_0():
     assert "every step behaved as expected" in out
 
 
+@pytest.mark.embedded
 def test_demo_leaves_nothing_in_the_temp_directory(tmp_path):
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     result = subprocess.run(

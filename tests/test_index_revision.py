@@ -84,15 +84,17 @@ def test_an_old_transaction_elsewhere_makes_the_build_wait_not_fail(database_url
     report_pid = report.get_backend_pid()
     try:
         run = Background(["alembic", "upgrade", "head"], database_url)
-        wait_until(
-            engine,
+        build_waits = (
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'alembic'"
-            " AND wait_event_type = 'Lock' AND query LIKE 'CREATE INDEX CONCURRENTLY%'",
+            " AND datname = current_database() AND wait_event_type = 'Lock'"
+            " AND query LIKE 'CREATE INDEX CONCURRENTLY%'"
         )
-        # While it waits, a read-only command answers at once (it never takes the lock).
-        quiet = time.monotonic()
+        wait_until(engine, build_waits)
+        # While it waits, a read-only command answers (it never takes the lock): it is done
+        # and the build still waits.
         current = alembic(database_url, "current")
-        assert current.stdout.strip() == "0001" and time.monotonic() - quiet < 1.5
+        assert current.stdout.strip() == "0001"
+        assert run.proc.poll() is None and wait_until(engine, build_waits, timeout=1)
         line = run.wait_for("waits for 1 older transaction(s) to finish")
         assert f"pid {report_pid} (a long report, idle in transaction" in line
         time.sleep(max(0.0, 8 - (time.monotonic() - opened)))  # the report runs for 8 s

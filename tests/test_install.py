@@ -103,6 +103,7 @@ def test_the_installed_package_deploys_from_any_directory(site, database_url, en
     assert imported.stdout.strip().startswith(str(site))  # not this checkout
 
 
+@pytest.mark.embedded
 def test_the_demo_runs_from_an_install_anywhere(site, tmp_path):
     result = installed(site, None, ["enrollments", "demo"], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

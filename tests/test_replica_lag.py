@@ -12,6 +12,9 @@ from bench.generate import generate
 from tests.cluster import Cluster, remove, workspace
 from tests.helpers import Background, alembic, enrollments, upgrade, url_string, wait_until
 
+# A primary and a standby of their own, from the embedded package's binaries.
+pytestmark = pytest.mark.embedded
+
 
 def psql_at(cluster, database: str, user: str, script: str):
     """The script through psql as ``user``, as a DBA runs it."""
