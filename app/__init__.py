@@ -12,4 +12,4 @@ if __name__ != "enrollments_phase1":
         f"name, not as {__name__!r}"
     )
 
-__version__ = "1.2.0"
+__version__ = "1.3.0"

@@ -32,7 +32,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import base as postgresql_base
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import UserDefinedType
 
 
 class Base(DeclarativeBase):
@@ -182,14 +184,52 @@ class EnrollmentBackfillRun(Base):
     reactivated: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
 
 
+class XID8(UserDefinedType):
+    """PostgreSQL's 64-bit transaction id (``pg_current_xact_id()``)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw) -> str:
+        return "xid8"
+
+
+# Reflection (autogenerate's comparison) knows it by name too.
+postgresql_base.ischema_names.setdefault("xid8", XID8)
+
+
 class CourseEnrollmentSyncPending(Base):
-    """What the sync triggers queue for the commit of the transaction that wrote it
-    (revision 0004 since 1.2, 0007 on older databases). Rows live only inside that
-    transaction; unlogged, owner only."""
+    """What the sync triggers queue for the end of the transaction that wrote it (revision
+    0004, 0007 or 0008 on older databases): the pairs eligible at the end of a statement,
+    and what to read again. Rows live only inside that transaction; unlogged, owner only."""
 
     __tablename__ = "course_enrollments_sync_pending"
-    __table_args__ = ({"prefixes": ("UNLOGGED",)},)
+    __table_args__ = (
+        Index("course_enrollments_sync_pending_xact", "xact"),
+        {"prefixes": ("UNLOGGED",)},
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     kind: Mapped[str] = mapped_column(Text, nullable=False)
-    ids: Mapped[list[int]] = mapped_column(ARRAY(Integer), nullable=False)
+    ids: Mapped[list[int] | None] = mapped_column(ARRAY(Integer), nullable=True)
+    xact: Mapped[str] = mapped_column(
+        XID8, nullable=False, server_default=text("pg_current_xact_id()")
+    )
+    courses: Mapped[list[int] | None] = mapped_column(ARRAY(Integer), nullable=True)
+    students: Mapped[list[int] | None] = mapped_column(ARRAY(Integer), nullable=True)
+    opens: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+
+
+class CourseEnrollmentSyncGuard(Base):
+    """Marks of the users, groups and courses whose change, or whose pair not eligible, a
+    transaction of the sync trigger acts on: written, so that two such transactions
+    conflict (revision 0004, or 0008 on older databases). Unlogged, owner only."""
+
+    __tablename__ = "course_enrollments_sync_guard"
+    __table_args__ = (
+        PrimaryKeyConstraint("kind", "id", name="course_enrollments_sync_guard_pkey"),
+        {"prefixes": ("UNLOGGED",)},
+    )
+
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    id: Mapped[int] = mapped_column(Integer, nullable=False)
+    marks: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("1"))

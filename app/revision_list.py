@@ -42,7 +42,7 @@ whatever release left it where, must reach a correct head. That is the practice 
 - **Helpers are versioned by release.** A revision imports its helpers from one version,
   `migrations/shared/vN/`. A release that fixes released revisions copies the newest
   version to vN+1, fixes it there, points every revision it fixes at it, and removes what
-  no revision uses any more (v1 was 1.0's, v2 1.1's, v3 is 1.2's); git keeps the old ones.
+  no revision uses any more (v1 was 1.0's, v2 1.1's, v3 1.2's, v4 is 1.3's); git keeps the old ones.
 - **The pins are written with the default settings.** The script carries the run's `-x`
   settings (`lock_timeout`, `lock_patience`, `max_replica_lag`...), so changing one of their
   defaults (`app/settings.py`) moves the pins that print it: a change to those revisions,

@@ -14,7 +14,7 @@ from enrollments_phase1.errors import PermissionDeniedError, SchemaError
 from enrollments_phase1.names import Tables, quote_literal
 
 # Revision ids this release knows; tests/test_schema_check.py keeps it equal to the scripts.
-KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
 
 REQUIRED_COLUMNS = {
     "schools": ("id",),

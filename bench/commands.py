@@ -114,7 +114,7 @@ def _step(m: Measured) -> Step:
 def explain_batch(server: Server, template: str) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of one backfill batch of the revision, at its mid-walk,
     on a copy at 0003 (rolled back)."""
-    from enrollments_phase1.migrations.shared.v3.backfill import batch_sql
+    from enrollments_phase1.migrations.shared.v4.backfill import batch_sql
     from enrollments_phase1.names import Tables
 
     db = server.copy(template, "bench_explain")

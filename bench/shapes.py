@@ -81,7 +81,7 @@ def template_for(server: Server, shape: Shape, memberships: int, keep: bool) -> 
 def time_gate(server: Server, db: str, runs: int) -> float:
     """The gate's DO block alone (warn mode), median of ``runs``, in a REPEATABLE READ
     READ ONLY transaction as the revisions run it."""
-    from enrollments_phase1.migrations.shared.v3.gate import gate_sql
+    from enrollments_phase1.migrations.shared.v4.gate import gate_sql
     from enrollments_phase1.names import Tables
 
     block = gate_sql(Tables("public"), "bench", "warn")

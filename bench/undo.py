@@ -24,7 +24,7 @@ from sqlalchemy import create_engine
 
 from bench.server import Server, build_template
 from enrollments_phase1.migration_env import MigrationSettings
-from enrollments_phase1.migrations.shared.v3 import undo
+from enrollments_phase1.migrations.shared.v4 import undo
 from enrollments_phase1.names import Tables
 
 REFERENCING = [

@@ -99,7 +99,7 @@ def test_a_later_revision_requires_coverage_with_one_line(tmp_path, database_url
     )
     (scripts / "versions" / "0099_phase2_example.py").write_text(
         f'"""a later phase\n\nRevision ID: 0099\nRevises: {HEAD}\n"""\n'
-        "from enrollments_phase1.migrations.shared.v3.gate import require_full_coverage\n\n"
+        "from enrollments_phase1.migrations.shared.v4.gate import require_full_coverage\n\n"
         f'revision = "0099"\ndown_revision = "{HEAD}"\nbranch_labels = None\n'
         "depends_on = None\n\n\n"
         "def upgrade() -> None:\n"

@@ -61,8 +61,8 @@ def test_the_wheel_holds_one_package_with_its_revisions_and_configuration(wheel)
         "enrollments_phase1/alembic.ini",
         "enrollments_phase1/migrations/env.py",
         "enrollments_phase1/migrations/script.py.mako",
-        f"enrollments_phase1/migrations/versions/{HEAD}_harden_sync_trigger.py",
-        "enrollments_phase1/migrations/shared/v3/gate.py",
+        "enrollments_phase1/migrations/versions/0001_legacy_schema.py",
+        "enrollments_phase1/migrations/shared/v4/gate.py",
         "enrollments_phase1/migrations/pinned/CHANGES.md",
     ):
         assert needed in names, needed

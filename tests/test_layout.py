@@ -31,7 +31,7 @@ def test_alembic_writes_new_revisions_into_the_checkouts_migrations_versions():
     assert script.dir == str(ROOT / "migrations")
 
 
-@pytest.mark.parametrize("name", ["app", "app.db", "migrations", "migrations.shared.v3.gate"])
+@pytest.mark.parametrize("name", ["app", "app.db", "migrations", "migrations.shared.v4.gate"])
 def test_no_file_loads_under_a_second_name(name):
     """From the checkout's top level, ``import app`` would load app/db.py a second time, as
     app.db beside enrollments_phase1.db, with its own copy of every module's state."""

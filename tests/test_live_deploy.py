@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from bench.generate import generate
-from enrollments_phase1.migrations.shared.v3 import sync
+from enrollments_phase1.migrations.shared.v4 import sync
 from enrollments_phase1.names import Tables
 from tests.helpers import (
     HEAD,

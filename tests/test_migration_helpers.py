@@ -1,11 +1,11 @@
-"""The revision helpers (migrations/shared/v3) on their own: the SQL they
+"""The revision helpers (migrations/shared/v4) on their own: the SQL they
 write, run as psql would run it, or online."""
 
 import pytest
 from sqlalchemy import text
 
 from enrollments_phase1.migration_env import MigrationSettings
-from enrollments_phase1.migrations.shared.v3 import backfill, gate, indexes, sync, undo
+from enrollments_phase1.migrations.shared.v4 import backfill, gate, indexes, sync, undo
 from enrollments_phase1.names import Tables
 from tests.helpers import enrollments_rows, psql, upgrade
 
@@ -113,9 +113,12 @@ def test_sync_trigger_installs_and_drops_idempotently(pg_server, database_url, l
     upgrade(legacy, "0003")
     settings = MigrationSettings.from_x_arguments({})
     install = (
-        "BEGIN;\n"
+        sync.queue_sql(T, settings)
+        + ";\nBEGIN;\n"
         + ";\n".join(sync.objects_sql(T))
         + ";\nCOMMIT;\n"
+        + sync.apply_trigger_sql(T, settings)
+        + ";\n"
         + sync.create_triggers_sql(T, settings)
         + ";\n"
         + sync.strays_sql(T)

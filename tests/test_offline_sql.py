@@ -105,20 +105,21 @@ def test_offline_gate_stops_psql_and_applies_nothing_after_it(pg_server, databas
     )
     assert (
         "HINT:  run enrollments backfill --commit, then write the script again from there"
-        " (alembic upgrade 0004:0007 --sql) and run it" in applied.stderr
+        f" (alembic upgrade 0004:{HEAD} --sql) and run it" in applied.stderr
     )
     assert table_contents(database_url, "SELECT version_num FROM alembic_version") == [("0004",)]
     assert enrollments_rows(engine) == before
 
 
 def test_offline_script_keeps_sql_as_written():
-    from enrollments_phase1.migrations.shared.v3.gate import gate_sql
+    from enrollments_phase1.migrations.shared.v4.gate import gate_sql
     from enrollments_phase1.names import Tables
 
     script = offline_sql("head")
     # The gate block reaches psql exactly as written: RAISE formats keep their single and
     # double % (no driver escaping), and no bind markers leak.
-    assert gate_sql(Tables("public"), "0005", "abort", "alembic upgrade 0004:0007 --sql") in script
+    hint = f"alembic upgrade 0004:{HEAD} --sql"
+    assert gate_sql(Tables("public"), "0005", "abort", hint) in script
     assert "RAISE EXCEPTION 'coverage gate before revision 0005: coverage %: % of %" in script
     assert not re.search(
         r"(?<![:\w]):[A-Za-z_]\w*",

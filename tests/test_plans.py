@@ -9,7 +9,7 @@ from sqlalchemy import event, text
 
 from bench.generate import SHAPES, generate
 from enrollments_phase1 import coverage
-from enrollments_phase1.migrations.shared.v3 import gate
+from enrollments_phase1.migrations.shared.v4 import gate
 from enrollments_phase1.names import Tables
 
 STUDENTS = 3_000

@@ -19,9 +19,10 @@ import pytest
 from sqlalchemy import text
 
 from bench.generate import generate
-from enrollments_phase1.migrations.shared.v3 import sync
+from enrollments_phase1.migrations.shared.v4 import sync
 from enrollments_phase1.names import Tables
 from tests.helpers import (
+    HEAD,
     WAITING_ON_LOCK,
     Background,
     alembic,
@@ -108,7 +109,7 @@ def test_referenced_enrollments_are_kept_and_no_other_table_changes(
     kept = {(2, 1), (2, 3), (1, 2)}
 
     if offline:
-        script = alembic(None, "downgrade", "0007:0003", "--sql").stdout
+        script = alembic(None, "downgrade", f"{HEAD}:0003", "--sql").stdout
         result = psql(pg_server, database_url, script)
     else:
         result = alembic(database_url, "downgrade", "0003")
@@ -139,7 +140,7 @@ def test_refuse_stops_before_any_change_naming_the_tables(
         script = alembic(
             None, "-x", "undo_referenced=refuse", "downgrade", "0004:0003", "--sql"
         ).stdout
-        # 0007 down to 0004 changes nothing: the script starts from there.
+        # head down to 0004 changes nothing: the script starts from there.
         assert alembic(database_url, "downgrade", "0004").returncode == 0
         result = psql(pg_server, database_url, script)
         output = result.stderr

@@ -14,7 +14,7 @@ import logging
 import pytest
 from sqlalchemy import text
 
-from enrollments_phase1.migrations.shared.v3 import gate
+from enrollments_phase1.migrations.shared.v4 import gate
 from tests.helpers import enrollments
 
 STUDENTS, COURSES = 70_000, 1_000

@@ -8,9 +8,9 @@ import json
 import pytest
 from sqlalchemy import text
 
-from enrollments_phase1.migrations.shared.v3 import sync
+from enrollments_phase1.migrations.shared.v4 import sync
 from enrollments_phase1.names import Tables
-from tests.helpers import alembic, enrollments, enrollments_rows, upgrade
+from tests.helpers import alembic, enrollments, enrollments_rows, libpq_url, upgrade
 
 
 @pytest.fixture
@@ -161,3 +161,125 @@ def test_the_downgrade_below_0004_drops_it(database_url, at_head):
             ).scalar()
             == 0
         )
+
+
+# Transactions of several statements, where a pair is eligible at the end of one statement
+# and not at the end of the transaction. The trigger enrolls the pairs eligible at the end
+# of a statement, and never takes one back: the same whether it applies at commit (its
+# constraints deferred, the default) or at the end of each statement (immediate).
+WITHIN_ONE_TRANSACTION = {
+    "a membership inserted, then deleted": [
+        "INSERT INTO group_members (school_id, group_id, user_id) VALUES (1, 3, 7)",
+        "DELETE FROM group_members WHERE group_id = 3 AND user_id = 7",
+    ],
+    "a teacher made a student, then a teacher again": [
+        "UPDATE users SET role = 'student' WHERE id = 4",
+        "UPDATE users SET role = 'teacher' WHERE id = 4",
+    ],
+    "a teacher's membership, the teacher made a student, the membership deleted": [
+        "INSERT INTO group_members (school_id, group_id, user_id) VALUES (1, 3, 4)",
+        "UPDATE users SET role = 'student' WHERE id = 4",
+        "DELETE FROM group_members WHERE group_id = 3 AND user_id = 4",
+    ],
+    "a membership moved to another course, then back": [
+        "UPDATE group_members SET group_id = 4 WHERE group_id = 2 AND user_id = 1",
+        "UPDATE group_members SET group_id = 2 WHERE group_id = 4 AND user_id = 1",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", WITHIN_ONE_TRANSACTION)
+def test_the_same_enrollments_whether_deferred_or_immediate(pg_server, at_head, name):
+    from sqlalchemy import create_engine
+
+    at_head.dispose()
+    results = {}
+    for mode in ("deferred", "immediate"):
+        url = pg_server.create_database(template=at_head.url.database)
+        engine = create_engine(url)
+        try:
+            with engine.begin() as conn:
+                if mode == "immediate":
+                    conn.execute(text("SET CONSTRAINTS ALL IMMEDIATE"))
+                for statement in WITHIN_ONE_TRANSACTION[name]:
+                    conn.execute(text(statement))
+            results[mode] = enrollments_rows(engine)
+        finally:
+            engine.dispose()
+            pg_server.drop_database(url)
+    assert results["deferred"] == results["immediate"]
+    assert results["deferred"] != enrollments_rows(at_head)  # a pair was enrolled
+
+
+SEQ_SCANS = """SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_user_tables
+WHERE relname IN ('enrollment_backfill_changes', 'course_enrollments', 'group_members', 'users',
+                  'groups', 'courses', 'course_enrollments_sync_pending',
+                  'course_enrollments_sync_guard')"""
+
+
+def test_every_statement_reads_by_key_whatever_the_statistics(pg_server, database_url, at_head):
+    """The plans an application session caches while the record is empty (and never
+    analyzed: autovacuum off) still read every table by key once the record holds 300,000
+    rows and the tables have grown: not one sequential scan, counted by the server."""
+    import psycopg2
+
+    app = psycopg2.connect(libpq_url(database_url), application_name="application")
+    watcher = psycopg2.connect(libpq_url(database_url))
+    watcher.autocommit = True
+
+    def seq_scans() -> int:
+        cur = watcher.cursor()
+        cur.execute("SELECT pg_stat_clear_snapshot()")
+        cur.execute(SEQ_SCANS)
+        return cur.fetchone()[0]
+
+    def application_writes(first_user: int) -> None:
+        cur = app.cursor()
+        cur.execute(  # a membership, a teacher made a student, a group moved, a course moved
+            "INSERT INTO users (id, school_id, email, name, role)"
+            " VALUES (%s, 1, %s, 'N', 'teacher')",
+            (first_user, f"n{first_user}@x"),
+        )
+        cur.execute(
+            "INSERT INTO group_members (school_id, group_id, user_id) VALUES (1, 3, %s)",
+            (first_user,),
+        )
+        cur.execute("UPDATE users SET role = 'student' WHERE id = %s", (first_user,))
+        cur.execute("UPDATE groups SET course_id = 1 WHERE id = 3")
+        cur.execute("UPDATE groups SET course_id = 2 WHERE id = 3")
+        cur.execute("UPDATE courses SET school_id = 2 WHERE id = 3")
+        cur.execute("UPDATE courses SET school_id = 1 WHERE id = 3")
+        app.commit()
+        cur.execute("SELECT pg_stat_force_next_flush()")
+        app.commit()
+
+    try:
+        application_writes(100_001)  # the session's plans are made now, the record empty
+        with at_head.begin() as conn:  # the record and the tables grow; no ANALYZE
+            conn.execute(
+                text(
+                    "INSERT INTO users (id, school_id, email, name)"
+                    " SELECT 200000 + i, 1, 'g' || i || '@x', 'G'"
+                    " FROM generate_series(1, 300000) i;"
+                    " INSERT INTO course_enrollments (course_id, student_id)"
+                    " SELECT 1, 200000 + i FROM generate_series(1, 300000) i;"
+                    " INSERT INTO enrollment_backfill_changes"
+                    " (revision, enrollment_id, course_id, student_id, action)"
+                    " SELECT 'grown', id, course_id, student_id, 'created' FROM course_enrollments"
+                    " WHERE student_id > 200000;"
+                    " INSERT INTO group_members (school_id, group_id, user_id)"
+                    " SELECT 1, 1, 200000 + i FROM generate_series(1, 300000) i"
+                )
+            )
+        before = seq_scans()
+        application_writes(100_002)
+        assert seq_scans() == before
+    finally:
+        app.close()
+        watcher.close()
+    with at_head.connect() as conn:
+        assert conn.execute(
+            text(
+                "SELECT active FROM course_enrollments WHERE student_id = 100002 AND course_id = 2"
+            )
+        ).scalar()

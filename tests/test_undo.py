@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from bench.generate import generate
 from enrollments_phase1.errors import EX_SCHEMA
-from enrollments_phase1.migrations.shared.v3 import sync
+from enrollments_phase1.migrations.shared.v4 import sync
 from enrollments_phase1.names import Tables
 from tests.helpers import (
     WAITING_ON_LOCK,

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0003; digest 7e1ad118437b.
+-- Pinned offline SQL of revision 0003; digest 3b53b1e73e8a.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -175,7 +175,7 @@ BEGIN
 END
 $where$;
 
--- One batch of the undo (see enrollments_phase1/migrations/shared/v3/undo.py): installed for the undo and
+-- One batch of the undo (see migrations/shared/v4/undo.py): installed for the undo and
 -- dropped with it.
 CREATE OR REPLACE FUNCTION "public".course_enrollments_undo_batch(lo bigint, size integer)
 RETURNS TABLE (last_id bigint, records bigint, deleted_rows bigint, deactivated_rows bigint,
@@ -417,6 +417,7 @@ BEGIN
             DROP TRIGGER IF EXISTS course_enrollments_sync_on_group ON "public".groups;
             DROP TRIGGER IF EXISTS course_enrollments_sync_on_course ON "public".courses;
             DROP TABLE IF EXISTS "public".course_enrollments_sync_pending;
+            DROP TABLE IF EXISTS "public".course_enrollments_sync_guard;
             DROP FUNCTION IF EXISTS "public".course_enrollments_sync_members();
             DROP FUNCTION IF EXISTS "public".course_enrollments_sync_user();
             DROP FUNCTION IF EXISTS "public".course_enrollments_sync_group();

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0006; digest 464b05f286db.
+-- Pinned offline SQL of revision 0006; digest 49da0a8f7af7.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -192,23 +192,123 @@ BEGIN
 END
 $where$;
 
-SET LOCAL client_min_messages = warning;
+-- preparing the sync queue: each attempt waits at most lock_timeout (500ms) for the tables, so the
+-- application's writes never queue behind it for longer; retried until 10min.
+DO $ddl$
+DECLARE
+    started timestamptz := pg_catalog.clock_timestamp();
+    attempt integer := 0;
+    holders text;
+BEGIN
+    LOOP
+        BEGIN
+            SET LOCAL client_min_messages = warning;
+            -- What the sync triggers queue for the end of the transaction that wrote it: rows live
+            -- only inside that transaction. Owner only; unlogged (never kept past a crash).
+            CREATE UNLOGGED TABLE IF NOT EXISTS "public".course_enrollments_sync_pending (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                kind text NOT NULL,
+                ids integer[],
+                xact xid8 DEFAULT pg_catalog.pg_current_xact_id() NOT NULL,
+                courses integer[],
+                students integer[],
+                opens boolean DEFAULT true NOT NULL
+            );
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND attname = 'xact' AND NOT attisdropped) THEN
+                -- 1.2's queue (rows only of transactions in flight, which this lock waited for).
+                ALTER TABLE "public".course_enrollments_sync_pending ALTER COLUMN ids DROP NOT NULL,
+                    ADD COLUMN xact xid8, ADD COLUMN courses integer[], ADD COLUMN students integer[],
+                    ADD COLUMN opens boolean;
+                ALTER TABLE "public".course_enrollments_sync_pending ALTER COLUMN xact SET DEFAULT pg_catalog.pg_current_xact_id(),
+                    ALTER COLUMN xact SET NOT NULL, ALTER COLUMN opens SET DEFAULT true,
+                    ALTER COLUMN opens SET NOT NULL;
+            END IF;
+            CREATE INDEX IF NOT EXISTS course_enrollments_sync_pending_xact ON "public".course_enrollments_sync_pending (xact);
+            REVOKE ALL ON "public".course_enrollments_sync_pending FROM PUBLIC;
+            -- Marks of users, groups and courses whose change, or whose pair not eligible, a
+            -- transaction acts on: written, so that two such transactions conflict. Owner only.
+            CREATE UNLOGGED TABLE IF NOT EXISTS "public".course_enrollments_sync_guard (
+                kind text NOT NULL,
+                id integer NOT NULL,
+                marks bigint DEFAULT 1 NOT NULL,
+                CONSTRAINT course_enrollments_sync_guard_pkey PRIMARY KEY (kind, id)
+            );
+            REVOKE ALL ON "public".course_enrollments_sync_guard FROM PUBLIC;
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            attempt := attempt + 1;
+            SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('pid %s (%s, %s, transaction open for %s)',
+                       a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'),
+                       coalesce(a.state, 'state hidden: grant pg_monitor to see it'),
+                       coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - a.xact_start)::text, 'a time hidden')), '; ')
+            INTO holders
+            FROM pg_catalog.pg_locks AS l
+            JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            WHERE l.granted AND l.relation IN (pg_catalog.to_regclass('"public".course_enrollments_sync_pending'))
+              AND l.mode IN ('RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') AND l.pid <> pg_catalog.pg_backend_pid();
+            holders := coalesce(holders, 'a session that has just let go');
+            IF pg_catalog.clock_timestamp() - started > interval '600 s' THEN
+                RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
+                    MESSAGE = pg_catalog.format('preparing the sync queue: gave up after %s attempts over %s (lock_patience 10min); the tables are held by %s',
+                        attempt, pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - started), holders);
+            END IF;
+            RAISE WARNING 'preparing the sync queue: a lock was not granted within 500ms (attempt %); held by %; retrying', attempt, holders;
+            PERFORM pg_catalog.pg_sleep(least(5.0, pg_catalog.random() * 0.2 * 2 ^ least(attempt, 6)));
+        END;
+    END LOOP;
+END
+$ddl$;
 
--- What the sync triggers queue for the commit of the transaction that wrote it:
--- rows live only inside that transaction. Owner only; unlogged (never kept past a crash).
-CREATE UNLOGGED TABLE IF NOT EXISTS "public".course_enrollments_sync_pending (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    kind text NOT NULL,
-    ids integer[] NOT NULL
-);
+COMMIT;
 
-REVOKE ALL ON "public".course_enrollments_sync_pending FROM PUBLIC;
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0005:0006 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0005' THEN
+        RAISE EXCEPTION 'this step expects the database at 0005, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0006 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
 
 -- course_enrollments_sync_members: queues the memberships a statement inserted active, activated or moved.
 CREATE OR REPLACE FUNCTION "public".course_enrollments_sync_members() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET jit = off
 AS $sync$
 BEGIN
     IF TG_RELID OPERATOR(pg_catalog.<>) '"public".group_members'::pg_catalog.regclass THEN
@@ -216,20 +316,45 @@ BEGIN
             MESSAGE = 'course_enrollments_sync_members runs only as a sync trigger of "public".group_members';
     END IF;
     IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
-        INSERT INTO "public".course_enrollments_sync_pending (kind, ids)
-        SELECT 'membership', pg_catalog.array_agg(n.id)
-        FROM new_members AS n
-        WHERE n.active IS TRUE
-        HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0;
+        INSERT INTO "public".course_enrollments_sync_pending (kind, ids, courses, students, opens)
+        SELECT 'membership', k.rechecks, k.courses, k.students,
+            NOT EXISTS (SELECT 1 FROM "public".course_enrollments_sync_pending AS q WHERE q.xact OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id())
+        FROM (
+            SELECT pg_catalog.array_agg(x.course_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS courses,
+                pg_catalog.array_agg(x.student_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS students,
+                pg_catalog.array_agg(x.membership ORDER BY x.membership) FILTER (WHERE NOT x.eligible) AS rechecks,
+                pg_catalog.count(*) AS touched
+            FROM (
+                SELECT gm.id AS membership, gm.user_id AS student_id, gm.group_id, g.course_id,
+                    (u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id) AS eligible
+                FROM new_members AS gm
+                JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+                JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
+                JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
+                WHERE gm.active IS TRUE AND true
+            ) AS x
+        ) AS k
+        WHERE k.touched OPERATOR(pg_catalog.>) 0;
     ELSE
-        -- Only rows that may have become eligible: activated, or moved.
-        INSERT INTO "public".course_enrollments_sync_pending (kind, ids)
-        SELECT 'membership', pg_catalog.array_agg(n.id)
-        FROM new_members AS n
-        JOIN old_members AS o ON o.id OPERATOR(pg_catalog.=) n.id
-        WHERE n.active IS TRUE
-          AND (o.active IS NOT TRUE OR o.group_id OPERATOR(pg_catalog.<>) n.group_id OR o.user_id OPERATOR(pg_catalog.<>) n.user_id)
-        HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0;
+        INSERT INTO "public".course_enrollments_sync_pending (kind, ids, courses, students, opens)
+        SELECT 'membership', k.rechecks, k.courses, k.students,
+            NOT EXISTS (SELECT 1 FROM "public".course_enrollments_sync_pending AS q WHERE q.xact OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id())
+        FROM (
+            SELECT pg_catalog.array_agg(x.course_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS courses,
+                pg_catalog.array_agg(x.student_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS students,
+                pg_catalog.array_agg(x.membership ORDER BY x.membership) FILTER (WHERE NOT x.eligible) AS rechecks,
+                pg_catalog.count(*) AS touched
+            FROM (
+                SELECT gm.id AS membership, gm.user_id AS student_id, gm.group_id, g.course_id,
+                    (u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id) AS eligible
+                FROM new_members AS gm JOIN old_members AS o ON o.id OPERATOR(pg_catalog.=) gm.id
+                JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+                JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
+                JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
+                WHERE gm.active IS TRUE AND (o.active IS NOT TRUE OR o.group_id OPERATOR(pg_catalog.<>) gm.group_id OR o.user_id OPERATOR(pg_catalog.<>) gm.user_id)
+            ) AS x
+        ) AS k
+        WHERE k.touched OPERATOR(pg_catalog.>) 0;
     END IF;
     RETURN NULL;
 END
@@ -242,13 +367,34 @@ CREATE OR REPLACE FUNCTION "public".course_enrollments_sync_user() RETURNS trigg
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET jit = off
 AS $sync$
 BEGIN
     IF TG_RELID OPERATOR(pg_catalog.<>) '"public".users'::pg_catalog.regclass THEN
         RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
             MESSAGE = 'course_enrollments_sync_user runs only as a sync trigger of "public".users';
     END IF;
-    INSERT INTO "public".course_enrollments_sync_pending (kind, ids) VALUES ('user', ARRAY[NEW.id]);
+    INSERT INTO "public".course_enrollments_sync_pending (kind, ids, courses, students, opens)
+    SELECT 'user', ARRAY[NEW.id], k.courses, k.students,
+        NOT EXISTS (SELECT 1 FROM "public".course_enrollments_sync_pending AS q WHERE q.xact OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id())
+    FROM (
+        SELECT pg_catalog.array_agg(x.course_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS courses,
+            pg_catalog.array_agg(x.student_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS students,
+            pg_catalog.array_agg(x.membership ORDER BY x.membership) FILTER (WHERE NOT x.eligible) AS rechecks,
+            pg_catalog.count(*) AS touched
+        FROM (
+            SELECT gm.id AS membership, gm.user_id AS student_id, gm.group_id, g.course_id,
+                (u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id) AS eligible
+            FROM "public".group_members AS gm
+            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
+            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
+            WHERE gm.active IS TRUE AND gm.user_id OPERATOR(pg_catalog.=) NEW.id
+        ) AS x
+    ) AS k;
     RETURN NULL;
 END
 $sync$;
@@ -260,13 +406,34 @@ CREATE OR REPLACE FUNCTION "public".course_enrollments_sync_group() RETURNS trig
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET jit = off
 AS $sync$
 BEGIN
     IF TG_RELID OPERATOR(pg_catalog.<>) '"public".groups'::pg_catalog.regclass THEN
         RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
             MESSAGE = 'course_enrollments_sync_group runs only as a sync trigger of "public".groups';
     END IF;
-    INSERT INTO "public".course_enrollments_sync_pending (kind, ids) VALUES ('group', ARRAY[NEW.id]);
+    INSERT INTO "public".course_enrollments_sync_pending (kind, ids, courses, students, opens)
+    SELECT 'group', ARRAY[NEW.id], k.courses, k.students,
+        NOT EXISTS (SELECT 1 FROM "public".course_enrollments_sync_pending AS q WHERE q.xact OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id())
+    FROM (
+        SELECT pg_catalog.array_agg(x.course_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS courses,
+            pg_catalog.array_agg(x.student_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS students,
+            pg_catalog.array_agg(x.membership ORDER BY x.membership) FILTER (WHERE NOT x.eligible) AS rechecks,
+            pg_catalog.count(*) AS touched
+        FROM (
+            SELECT gm.id AS membership, gm.user_id AS student_id, gm.group_id, g.course_id,
+                (u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id) AS eligible
+            FROM "public".group_members AS gm
+            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
+            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
+            WHERE gm.active IS TRUE AND gm.group_id OPERATOR(pg_catalog.=) NEW.id
+        ) AS x
+    ) AS k;
     RETURN NULL;
 END
 $sync$;
@@ -278,13 +445,34 @@ CREATE OR REPLACE FUNCTION "public".course_enrollments_sync_course() RETURNS tri
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET jit = off
 AS $sync$
 BEGIN
     IF TG_RELID OPERATOR(pg_catalog.<>) '"public".courses'::pg_catalog.regclass THEN
         RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
             MESSAGE = 'course_enrollments_sync_course runs only as a sync trigger of "public".courses';
     END IF;
-    INSERT INTO "public".course_enrollments_sync_pending (kind, ids) VALUES ('course', ARRAY[NEW.id]);
+    INSERT INTO "public".course_enrollments_sync_pending (kind, ids, courses, students, opens)
+    SELECT 'course', ARRAY[NEW.id], k.courses, k.students,
+        NOT EXISTS (SELECT 1 FROM "public".course_enrollments_sync_pending AS q WHERE q.xact OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id())
+    FROM (
+        SELECT pg_catalog.array_agg(x.course_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS courses,
+            pg_catalog.array_agg(x.student_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS students,
+            pg_catalog.array_agg(x.membership ORDER BY x.membership) FILTER (WHERE NOT x.eligible) AS rechecks,
+            pg_catalog.count(*) AS touched
+        FROM (
+            SELECT gm.id AS membership, gm.user_id AS student_id, gm.group_id, g.course_id,
+                (u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id) AS eligible
+            FROM "public".group_members AS gm
+            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
+            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
+            WHERE gm.active IS TRUE AND g.course_id OPERATOR(pg_catalog.=) NEW.id
+        ) AS x
+    ) AS k;
     RETURN NULL;
 END
 $sync$;
@@ -296,69 +484,118 @@ CREATE OR REPLACE FUNCTION "public".course_enrollments_sync_apply() RETURNS trig
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET jit = off
 AS $sync$
 DECLARE
     courses integer[];
     students integer[];
+    m_ids integer[];
+    u_ids integer[];
+    g_ids integer[];
+    c_ids integer[];
+    one_course integer[];
+    one_student integer[];
 BEGIN
     IF TG_RELID OPERATOR(pg_catalog.<>) '"public".course_enrollments_sync_pending'::pg_catalog.regclass THEN
         RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
             MESSAGE = 'course_enrollments_sync_apply runs only as a sync trigger of "public".course_enrollments_sync_pending';
     END IF;
-    IF NEW.kind OPERATOR(pg_catalog.=) 'membership' THEN
-        SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id),
-               pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id)
-        INTO courses, students
-        FROM (
-            SELECT DISTINCT g.course_id, gm.user_id AS student_id
-            FROM "public".group_members AS gm
-            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
-            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
-            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
-            WHERE gm.id OPERATOR(pg_catalog.=) ANY (NEW.ids)
-              AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
-        ) AS p;
-    ELSIF NEW.kind OPERATOR(pg_catalog.=) 'user' THEN
-        SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id),
-               pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id)
-        INTO courses, students
-        FROM (
-            SELECT DISTINCT g.course_id, gm.user_id AS student_id
-            FROM "public".group_members AS gm
-            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
-            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
-            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
-            WHERE gm.user_id OPERATOR(pg_catalog.=) ANY (NEW.ids)
-              AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
-        ) AS p;
-    ELSIF NEW.kind OPERATOR(pg_catalog.=) 'group' THEN
-        SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id),
-               pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id)
-        INTO courses, students
-        FROM (
-            SELECT DISTINCT g.course_id, gm.user_id AS student_id
-            FROM "public".group_members AS gm
-            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
-            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
-            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
-            WHERE gm.group_id OPERATOR(pg_catalog.=) ANY (NEW.ids)
-              AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
-        ) AS p;
-    ELSIF NEW.kind OPERATOR(pg_catalog.=) 'course' THEN
-        SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id),
-               pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id)
-        INTO courses, students
-        FROM (
-            SELECT DISTINCT g.course_id, gm.user_id AS student_id
-            FROM "public".group_members AS gm
-            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
-            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
-            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
-            WHERE g.course_id OPERATOR(pg_catalog.=) ANY (NEW.ids)
-              AND gm.active IS TRUE AND u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id
-        ) AS p;
+    -- An earlier firing has applied everything this transaction queued.
+    IF NOT EXISTS (SELECT 1 FROM "public".course_enrollments_sync_pending AS q WHERE q.id OPERATOR(pg_catalog.=) NEW.id) THEN
+        RETURN NULL;
     END IF;
-    IF courses IS NOT NULL THEN
+    -- Everything this transaction queued, in one pass: its pairs eligible at the end of a
+    -- statement, and what to read again.
+    WITH mine AS MATERIALIZED (
+        DELETE FROM "public".course_enrollments_sync_pending AS q WHERE q.xact OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id()
+        RETURNING q.kind, q.ids, q.courses, q.students
+    ),
+    ids AS (
+        SELECT m.kind, i.id FROM mine AS m CROSS JOIN LATERAL pg_catalog.unnest(m.ids) AS i(id)
+    )
+    SELECT
+        (SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id) FROM mine AS m
+         CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(m.courses), pg_catalog.unnest(m.students)) AS p(course_id, student_id)),
+        (SELECT pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id) FROM mine AS m
+         CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(m.courses), pg_catalog.unnest(m.students)) AS p(course_id, student_id)),
+        (SELECT pg_catalog.array_agg(DISTINCT i.id) FROM ids AS i WHERE i.kind OPERATOR(pg_catalog.=) 'membership'),
+        (SELECT pg_catalog.array_agg(DISTINCT i.id) FROM ids AS i WHERE i.kind OPERATOR(pg_catalog.=) 'user'),
+        (SELECT pg_catalog.array_agg(DISTINCT i.id) FROM ids AS i WHERE i.kind OPERATOR(pg_catalog.=) 'group'),
+        (SELECT pg_catalog.array_agg(DISTINCT i.id) FROM ids AS i WHERE i.kind OPERATOR(pg_catalog.=) 'course')
+    INTO courses, students, m_ids, u_ids, g_ids, c_ids;
+    IF m_ids IS NOT NULL OR u_ids IS NOT NULL OR g_ids IS NOT NULL OR c_ids IS NOT NULL THEN
+        -- Mark what a concurrent transaction may be changing too (see the module's notes):
+        -- the second of two waits here (READ COMMITTED) or fails (REPEATABLE READ) ...
+        INSERT INTO "public".course_enrollments_sync_guard AS k (kind, id)
+        SELECT DISTINCT x.kind, x.id FROM (
+            SELECT 'c' AS kind, i.id FROM pg_catalog.unnest(c_ids) AS i(id)
+            UNION ALL SELECT 'g', i.id FROM pg_catalog.unnest(g_ids) AS i(id)
+            UNION ALL SELECT 'u', i.id FROM pg_catalog.unnest(u_ids) AS i(id)
+            UNION ALL
+            SELECT v.kind, v.id FROM (
+                SELECT gm.id AS membership, gm.user_id AS student_id, gm.group_id, g.course_id,
+                    (u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id) AS eligible
+                FROM (
+                    SELECT x.id, x.user_id, x.group_id, x.active FROM "public".group_members AS x WHERE x.id OPERATOR(pg_catalog.=) ANY (m_ids)
+                    UNION
+                    SELECT x.id, x.user_id, x.group_id, x.active FROM "public".group_members AS x WHERE x.user_id OPERATOR(pg_catalog.=) ANY (u_ids)
+                    UNION
+                    SELECT x.id, x.user_id, x.group_id, x.active FROM "public".group_members AS x WHERE x.group_id OPERATOR(pg_catalog.=) ANY (g_ids)
+                    UNION
+                    SELECT x.id, x.user_id, x.group_id, x.active FROM "public".groups AS y
+                    JOIN "public".group_members AS x ON x.group_id OPERATOR(pg_catalog.=) y.id
+                    WHERE y.course_id OPERATOR(pg_catalog.=) ANY (c_ids)
+                ) AS gm
+                JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+                JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
+                JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
+                WHERE gm.active IS TRUE AND true
+            ) AS n
+            CROSS JOIN LATERAL (VALUES ('c', n.course_id), ('g', n.group_id), ('u', n.student_id)) AS v(kind, id)
+            WHERE NOT n.eligible
+        ) AS x
+        ORDER BY x.kind, x.id
+        ON CONFLICT (kind, id) DO UPDATE SET marks = k.marks OPERATOR(pg_catalog.+) 1;
+        -- ... then read again: under READ COMMITTED a new snapshot, taken after the wait.
+        SELECT pg_catalog.array_cat(courses, pg_catalog.array_agg(n.course_id)),
+            pg_catalog.array_cat(students, pg_catalog.array_agg(n.student_id))
+        INTO courses, students
+        FROM (
+            SELECT gm.id AS membership, gm.user_id AS student_id, gm.group_id, g.course_id,
+                (u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id) AS eligible
+            FROM (
+                SELECT x.id, x.user_id, x.group_id, x.active FROM "public".group_members AS x WHERE x.id OPERATOR(pg_catalog.=) ANY (m_ids)
+                UNION
+                SELECT x.id, x.user_id, x.group_id, x.active FROM "public".group_members AS x WHERE x.user_id OPERATOR(pg_catalog.=) ANY (u_ids)
+                UNION
+                SELECT x.id, x.user_id, x.group_id, x.active FROM "public".group_members AS x WHERE x.group_id OPERATOR(pg_catalog.=) ANY (g_ids)
+                UNION
+                SELECT x.id, x.user_id, x.group_id, x.active FROM "public".groups AS y
+                JOIN "public".group_members AS x ON x.group_id OPERATOR(pg_catalog.=) y.id
+                WHERE y.course_id OPERATOR(pg_catalog.=) ANY (c_ids)
+            ) AS gm
+            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
+            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
+            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
+            WHERE gm.active IS TRUE AND true
+        ) AS n
+        WHERE n.eligible;
+    END IF;
+    IF courses IS NULL THEN
+        RETURN NULL;
+    END IF;
+    -- Each pair once, in (course, student) order.
+    SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id),
+        pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id)
+    INTO courses, students
+    FROM (
+        SELECT DISTINCT x.course_id, x.student_id
+        FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS x(course_id, student_id)
+    ) AS p;
+    IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.=) 'read committed' THEN
         WITH met AS (
             SELECT e.id
             FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS p(course_id, student_id)
@@ -380,26 +617,152 @@ BEGIN
         )
         ORDER BY p.course_id, p.student_id
         ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+        RETURN NULL;
     END IF;
-    DELETE FROM "public".course_enrollments_sync_pending AS q WHERE q.id OPERATOR(pg_catalog.=) NEW.id;
+    BEGIN
+        WITH met AS (
+            SELECT e.id
+            FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS p(course_id, student_id)
+            JOIN "public".course_enrollments AS e
+                ON e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id
+            JOIN "public".enrollment_backfill_changes AS r ON r.enrollment_id OPERATOR(pg_catalog.=) e.id
+            WHERE e.active AND r.claimed_at IS NULL
+            ORDER BY e.course_id, e.student_id
+            FOR SHARE OF e
+        )
+        UPDATE "public".enrollment_backfill_changes AS r SET claimed_at = pg_catalog.now()
+        FROM met WHERE r.enrollment_id OPERATOR(pg_catalog.=) met.id AND r.claimed_at IS NULL;
+        INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
+        SELECT p.course_id, p.student_id, true
+        FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS p(course_id, student_id)
+        WHERE NOT EXISTS (
+            SELECT 1 FROM "public".course_enrollments AS e
+            WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active
+        )
+        ORDER BY p.course_id, p.student_id
+        ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+    EXCEPTION WHEN serialization_failure THEN
+        -- REPEATABLE READ or SERIALIZABLE: a pair's enrollment was committed by another
+        -- transaction after this one's snapshot. That pair has its enrollment; every other
+        -- pair is written, one by one.
+        FOR i IN 1 .. pg_catalog.cardinality(courses) LOOP
+            one_course := ARRAY[courses[i]];
+            one_student := ARRAY[students[i]];
+            BEGIN
+                WITH met AS (
+                    SELECT e.id
+                    FROM ROWS FROM (pg_catalog.unnest(one_course), pg_catalog.unnest(one_student)) AS p(course_id, student_id)
+                    JOIN "public".course_enrollments AS e
+                        ON e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id
+                    JOIN "public".enrollment_backfill_changes AS r ON r.enrollment_id OPERATOR(pg_catalog.=) e.id
+                    WHERE e.active AND r.claimed_at IS NULL
+                    ORDER BY e.course_id, e.student_id
+                    FOR SHARE OF e
+                )
+                UPDATE "public".enrollment_backfill_changes AS r SET claimed_at = pg_catalog.now()
+                FROM met WHERE r.enrollment_id OPERATOR(pg_catalog.=) met.id AND r.claimed_at IS NULL;
+                INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
+                SELECT p.course_id, p.student_id, true
+                FROM ROWS FROM (pg_catalog.unnest(one_course), pg_catalog.unnest(one_student)) AS p(course_id, student_id)
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM "public".course_enrollments AS e
+                    WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active
+                )
+                ORDER BY p.course_id, p.student_id
+                ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
+            EXCEPTION WHEN serialization_failure THEN
+                NULL;
+            END;
+        END LOOP;
+    END;
     RETURN NULL;
 END
 $sync$;
 
 REVOKE ALL ON FUNCTION "public".course_enrollments_sync_apply() FROM PUBLIC;
 
--- At commit, apply what was queued (only our functions write the queue).
-DO $apply$
+COMMIT;
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_apply()')) THEN
-        IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal) THEN
-            DROP TRIGGER course_enrollments_sync_apply ON "public".course_enrollments_sync_pending;
-        END IF;
-        CREATE CONSTRAINT TRIGGER course_enrollments_sync_apply AFTER INSERT ON "public".course_enrollments_sync_pending
-        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION "public".course_enrollments_sync_apply();
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0005:0006 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
     END IF;
 END
-$apply$;
+$lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0005' THEN
+        RAISE EXCEPTION 'this step expects the database at 0005, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic upgrade {found}:0006 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
+-- installing the trigger that applies the sync queue: each attempt waits at most lock_timeout (500ms) for the tables, so the
+-- application's writes never queue behind it for longer; retried until 10min.
+DO $ddl$
+DECLARE
+    started timestamptz := pg_catalog.clock_timestamp();
+    attempt integer := 0;
+    holders text;
+BEGIN
+    LOOP
+        BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal AND t.tgfoid = pg_catalog.to_regprocedure('"public".course_enrollments_sync_apply()') AND t.tgqual IS NOT NULL) THEN
+                IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal) THEN
+                    DROP TRIGGER course_enrollments_sync_apply ON "public".course_enrollments_sync_pending;
+                END IF;
+                CREATE CONSTRAINT TRIGGER course_enrollments_sync_apply AFTER INSERT ON "public".course_enrollments_sync_pending
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.opens) EXECUTE FUNCTION "public".course_enrollments_sync_apply();
+            END IF;
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            attempt := attempt + 1;
+            SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('pid %s (%s, %s, transaction open for %s)',
+                       a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'),
+                       coalesce(a.state, 'state hidden: grant pg_monitor to see it'),
+                       coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - a.xact_start)::text, 'a time hidden')), '; ')
+            INTO holders
+            FROM pg_catalog.pg_locks AS l
+            JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            WHERE l.granted AND l.relation IN (pg_catalog.to_regclass('"public".course_enrollments_sync_pending'))
+              AND l.mode IN ('AccessShareLock', 'RowShareLock', 'RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') AND l.pid <> pg_catalog.pg_backend_pid();
+            holders := coalesce(holders, 'a session that has just let go');
+            IF pg_catalog.clock_timestamp() - started > interval '600 s' THEN
+                RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
+                    MESSAGE = pg_catalog.format('installing the trigger that applies the sync queue: gave up after %s attempts over %s (lock_patience 10min); the tables are held by %s',
+                        attempt, pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - started), holders);
+            END IF;
+            RAISE WARNING 'installing the trigger that applies the sync queue: a lock was not granted within 500ms (attempt %); held by %; retrying', attempt, holders;
+            PERFORM pg_catalog.pg_sleep(least(5.0, pg_catalog.random() * 0.2 * 2 ^ least(attempt, 6)));
+        END;
+    END LOOP;
+END
+$ddl$;
 
 COMMIT;
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from enrollments_phase1.migrations.shared.v3.legacy import (
+from enrollments_phase1.migrations.shared.v4.legacy import (
     drop_tables,
     legacy_schema,
     refuse_to_drop_tables_with_rows,

@@ -21,7 +21,7 @@ server's own setting applies. The table is named with its schema.
 
 from collections.abc import Sequence
 
-from enrollments_phase1.migrations.shared.v3.indexes import (
+from enrollments_phase1.migrations.shared.v4.indexes import (
     create_index_concurrently,
     drop_index_concurrently,
 )

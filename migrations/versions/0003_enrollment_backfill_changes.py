@@ -24,11 +24,14 @@ migration role. The record has a ``claimed_at`` column (the sync trigger marks a
 application made its own), and the downgrade's undo keeps what other tables reference and
 what was claimed, dropping a sync trigger a cut 0004 left in the transaction that records
 0002.
+
+Fixed in 1.3 (helpers v4): the downgrade drops the sync trigger's guard table with its
+other objects (a cut 0004 of 1.3 leaves one).
 """
 
 from collections.abc import Sequence
 
-from enrollments_phase1.migrations.shared.v3.steps import create_bookkeeping, drop_bookkeeping
+from enrollments_phase1.migrations.shared.v4.steps import create_bookkeeping, drop_bookkeeping
 
 # revision identifiers, used by Alembic.
 revision: str = "0003"

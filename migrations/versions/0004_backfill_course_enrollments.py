@@ -36,11 +36,24 @@ a writable ``public`` let a role run its own code as the migration role:
   since (a membership written after the backfill, which the trigger notes in the record);
   it undoes first and drops every object of the trigger last, in the transaction that
   records 0003, so a downgrade cut short leaves 0004 whole.
+
+Fixed in 1.3 (helpers v4), because two application transactions committing together could
+leave an eligible pair uncovered, the trigger added deadlocks, and the application's
+commits slowed to seconds while the backfill filled the record:
+
+- a pair found not eligible, and every changed user, group and course, are marked in
+  ``course_enrollments_sync_guard`` before the pairs are read again at commit: of two
+  transactions that each make half of a pair eligible, the second waits and sees the first
+  (READ COMMITTED) or fails with a serialization failure (REPEATABLE READ);
+- everything a transaction queued is applied once, at its end, in one global order;
+- every statement of the trigger reads by key through an index, whatever the statistics;
+- the pairs eligible at the end of a statement are enrolled, the same whether the
+  application's constraints are deferred or immediate.
 """
 
 from collections.abc import Sequence
 
-from enrollments_phase1.migrations.shared.v3.steps import backfill_revision, undo_backfill_revision
+from enrollments_phase1.migrations.shared.v4.steps import backfill_revision, undo_backfill_revision
 
 # revision identifiers, used by Alembic.
 revision: str = "0004"

@@ -23,11 +23,13 @@ Fixed in 1.2 (helpers v3): the gate's PL/pgSQL runs with ``search_path = pg_cata
 pg_temp`` and names the schema of its tables (a function planted in a writable schema,
 ``unnest`` or ``format`` of the exact types, would have run as the migration role); a
 repair installs this version's sync trigger.
+
+Fixed in 1.3 (helpers v4): a repair installs helpers v4's sync trigger (see 0004).
 """
 
 from collections.abc import Sequence
 
-from enrollments_phase1.migrations.shared.v3.steps import keep_coverage
+from enrollments_phase1.migrations.shared.v4.steps import keep_coverage
 
 # revision identifiers, used by Alembic.
 revision: str = "0005"

@@ -11,11 +11,13 @@ Where it is installed (every database that reached 0005 with 1.1) nothing happen
 trigger has kept coverage since 0005's gate.
 
 Fixed in 1.2 (helpers v3): as 0005, a pinned search_path and qualified tables.
+
+Fixed in 1.3 (helpers v4): as 0005.
 """
 
 from collections.abc import Sequence
 
-from enrollments_phase1.migrations.shared.v3.steps import keep_coverage
+from enrollments_phase1.migrations.shared.v4.steps import keep_coverage
 
 # revision identifiers, used by Alembic.
 revision: str = "0006"

@@ -19,11 +19,14 @@ every database gets the sync trigger as helpers v3 install it:
 Replacing a function locks no table: on a database 1.1.0 left at 0006 the application
 goes on writing throughout. Where helpers v3 installed the trigger (0004 since 1.2) this
 changes nothing.
+
+Fixed in 1.3 (helpers v4): it installs helpers v4's sync trigger (see 0004); 0008 brings it
+to databases 1.2.0 left at 0007.
 """
 
 from collections.abc import Sequence
 
-from enrollments_phase1.migrations.shared.v3.steps import harden_sync_trigger
+from enrollments_phase1.migrations.shared.v4.steps import harden_sync_trigger
 
 # revision identifiers, used by Alembic.
 revision: str = "0007"

@@ -31,8 +31,8 @@ from sqlalchemy.engine import Connection
 
 from enrollments_phase1.db import KEEP, behind_pooler
 from enrollments_phase1.migration_env import MigrationSettings
-from enrollments_phase1.migrations.shared.v3.definition import Tables, quote_literal
-from enrollments_phase1.migrations.shared.v3.run import (
+from enrollments_phase1.migrations.shared.v4.definition import Tables, quote_literal
+from enrollments_phase1.migrations.shared.v4.run import (
     can_autocommit,
     execute_sql,
     is_offline,

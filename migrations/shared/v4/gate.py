@@ -30,14 +30,14 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
 from enrollments_phase1.migration_env import MigrationSettings, current_run
-from enrollments_phase1.migrations.shared.v3 import sync
-from enrollments_phase1.migrations.shared.v3.definition import (
+from enrollments_phase1.migrations.shared.v4 import sync
+from enrollments_phase1.migrations.shared.v4.definition import (
     ACTIVE_MEMBERSHIP,
     STATUS,
     Tables,
     indent,
 )
-from enrollments_phase1.migrations.shared.v3.run import (
+from enrollments_phase1.migrations.shared.v4.run import (
     execute_block,
     in_transaction,
     tables,

@@ -1,4 +1,4 @@
-"""The backfill of the revisions on helpers v3: batched, race-free, resumable.
+"""The backfill of the revisions on helpers v4: batched, race-free, resumable.
 
 One statement per batch takes the next slice of ``group_members`` by primary key
 (``id > lo``, at most ``size`` rows) and, in one transaction:
@@ -43,13 +43,13 @@ from enrollments_phase1.batching import (
 from enrollments_phase1.db import duration_seconds
 from enrollments_phase1.lock import LOCK_KEY
 from enrollments_phase1.migration_env import MigrationSettings
-from enrollments_phase1.migrations.shared.v3.definition import (
+from enrollments_phase1.migrations.shared.v4.definition import (
     ACTIVE_MEMBERSHIP,
     ELIGIBLE,
     Tables,
     indent,
 )
-from enrollments_phase1.migrations.shared.v3.sync import keeping_sql
+from enrollments_phase1.migrations.shared.v4.sync import keeping_sql
 
 log = logging.getLogger("migrations")
 

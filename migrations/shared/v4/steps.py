@@ -1,4 +1,4 @@
-"""What each revision on helpers v3 runs, online and offline, from the pieces of this
+"""What each revision on helpers v4 runs, online and offline, from the pieces of this
 version."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import logging
 from alembic import op
 
 from enrollments_phase1.migration_env import MigrationSettings
-from enrollments_phase1.migrations.shared.v3 import backfill, bookkeeping, sync, undo
-from enrollments_phase1.migrations.shared.v3.definition import Tables
-from enrollments_phase1.migrations.shared.v3.gate import gate_in_revision
-from enrollments_phase1.migrations.shared.v3.run import (
+from enrollments_phase1.migrations.shared.v4 import backfill, bookkeeping, sync, undo
+from enrollments_phase1.migrations.shared.v4.definition import Tables
+from enrollments_phase1.migrations.shared.v4.gate import gate_in_revision
+from enrollments_phase1.migrations.shared.v4.run import (
     execute_block,
     in_transaction,
     is_offline,
@@ -228,3 +228,22 @@ def harden_sync_trigger(revision: str) -> None:
         "the sync triggers are not all installed",
     )
     log.info("revision %s: the sync trigger is hardened", revision)
+
+
+def sync_under_concurrency(revision: str) -> None:
+    """Revision 0008: the sync trigger as this version installs it, on databases an
+    earlier release left at 0007: the queue gains its columns in place (a short lock on it
+    alone), the guard table is created, the functions replaced, the trigger that applies
+    the queue replaced by one that fires once per transaction. No legacy table is locked
+    where the triggers on them are there already."""
+    settings, t = MigrationSettings.current(), tables()
+    with outside_transaction() as connection:
+        _ensure_bookkeeping(connection, t)
+        sync.install(connection, t, settings)
+    _verify_in_revision(
+        f"revision {revision}",
+        "every sync trigger of this version is installed",
+        sync.installed_sql(t),
+        "the sync triggers are not all installed",
+    )
+    log.info("revision %s: the sync trigger applies each transaction once, in order", revision)

@@ -6,7 +6,7 @@ from alembic import op
 from alembic.util import CommandError
 
 from enrollments_phase1.migration_env import MigrationSettings
-from enrollments_phase1.migrations.shared.v3.run import is_offline, tables
+from enrollments_phase1.migrations.shared.v4.run import is_offline, tables
 
 LEGACY_TABLES = ("schools", "users", "courses", "groups", "group_members", "course_enrollments")
 

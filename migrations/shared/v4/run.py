@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from enrollments_phase1.batching import transaction
 from enrollments_phase1.db import run_prelude
 from enrollments_phase1.migration_env import current_run
-from enrollments_phase1.migrations.shared.v3.definition import Tables
+from enrollments_phase1.migrations.shared.v4.definition import Tables
 
 log = logging.getLogger("migrations")
 

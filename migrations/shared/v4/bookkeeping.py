@@ -23,7 +23,7 @@ database 1.0.0 migrated has the record table without the new column, index and t
 
 from __future__ import annotations
 
-from enrollments_phase1.migrations.shared.v3.definition import Tables
+from enrollments_phase1.migrations.shared.v4.definition import Tables
 
 CHANGES = "enrollment_backfill_changes"
 RUNS = "enrollment_backfill_runs"

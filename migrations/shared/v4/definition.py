@@ -1,6 +1,6 @@
-"""The definition of eligible pairs as the revisions on helpers v3 run it (frozen;
+"""The definition of eligible pairs as the revisions on helpers v4 run it (frozen;
 app/coverage.py holds the live one, and tests/test_definition_agreement.py checks that they
-agree), and the names every statement of v3 uses.
+agree), and the names every statement of v4 uses.
 
 - active membership: ``group_members.active`` is true (NULL is inactive);
 - eligible pair: a distinct (student, course) from active memberships, through

@@ -30,14 +30,14 @@ from sqlalchemy.engine import Connection
 
 from enrollments_phase1.batching import Progress, StepResult, run_batches, transaction
 from enrollments_phase1.migration_env import MigrationSettings
-from enrollments_phase1.migrations.shared.v3.backfill import (
+from enrollments_phase1.migrations.shared.v4.backfill import (
     BEFORE_ANY_ID,
     ScriptBatches,
     retry_sql,
     transaction_start_sql,
 )
-from enrollments_phase1.migrations.shared.v3.definition import Tables, indent
-from enrollments_phase1.migrations.shared.v3.run import execute_block, in_transaction, run_block
+from enrollments_phase1.migrations.shared.v4.definition import Tables, indent
+from enrollments_phase1.migrations.shared.v4.run import execute_block, in_transaction, run_block
 
 log = logging.getLogger("migrations")
 
@@ -71,7 +71,7 @@ def function_sql(t: Tables) -> list[str]:
         "fk.referencing_columns, fk.referenced_columns)"
     )
     return [
-        f"""-- One batch of the undo (see enrollments_phase1/migrations/shared/v3/undo.py): installed for the undo and
+        f"""-- One batch of the undo (see migrations/shared/v4/undo.py): installed for the undo and
 -- dropped with it.
 CREATE OR REPLACE FUNCTION {getattr(t, FUNCTION)}(lo bigint, size integer)
 RETURNS TABLE (last_id bigint, records bigint, deleted_rows bigint, deactivated_rows bigint,
