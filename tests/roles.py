@@ -21,7 +21,7 @@ import psycopg2
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine
 
-from tests.helpers import FIXTURES, alembic, libpq_url, load_story, psql
+from tests.helpers import FIXTURES, libpq_url, load_story, psql, upgrade
 
 LEGACY_FOR_APP = ("schools", "users", "courses", "groups", "group_members")
 
@@ -126,19 +126,25 @@ def deploy(pg_server, roles: Roles, start: str) -> None:
     1.1.0's own script to 0006 (its head). The application's grants come after the tables
     exist."""
     owner = roles.url(roles.owner)
-    assert alembic(owner, "upgrade", "0001").returncode == 0
-    load_story(roles.engine(roles.owner))
-    if start == "1.1.0":
-        script = (FIXTURES / "release_1_1_0" / "upgrade_0001_0006.sql").read_text()
-        applied = psql(pg_server, owner, script)
-        assert applied.returncode == 0, applied.stderr
-    else:
-        result = alembic(owner, "upgrade", "head")
-        assert result.returncode == 0, result.stdout + result.stderr
+    engine = roles.engine(roles.owner)
+    try:  # in-process: these tests are not about the console script (test_env.py is)
+        upgrade(engine, "0001")
+        load_story(engine)
+        if start == "1.1.0":
+            script = (FIXTURES / "release_1_1_0" / "upgrade_0001_0006.sql").read_text()
+            applied = psql(pg_server, owner, script)
+            assert applied.returncode == 0, applied.stderr
+        else:
+            upgrade(engine, "head")
+    finally:
+        engine.dispose()
     roles.grant_application()
 
 
 def upgrade_head(roles: Roles) -> None:
-    """``alembic upgrade head`` as the owner."""
-    result = alembic(roles.url(roles.owner), "upgrade", "head")
-    assert result.returncode == 0, result.stdout + result.stderr
+    """``alembic upgrade head`` as the owner (in-process)."""
+    engine = roles.engine(roles.owner)
+    try:
+        upgrade(engine, "head")
+    finally:
+        engine.dispose()

@@ -26,9 +26,10 @@ def test_demo_without_the_embedded_extra_says_how_to_install_it(tmp_path):
 
 
 @pytest.mark.embedded
-def test_demo_tells_the_story_and_exits_0():
+def test_demo_tells_the_story_exits_0_and_leaves_nothing_behind(tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
     result = subprocess.run(
-        [str(VENV_BIN / "enrollments"), "demo"], cwd=ROOT, capture_output=True, text=True
+        [str(VENV_BIN / "enrollments"), "demo"], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
@@ -48,13 +49,5 @@ def test_demo_tells_the_story_and_exits_0():
     assert out.count("coverage                            100.00%") == 3
     assert "the sync trigger enrolled both" in out
     assert "every step behaved as expected" in out
-
-
-@pytest.mark.embedded
-def test_demo_leaves_nothing_in_the_temp_directory(tmp_path):
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
-    result = subprocess.run(
-        [str(VENV_BIN / "enrollments"), "demo"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    # Nothing left in the temporary directory: the server's data and sockets are gone.
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("enrollments-")] == []

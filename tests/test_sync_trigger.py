@@ -219,7 +219,7 @@ WHERE relname IN ('enrollment_backfill_changes', 'course_enrollments', 'group_me
 
 def test_every_statement_reads_by_key_whatever_the_statistics(pg_server, database_url, at_head):
     """The plans an application session caches while the record is empty (and never
-    analyzed: autovacuum off) still read every table by key once the record holds 300,000
+    analyzed: autovacuum off) still read every table by key once the record holds 100,000
     rows and the tables have grown: not one sequential scan, counted by the server."""
     import psycopg2
 
@@ -260,15 +260,15 @@ def test_every_statement_reads_by_key_whatever_the_statistics(pg_server, databas
                 text(
                     "INSERT INTO users (id, school_id, email, name)"
                     " SELECT 200000 + i, 1, 'g' || i || '@x', 'G'"
-                    " FROM generate_series(1, 300000) i;"
+                    " FROM generate_series(1, 100000) i;"
                     " INSERT INTO course_enrollments (course_id, student_id)"
-                    " SELECT 1, 200000 + i FROM generate_series(1, 300000) i;"
+                    " SELECT 1, 200000 + i FROM generate_series(1, 100000) i;"
                     " INSERT INTO enrollment_backfill_changes"
                     " (revision, enrollment_id, course_id, student_id, action)"
                     " SELECT 'grown', id, course_id, student_id, 'created' FROM course_enrollments"
                     " WHERE student_id > 200000;"
                     " INSERT INTO group_members (school_id, group_id, user_id)"
-                    " SELECT 1, 1, 200000 + i FROM generate_series(1, 300000) i"
+                    " SELECT 1, 1, 200000 + i FROM generate_series(1, 100000) i"
                 )
             )
         before = seq_scans()
