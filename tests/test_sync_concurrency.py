@@ -20,9 +20,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
-from bench.races import BASE, ISOLATIONS, KINDS, MODES, NO_FAILURE_KINDS, race
+from bench.races import BASE, ISOLATIONS, KINDS, MODES, NO_FAILURE_KINDS, staged
 from tests.helpers import libpq_url, upgrade
 
 ROUNDS = int(os.environ.get("ENROLLMENTS_RACE_ROUNDS", "200"))
@@ -44,38 +44,24 @@ def at_head_template(pg_server) -> str:
     pg_server.drop_database(url)
 
 
+@pytest.fixture
+def copy_at_head(pg_server, at_head_template):
+    url = pg_server.create_database(template=at_head_template)
+    try:
+        yield libpq_url(url)
+    finally:
+        pg_server.drop_database(url)
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 @pytest.mark.parametrize("name", KINDS)
-def test_two_halves_committed_together_leave_no_gap(
-    pg_server, at_head_template, name, isolation, mode
-):
-    kind = KINDS[name]
-    url = pg_server.create_database(template=at_head_template)
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(kind.prepare.format(n=ROUNDS))
-        membership, other = race(libpq_url(url), kind, isolation, mode, ROUNDS)
-        with engine.connect() as conn:
-            pairs = [
-                tuple(conn.execute(text(kind.pair.replace("%(r)s", str(r)))).one())
-                for r in range(1, ROUNDS + 1)
-            ]
-            covered = {
-                tuple(row)
-                for row in conn.execute(
-                    text("SELECT course_id, student_id FROM course_enrollments WHERE active")
-                )
-            }
-        gaps = [pair for pair in pairs if pair not in covered]
-        assert gaps == [], f"{len(gaps)} of {ROUNDS} pairs left uncovered"
-        assert membership.deadlocks + other.deadlocks == 0
-        if isolation == "read committed":
-            assert membership.serialization_failures + other.serialization_failures == 0
-    finally:
-        engine.dispose()
-        pg_server.drop_database(url)
+def test_two_halves_committed_together_leave_no_gap(copy_at_head, name, isolation, mode):
+    outcome = staged(copy_at_head, KINDS[name], isolation, mode, ROUNDS)
+    assert outcome.uncovered == 0, f"{outcome.uncovered} of {ROUNDS} pairs left uncovered"
+    assert outcome.deadlocks == 0
+    if isolation == "read committed":
+        assert outcome.serialization_failures == 0
 
 
 # With SET CONSTRAINTS ALL IMMEDIATE the trigger writes at the end of each statement, in
@@ -92,29 +78,7 @@ NO_FAILURE_CASES = [
 
 @pytest.mark.parametrize(("name", "isolation", "mode"), NO_FAILURE_CASES)
 def test_the_trigger_adds_no_deadlock_and_no_serialization_failure(
-    pg_server, at_head_template, name, isolation, mode
+    copy_at_head, name, isolation, mode
 ):
-    kind = NO_FAILURE_KINDS[name]
-    url = pg_server.create_database(template=at_head_template)
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(kind.prepare.format(n=ROUNDS))
-        membership, other = race(libpq_url(url), kind, isolation, mode, ROUNDS)
-        assert (membership.deadlocks, other.deadlocks) == (0, 0)
-        assert membership.serialization_failures + other.serialization_failures == 0
-        with engine.connect() as conn:
-            missing = conn.execute(
-                text(
-                    "SELECT count(*) FROM generate_series(1, :n) AS r WHERE NOT EXISTS ("
-                    " SELECT 1 FROM course_enrollments WHERE student_id = 1000 + r AND active"
-                    " AND course_id IN (1, 3) GROUP BY student_id"
-                    " HAVING count(*) = (SELECT count(DISTINCT g.course_id) FROM group_members gm"
-                    " JOIN groups g ON g.id = gm.group_id WHERE gm.user_id = 1000 + r))"
-                ),
-                {"n": ROUNDS},
-            ).scalar()
-        assert missing == 0
-    finally:
-        engine.dispose()
-        pg_server.drop_database(url)
+    outcome = staged(copy_at_head, NO_FAILURE_KINDS[name], isolation, mode, ROUNDS)
+    assert (outcome.deadlocks, outcome.serialization_failures, outcome.uncovered) == (0, 0, 0)

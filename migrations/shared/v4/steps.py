@@ -207,16 +207,14 @@ def keep_coverage(revision: str, gate: str) -> None:
         log.info("revision %s: the sync trigger is installed; coverage is kept", revision)
 
 
-def harden_sync_trigger(revision: str) -> None:
-    """Revision 0007: the sync trigger and the bookkeeping as this version installs them,
-    on every database: functions replaced (safe definers, enrollments written at commit),
-    EXECUTE revoked from PUBLIC, triggers that call anything else re-created, stray old
-    functions dropped, the bookkeeping tables granting nothing to PUBLIC.
-
-    Only the queue table and functions change while the application writes; the legacy
-    tables are locked only where a trigger must be re-created (1.1 put its functions in
-    another schema than the tables'), briefly and retried.
-    """
+def reinstall_sync_trigger(revision: str, done: str) -> None:
+    """The sync trigger and the bookkeeping as this version installs them, on every
+    database (revisions 0007 and 0008, for databases an older release migrated): the queue
+    and guard tables (a short lock on the queue alone), the functions replaced, EXECUTE
+    revoked from PUBLIC, the trigger on the queue and any trigger that calls something else
+    re-created (a short lock, retried), stray old functions dropped, the bookkeeping tables
+    granting nothing to PUBLIC. Where they are installed already, nothing changes; the
+    legacy tables are locked only where a trigger on them must be re-created."""
     settings, t = MigrationSettings.current(), tables()
     with outside_transaction() as connection:
         _ensure_bookkeeping(connection, t)
@@ -227,23 +225,17 @@ def harden_sync_trigger(revision: str) -> None:
         sync.installed_sql(t),
         "the sync triggers are not all installed",
     )
-    log.info("revision %s: the sync trigger is hardened", revision)
+    log.info("revision %s: %s", revision, done)
+
+
+def harden_sync_trigger(revision: str) -> None:
+    """Revision 0007: on databases 1.1.0 left at 0006, safe definer functions that enroll
+    at commit (:func:`reinstall_sync_trigger`)."""
+    reinstall_sync_trigger(revision, "the sync trigger is hardened")
 
 
 def sync_under_concurrency(revision: str) -> None:
-    """Revision 0008: the sync trigger as this version installs it, on databases an
-    earlier release left at 0007: the queue gains its columns in place (a short lock on it
-    alone), the guard table is created, the functions replaced, the trigger that applies
-    the queue replaced by one that fires once per transaction. No legacy table is locked
-    where the triggers on them are there already."""
-    settings, t = MigrationSettings.current(), tables()
-    with outside_transaction() as connection:
-        _ensure_bookkeeping(connection, t)
-        sync.install(connection, t, settings)
-    _verify_in_revision(
-        f"revision {revision}",
-        "every sync trigger of this version is installed",
-        sync.installed_sql(t),
-        "the sync triggers are not all installed",
-    )
-    log.info("revision %s: the sync trigger applies each transaction once, in order", revision)
+    """Revision 0008: on databases 1.2.0 left at 0007, 1.2.0's queue gains its columns in
+    place, the guard table is created, the functions replaced, the trigger on the queue
+    fires once per transaction (:func:`reinstall_sync_trigger`)."""
+    reinstall_sync_trigger(revision, "the sync trigger applies each transaction once, in order")
