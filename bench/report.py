@@ -221,6 +221,15 @@ def trigger_section(t: dict) -> list[str]:
             f"**{d['max_ms']:.1f} ms** (goal 100 ms: {verdict(d['max_ms'], 100.0)}); "
             f"{d['errors']:.0f} errors in {d['transactions']:,.0f} transactions.",
         ]
+        c = writer.get("control")
+        if c:
+            out += [
+                "",
+                "The control: the same commits into a table no trigger watches, during the "
+                f"same deploy on another copy: p50 {c['p50_ms']:.1f} ms, p99 "
+                f"{c['p99_ms']:.1f} ms, max {c['max_ms']:.1f} ms. What the deploy's load "
+                "alone costs a commit on this machine; the trigger's part is the difference.",
+            ]
     if t.get("races"):
         rounds = t["mixed_settings"].get("rounds", 0)
         out += [

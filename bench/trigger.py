@@ -7,8 +7,9 @@
   them inserted by hand (what any way of keeping coverage must write); with the backend's
   peak memory (its VmHWM, where the server runs on this machine);
 - **the legacy application during the deploy**: a writer inserting memberships at
-  ``--writer-rate`` a second while ``alembic upgrade head`` runs from 0003 with an empty
-  record (the backfill fills it from nothing), beside the same writer before the deploy;
+  ``--legacy-rate`` a second while ``alembic upgrade head`` runs from 0003 with an empty
+  record (the backfill fills it from nothing), beside the same writer before the deploy and
+  the same commits into a table no trigger watches during the same deploy (the control);
 - **races**: the stagings of tests/test_sync_concurrency.py (bench/races.py), ``--rounds``
   each, without the trigger and with it: deadlocks, serialization failures, pairs left
   uncovered;
@@ -18,7 +19,7 @@
   (from 1.1.0's own script) and with this release's. Deadlocks, errors and latencies.
 
     python -m bench.trigger [--trigger-students 200000] [--singles 2000] [--bulk 1000000]
-                            [--many 100000] [--writer-rate 20] [--rounds 200]
+                            [--many 100000] [--legacy-rate 20] [--rounds 200]
                             [--writers 6] [--hot 50] [--mixed-seconds 60]
 
 Goals (issues 17 and 26): one insert's p99 at most 1 ms above the p99 without the trigger;
@@ -224,30 +225,41 @@ INSERT_MEMBERSHIP = """INSERT INTO group_members (school_id, group_id, user_id)
 VALUES (%(school)s, %(group)s, %(user)s)"""
 
 
+# The same commits on a table no trigger watches: what the deploy alone costs them.
+CONTROL_TABLE = """CREATE TABLE bench_no_trigger
+(id serial PRIMARY KEY, school_id integer, group_id integer, user_id integer)"""
+INSERT_CONTROL = """INSERT INTO bench_no_trigger (school_id, group_id, user_id)
+VALUES (%(school)s, %(group)s, %(user)s)"""
+
+
 def deploy_writer(server: Server, template_0003: str, rows: list, rate: float) -> dict:
     """The writer for 20 s before the deploy, then during ``alembic upgrade head`` from 0003
-    (the record empty: the backfill fills it), on one copy."""
+    (the record empty: the backfill fills it), on one copy; then, on another copy, the
+    same commits into a table without any trigger during the same deploy (the control:
+    what the deploy's load alone costs a commit on this machine)."""
     from bench.server import BIN, env_for, measure
 
-    db = server.copy(template_0003, "bench_trigger_deploy")
     rows = [{"user": u, "school": s, "group": g} for u, s, g in rows]
     half = len(rows) // 2
+    results = {}
+    for label, statement in (("during", INSERT_MEMBERSHIP), ("control", INSERT_CONTROL)):
+        db = server.copy(template_0003, "bench_trigger_deploy")
+        server.sql(CONTROL_TABLE, db)
 
-    def writer(part: list[dict]) -> Writer:
-        return Writer(server.libpq(db), rate, rows=part, statement=INSERT_MEMBERSHIP)
-
-    before = writer(rows[:half])
-    before.start()
-    time.sleep(20)
-    results = {"before": before.stop()}
-    during = writer(rows[half:])
-    during.start()
-    upgraded = measure([str(BIN / "alembic"), "upgrade", "head"], env_for(server, db))
-    results["during"] = during.stop()
-    results["during"]["upgrade_seconds"] = upgraded.seconds
-    if upgraded.returncode != 0:
-        raise RuntimeError(f"the deploy failed: {upgraded.stdout}{upgraded.stderr}")
-    server.drop(db)
+        url = server.libpq(db)
+        if label == "during":
+            before = Writer(url, rate, rows=rows[:half], statement=statement)
+            before.start()
+            time.sleep(20)
+            results["before"] = before.stop()
+        during = Writer(url, rate, rows=rows[half:], statement=statement)
+        during.start()
+        upgraded = measure([str(BIN / "alembic"), "upgrade", "head"], env_for(server, db))
+        results[label] = during.stop()
+        results[label]["upgrade_seconds"] = upgraded.seconds
+        if upgraded.returncode != 0:
+            raise RuntimeError(f"the deploy failed: {upgraded.stdout}{upgraded.stderr}")
+        server.drop(db)
     return results
 
 

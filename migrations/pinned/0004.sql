@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0004; digest fab71c0f3859.
+-- Pinned offline SQL of revision 0004; digest d0d939bb61b1.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -273,14 +273,19 @@ BEGIN
                 SELECT gm.id AS membership, gm.user_id AS student_id, gm.group_id, g.course_id,
                     (u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id) AS eligible
                 FROM new_members AS gm
-                JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
-                JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
-                JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
-                WHERE gm.active IS TRUE AND true
+                CROSS JOIN LATERAL (SELECT g.course_id FROM "public".groups AS g WHERE g.id OPERATOR(pg_catalog.=) gm.group_id OFFSET 0) AS g
+                CROSS JOIN LATERAL (SELECT c.school_id FROM "public".courses AS c WHERE c.id OPERATOR(pg_catalog.=) g.course_id OFFSET 0) AS c
+                CROSS JOIN LATERAL (SELECT u.role, u.school_id FROM "public".users AS u WHERE u.id OPERATOR(pg_catalog.=) gm.user_id OFFSET 0) AS u
+                WHERE gm.active IS TRUE
             ) AS x
         ) AS k
         WHERE k.touched OPERATOR(pg_catalog.>) 0;
     ELSE
+        -- The statement's old and new rows matched by a hash join, whatever their number
+        -- (a nested loop over two transition tables is quadratic); the settings are the
+        -- function's own, put back when it returns.
+        PERFORM pg_catalog.set_config('enable_hashjoin', 'on', true);
+        PERFORM pg_catalog.set_config('enable_nestloop', 'off', true);
         INSERT INTO "public".course_enrollments_sync_pending (kind, ids, courses, students, opens)
         SELECT 'membership', k.rechecks, k.courses, k.students,
             NOT EXISTS (SELECT 1 FROM "public".course_enrollments_sync_pending AS q WHERE q.xact OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id())
@@ -293,9 +298,9 @@ BEGIN
                 SELECT gm.id AS membership, gm.user_id AS student_id, gm.group_id, g.course_id,
                     (u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id) AS eligible
                 FROM new_members AS gm JOIN old_members AS o ON o.id OPERATOR(pg_catalog.=) gm.id
-                JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
-                JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
-                JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
+                CROSS JOIN LATERAL (SELECT g.course_id FROM "public".groups AS g WHERE g.id OPERATOR(pg_catalog.=) gm.group_id OFFSET 0) AS g
+                CROSS JOIN LATERAL (SELECT c.school_id FROM "public".courses AS c WHERE c.id OPERATOR(pg_catalog.=) g.course_id OFFSET 0) AS c
+                CROSS JOIN LATERAL (SELECT u.role, u.school_id FROM "public".users AS u WHERE u.id OPERATOR(pg_catalog.=) gm.user_id OFFSET 0) AS u
                 WHERE gm.active IS TRUE AND (o.active IS NOT TRUE OR o.group_id OPERATOR(pg_catalog.<>) gm.group_id OR o.user_id OPERATOR(pg_catalog.<>) gm.user_id)
             ) AS x
         ) AS k
@@ -333,11 +338,13 @@ BEGIN
         FROM (
             SELECT gm.id AS membership, gm.user_id AS student_id, gm.group_id, g.course_id,
                 (u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id) AS eligible
-            FROM "public".group_members AS gm
-            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
-            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
-            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
-            WHERE gm.active IS TRUE AND gm.user_id OPERATOR(pg_catalog.=) NEW.id
+            FROM (
+                SELECT x.id, x.user_id, x.group_id, x.active FROM "public".group_members AS x WHERE x.user_id OPERATOR(pg_catalog.=) NEW.id
+            ) AS gm
+            CROSS JOIN LATERAL (SELECT g.course_id FROM "public".groups AS g WHERE g.id OPERATOR(pg_catalog.=) gm.group_id OFFSET 0) AS g
+            CROSS JOIN LATERAL (SELECT c.school_id FROM "public".courses AS c WHERE c.id OPERATOR(pg_catalog.=) g.course_id OFFSET 0) AS c
+            CROSS JOIN LATERAL (SELECT u.role, u.school_id FROM "public".users AS u WHERE u.id OPERATOR(pg_catalog.=) gm.user_id OFFSET 0) AS u
+            WHERE gm.active IS TRUE
         ) AS x
     ) AS k;
     RETURN NULL;
@@ -372,11 +379,13 @@ BEGIN
         FROM (
             SELECT gm.id AS membership, gm.user_id AS student_id, gm.group_id, g.course_id,
                 (u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id) AS eligible
-            FROM "public".group_members AS gm
-            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
-            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
-            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
-            WHERE gm.active IS TRUE AND gm.group_id OPERATOR(pg_catalog.=) NEW.id
+            FROM (
+                SELECT x.id, x.user_id, x.group_id, x.active FROM "public".group_members AS x WHERE x.group_id OPERATOR(pg_catalog.=) NEW.id
+            ) AS gm
+            CROSS JOIN LATERAL (SELECT g.course_id FROM "public".groups AS g WHERE g.id OPERATOR(pg_catalog.=) gm.group_id OFFSET 0) AS g
+            CROSS JOIN LATERAL (SELECT c.school_id FROM "public".courses AS c WHERE c.id OPERATOR(pg_catalog.=) g.course_id OFFSET 0) AS c
+            CROSS JOIN LATERAL (SELECT u.role, u.school_id FROM "public".users AS u WHERE u.id OPERATOR(pg_catalog.=) gm.user_id OFFSET 0) AS u
+            WHERE gm.active IS TRUE
         ) AS x
     ) AS k;
     RETURN NULL;
@@ -411,11 +420,15 @@ BEGIN
         FROM (
             SELECT gm.id AS membership, gm.user_id AS student_id, gm.group_id, g.course_id,
                 (u.role OPERATOR(pg_catalog.=) 'student' AND u.school_id OPERATOR(pg_catalog.=) c.school_id) AS eligible
-            FROM "public".group_members AS gm
-            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
-            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
-            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
-            WHERE gm.active IS TRUE AND g.course_id OPERATOR(pg_catalog.=) NEW.id
+            FROM (
+                SELECT x.id, x.user_id, x.group_id, x.active FROM "public".groups AS y
+                CROSS JOIN LATERAL (SELECT x.id, x.user_id, x.group_id, x.active FROM "public".group_members AS x WHERE x.group_id OPERATOR(pg_catalog.=) y.id OFFSET 0) AS x
+                WHERE y.course_id OPERATOR(pg_catalog.=) NEW.id
+            ) AS gm
+            CROSS JOIN LATERAL (SELECT g.course_id FROM "public".groups AS g WHERE g.id OPERATOR(pg_catalog.=) gm.group_id OFFSET 0) AS g
+            CROSS JOIN LATERAL (SELECT c.school_id FROM "public".courses AS c WHERE c.id OPERATOR(pg_catalog.=) g.course_id OFFSET 0) AS c
+            CROSS JOIN LATERAL (SELECT u.role, u.school_id FROM "public".users AS u WHERE u.id OPERATOR(pg_catalog.=) gm.user_id OFFSET 0) AS u
+            WHERE gm.active IS TRUE
         ) AS x
     ) AS k;
     RETURN NULL;
@@ -491,13 +504,13 @@ BEGIN
                     SELECT x.id, x.user_id, x.group_id, x.active FROM "public".group_members AS x WHERE x.group_id OPERATOR(pg_catalog.=) ANY (g_ids)
                     UNION
                     SELECT x.id, x.user_id, x.group_id, x.active FROM "public".groups AS y
-                    JOIN "public".group_members AS x ON x.group_id OPERATOR(pg_catalog.=) y.id
+                    CROSS JOIN LATERAL (SELECT x.id, x.user_id, x.group_id, x.active FROM "public".group_members AS x WHERE x.group_id OPERATOR(pg_catalog.=) y.id OFFSET 0) AS x
                     WHERE y.course_id OPERATOR(pg_catalog.=) ANY (c_ids)
                 ) AS gm
-                JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
-                JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
-                JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
-                WHERE gm.active IS TRUE AND true
+                CROSS JOIN LATERAL (SELECT g.course_id FROM "public".groups AS g WHERE g.id OPERATOR(pg_catalog.=) gm.group_id OFFSET 0) AS g
+                CROSS JOIN LATERAL (SELECT c.school_id FROM "public".courses AS c WHERE c.id OPERATOR(pg_catalog.=) g.course_id OFFSET 0) AS c
+                CROSS JOIN LATERAL (SELECT u.role, u.school_id FROM "public".users AS u WHERE u.id OPERATOR(pg_catalog.=) gm.user_id OFFSET 0) AS u
+                WHERE gm.active IS TRUE
             ) AS n
             CROSS JOIN LATERAL (VALUES ('c', n.course_id), ('g', n.group_id), ('u', n.student_id)) AS v(kind, id)
             WHERE NOT n.eligible
@@ -519,13 +532,13 @@ BEGIN
                 SELECT x.id, x.user_id, x.group_id, x.active FROM "public".group_members AS x WHERE x.group_id OPERATOR(pg_catalog.=) ANY (g_ids)
                 UNION
                 SELECT x.id, x.user_id, x.group_id, x.active FROM "public".groups AS y
-                JOIN "public".group_members AS x ON x.group_id OPERATOR(pg_catalog.=) y.id
+                CROSS JOIN LATERAL (SELECT x.id, x.user_id, x.group_id, x.active FROM "public".group_members AS x WHERE x.group_id OPERATOR(pg_catalog.=) y.id OFFSET 0) AS x
                 WHERE y.course_id OPERATOR(pg_catalog.=) ANY (c_ids)
             ) AS gm
-            JOIN "public".groups AS g ON g.id OPERATOR(pg_catalog.=) gm.group_id
-            JOIN "public".courses AS c ON c.id OPERATOR(pg_catalog.=) g.course_id
-            JOIN "public".users AS u ON u.id OPERATOR(pg_catalog.=) gm.user_id
-            WHERE gm.active IS TRUE AND true
+            CROSS JOIN LATERAL (SELECT g.course_id FROM "public".groups AS g WHERE g.id OPERATOR(pg_catalog.=) gm.group_id OFFSET 0) AS g
+            CROSS JOIN LATERAL (SELECT c.school_id FROM "public".courses AS c WHERE c.id OPERATOR(pg_catalog.=) g.course_id OFFSET 0) AS c
+            CROSS JOIN LATERAL (SELECT u.role, u.school_id FROM "public".users AS u WHERE u.id OPERATOR(pg_catalog.=) gm.user_id OFFSET 0) AS u
+            WHERE gm.active IS TRUE
         ) AS n
         WHERE n.eligible;
     END IF;
@@ -541,48 +554,44 @@ BEGIN
         FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS x(course_id, student_id)
     ) AS p;
     IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.=) 'read committed' THEN
-        WITH met AS (
+        WITH met AS MATERIALIZED (
             SELECT e.id
             FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS p(course_id, student_id)
-            JOIN "public".course_enrollments AS e
-                ON e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id
-            JOIN "public".enrollment_backfill_changes AS r ON r.enrollment_id OPERATOR(pg_catalog.=) e.id
-            WHERE e.active AND r.claimed_at IS NULL
-            ORDER BY e.course_id, e.student_id
-            FOR SHARE OF e
+            CROSS JOIN LATERAL (SELECT e.id FROM "public".course_enrollments AS e WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active OFFSET 0) AS e
+            CROSS JOIN LATERAL (SELECT r.enrollment_id FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id OPERATOR(pg_catalog.=) e.id AND r.claimed_at IS NULL OFFSET 0) AS r
+            CROSS JOIN LATERAL (SELECT l.id FROM "public".course_enrollments AS l WHERE l.id OPERATOR(pg_catalog.=) e.id AND l.active OFFSET 0 FOR SHARE) AS l
         )
         UPDATE "public".enrollment_backfill_changes AS r SET claimed_at = pg_catalog.now()
-        FROM met WHERE r.enrollment_id OPERATOR(pg_catalog.=) met.id AND r.claimed_at IS NULL;
+        WHERE r.enrollment_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT met.id FROM met)) AND r.claimed_at IS NULL;
         INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
         SELECT p.course_id, p.student_id, true
         FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS p(course_id, student_id)
         WHERE NOT EXISTS (
             SELECT 1 FROM "public".course_enrollments AS e
             WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active
+            OFFSET 0
         )
         ORDER BY p.course_id, p.student_id
         ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
         RETURN NULL;
     END IF;
     BEGIN
-        WITH met AS (
+        WITH met AS MATERIALIZED (
             SELECT e.id
             FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS p(course_id, student_id)
-            JOIN "public".course_enrollments AS e
-                ON e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id
-            JOIN "public".enrollment_backfill_changes AS r ON r.enrollment_id OPERATOR(pg_catalog.=) e.id
-            WHERE e.active AND r.claimed_at IS NULL
-            ORDER BY e.course_id, e.student_id
-            FOR SHARE OF e
+            CROSS JOIN LATERAL (SELECT e.id FROM "public".course_enrollments AS e WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active OFFSET 0) AS e
+            CROSS JOIN LATERAL (SELECT r.enrollment_id FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id OPERATOR(pg_catalog.=) e.id AND r.claimed_at IS NULL OFFSET 0) AS r
+            CROSS JOIN LATERAL (SELECT l.id FROM "public".course_enrollments AS l WHERE l.id OPERATOR(pg_catalog.=) e.id AND l.active OFFSET 0 FOR SHARE) AS l
         )
         UPDATE "public".enrollment_backfill_changes AS r SET claimed_at = pg_catalog.now()
-        FROM met WHERE r.enrollment_id OPERATOR(pg_catalog.=) met.id AND r.claimed_at IS NULL;
+        WHERE r.enrollment_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT met.id FROM met)) AND r.claimed_at IS NULL;
         INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
         SELECT p.course_id, p.student_id, true
         FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS p(course_id, student_id)
         WHERE NOT EXISTS (
             SELECT 1 FROM "public".course_enrollments AS e
             WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active
+            OFFSET 0
         )
         ORDER BY p.course_id, p.student_id
         ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;
@@ -594,24 +603,22 @@ BEGIN
             one_course := ARRAY[courses[i]];
             one_student := ARRAY[students[i]];
             BEGIN
-                WITH met AS (
+                WITH met AS MATERIALIZED (
                     SELECT e.id
                     FROM ROWS FROM (pg_catalog.unnest(one_course), pg_catalog.unnest(one_student)) AS p(course_id, student_id)
-                    JOIN "public".course_enrollments AS e
-                        ON e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id
-                    JOIN "public".enrollment_backfill_changes AS r ON r.enrollment_id OPERATOR(pg_catalog.=) e.id
-                    WHERE e.active AND r.claimed_at IS NULL
-                    ORDER BY e.course_id, e.student_id
-                    FOR SHARE OF e
+                    CROSS JOIN LATERAL (SELECT e.id FROM "public".course_enrollments AS e WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active OFFSET 0) AS e
+                    CROSS JOIN LATERAL (SELECT r.enrollment_id FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id OPERATOR(pg_catalog.=) e.id AND r.claimed_at IS NULL OFFSET 0) AS r
+                    CROSS JOIN LATERAL (SELECT l.id FROM "public".course_enrollments AS l WHERE l.id OPERATOR(pg_catalog.=) e.id AND l.active OFFSET 0 FOR SHARE) AS l
                 )
                 UPDATE "public".enrollment_backfill_changes AS r SET claimed_at = pg_catalog.now()
-                FROM met WHERE r.enrollment_id OPERATOR(pg_catalog.=) met.id AND r.claimed_at IS NULL;
+                WHERE r.enrollment_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT met.id FROM met)) AND r.claimed_at IS NULL;
                 INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
                 SELECT p.course_id, p.student_id, true
                 FROM ROWS FROM (pg_catalog.unnest(one_course), pg_catalog.unnest(one_student)) AS p(course_id, student_id)
                 WHERE NOT EXISTS (
                     SELECT 1 FROM "public".course_enrollments AS e
                     WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active
+                    OFFSET 0
                 )
                 ORDER BY p.course_id, p.student_id
                 ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active;

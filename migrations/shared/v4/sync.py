@@ -39,10 +39,16 @@ before the application's own writes), and none between two transactions that wri
 memberships. Under REPEATABLE READ, an enrollment another transaction committed after this
 one's snapshot is that pair's enrollment: the trigger does not fail on it.
 
-**Plans that hold whatever the statistics say.** The functions run with sequential scans,
-hash and merge joins off: every table is read by key through its index, the queue of this
-transaction by its ``xact``, whatever the planner believes of a table (an empty record that
-grows by millions during the deploy's backfill, stale statistics, autovacuum off).
+**Plans that hold whatever the statistics say.** Each statement starts from the rows it was
+given (a transition table, the queued pairs, the changed row) and reads every other table
+through a ``LATERAL`` subquery that ``OFFSET 0`` keeps whole: the planner can neither
+flatten it nor turn the join around, so each read is an index lookup by key, whatever it
+believes of a table (an empty record that grows by millions during the deploy's backfill,
+stale statistics, autovacuum off). Planner settings alone were not enough: with sequential
+scans off, a plan cached on the empty record drove the claim from a full scan of the
+record's index. The functions also run with sequential scans, hash and merge joins off,
+except the hash join matching an ``UPDATE``'s old and new rows (a nested loop over two
+transition tables is quadratic).
 
 **Safe as a definer.** The functions run as their owner (``SECURITY DEFINER``: the
 application's role needs no privilege on ``course_enrollments``) and follow PostgreSQL's
@@ -102,17 +108,30 @@ def _guard(tables: Tables, table: str, function: str) -> str:
     END IF;"""
 
 
+def _by_key(alias: str, columns: str, table: str, where: str, lock: str = "") -> str:
+    """A LATERAL subquery reading ``table`` by key for each row before it: ``OFFSET 0``
+    keeps it a subquery of its own (never flattened into the join), so the rows before it
+    drive and every read of ``table`` is an index lookup with their values, whatever the
+    statistics say of either side (an empty record that grows by millions, a transition
+    table of one row or of millions)."""
+    return (
+        f"CROSS JOIN LATERAL (SELECT {columns} FROM {table} AS {alias}"
+        f" WHERE {where} OFFSET 0{lock}) AS {alias}"
+    )
+
+
 def _candidates(tables: Tables, source: str, which: str) -> str:
     """The active memberships ``source`` (a FROM item aliased gm, with id, user_id,
     group_id, active) selects with ``which``, with their course and whether their pair is
-    eligible as they are read: (membership, student_id, group_id, course_id, eligible)."""
+    eligible as they are read: (membership, student_id, group_id, course_id, eligible).
+    ``source`` drives; its group, course and user are read by key."""
     return f"""SELECT gm.id AS membership, gm.user_id AS student_id, gm.group_id, g.course_id,
     ({is_student(DEFINER)} AND {same_school(DEFINER)}) AS eligible
 FROM {source}
-JOIN {tables.groups} AS g ON g.id {EQ} gm.group_id
-JOIN {tables.courses} AS c ON c.id {EQ} g.course_id
-JOIN {tables.users} AS u ON u.id {EQ} gm.user_id
-WHERE gm.active IS TRUE AND {which}"""
+{_by_key("g", "g.course_id", tables.groups, f"g.id {EQ} gm.group_id")}
+{_by_key("c", "c.school_id", tables.courses, f"c.id {EQ} g.course_id")}
+{_by_key("u", "u.role, u.school_id", tables.users, f"u.id {EQ} gm.user_id")}
+WHERE gm.active IS TRUE{"" if which == "true" else f" AND {which}"}"""
 
 
 def _queue_statement(tables: Tables, kind: str, candidates: str, ids: str) -> str:
@@ -135,58 +154,76 @@ FROM (
 ) AS k{"" if always else f"{chr(10)}WHERE k.touched OPERATOR(pg_catalog.>) 0"}"""
 
 
-def _claim_statement(tables: Tables, courses: str = "courses", students: str = "students") -> str:
-    """The enrollments a backfill recorded for these pairs are the application's now: the
-    undo keeps them. Locked (FOR SHARE) in (course, student) order, as the undo locks them:
-    an undo that got there first has removed the row, and the enrolling below makes it
-    anew; one that comes later finds the claim. Every lookup is by key (the pair's unique
-    index, the record's enrollment_id)."""
-    pairs = (
+def _pairs(courses: str, students: str) -> str:
+    return (
         f"ROWS FROM (pg_catalog.unnest({courses}), pg_catalog.unnest({students}))"
         " AS p(course_id, student_id)"
     )
-    return f"""WITH met AS (
+
+
+def _claim_statement(tables: Tables, courses: str = "courses", students: str = "students") -> str:
+    """The enrollments a backfill recorded for these pairs are the application's now: the
+    undo keeps them. Each is locked (FOR SHARE) as it is read, in the pairs' order
+    (course, student), as the undo locks them: an undo that got there first has removed
+    the row, and the enrolling below makes it anew; one that comes later finds the claim.
+    Every read is by key: the pair's unique index, the record's enrollment_id."""
+    enrollments, record = tables.course_enrollments, tables.enrollment_backfill_changes
+    return f"""WITH met AS MATERIALIZED (
     SELECT e.id
-    FROM {pairs}
-    JOIN {tables.course_enrollments} AS e
-        ON e.course_id {EQ} p.course_id AND e.student_id {EQ} p.student_id
-    JOIN {tables.enrollment_backfill_changes} AS r ON r.enrollment_id {EQ} e.id
-    WHERE e.active AND r.claimed_at IS NULL
-    ORDER BY e.course_id, e.student_id
-    FOR SHARE OF e
+    FROM {_pairs(courses, students)}
+    {_by_key("e", "e.id", enrollments, f"e.course_id {EQ} p.course_id AND e.student_id {EQ} p.student_id AND e.active")}
+    {_by_key("r", "r.enrollment_id", record, f"r.enrollment_id {EQ} e.id AND r.claimed_at IS NULL")}
+    {_by_key("l", "l.id", enrollments, f"l.id {EQ} e.id AND l.active", " FOR SHARE")}
 )
-UPDATE {tables.enrollment_backfill_changes} AS r SET claimed_at = pg_catalog.now()
-FROM met WHERE r.enrollment_id {EQ} met.id AND r.claimed_at IS NULL"""
+UPDATE {record} AS r SET claimed_at = pg_catalog.now()
+WHERE r.enrollment_id {EQ} ANY (ARRAY(SELECT met.id FROM met)) AND r.claimed_at IS NULL"""
 
 
 def _enroll_statement(tables: Tables, courses: str = "courses", students: str = "students") -> str:
-    """Create the missing enrollments and reactivate the inactive ones, in order."""
+    """Create the missing enrollments and reactivate the inactive ones, in order. The
+    check for an active enrollment is a subplan per pair (``OFFSET 0``: never a join the
+    planner could turn around), by the pair's unique index."""
     return f"""INSERT INTO {tables.course_enrollments} AS ce (course_id, student_id, active)
 SELECT p.course_id, p.student_id, true
-FROM ROWS FROM (pg_catalog.unnest({courses}), pg_catalog.unnest({students})) AS p(course_id, student_id)
+FROM {_pairs(courses, students)}
 WHERE NOT EXISTS (
     SELECT 1 FROM {tables.course_enrollments} AS e
     WHERE e.course_id {EQ} p.course_id AND e.student_id {EQ} p.student_id AND e.active
+    OFFSET 0
 )
 ORDER BY p.course_id, p.student_id
 ON CONFLICT (course_id, student_id) DO UPDATE SET active = true WHERE NOT ce.active"""
+
+
+def _members_of(tables: Tables, which: str) -> str:
+    """The memberships ``which`` selects (a condition on x), read through an index."""
+    return f"SELECT x.id, x.user_id, x.group_id, x.active FROM {tables.group_members} AS x WHERE {which}"
+
+
+def _members_of_courses(tables: Tables, courses: str) -> str:
+    """The memberships of every group of the courses ``courses`` (an expression on y):
+    the groups by their course_id index, then each group's memberships by key."""
+    members = _by_key(
+        "x", "x.id, x.user_id, x.group_id, x.active", tables.group_members, f"x.group_id {EQ} y.id"
+    )
+    return (
+        f"SELECT x.id, x.user_id, x.group_id, x.active FROM {tables.groups} AS y\n"
+        f"{members}\nWHERE {courses}"
+    )
 
 
 def _recheck_candidates(tables: Tables) -> str:
     """The candidates behind what this transaction queued to read again: the memberships
     ``m_ids``, and every membership of the users ``u_ids``, the groups ``g_ids`` and the
     courses ``c_ids``; each set read through its own index."""
-    members = tables.group_members
     source = f"""(
-    SELECT x.id, x.user_id, x.group_id, x.active FROM {members} AS x WHERE x.id {EQ} ANY (m_ids)
+    {_members_of(tables, f"x.id {EQ} ANY (m_ids)")}
     UNION
-    SELECT x.id, x.user_id, x.group_id, x.active FROM {members} AS x WHERE x.user_id {EQ} ANY (u_ids)
+    {_members_of(tables, f"x.user_id {EQ} ANY (u_ids)")}
     UNION
-    SELECT x.id, x.user_id, x.group_id, x.active FROM {members} AS x WHERE x.group_id {EQ} ANY (g_ids)
+    {_members_of(tables, f"x.group_id {EQ} ANY (g_ids)")}
     UNION
-    SELECT x.id, x.user_id, x.group_id, x.active FROM {tables.groups} AS y
-    JOIN {members} AS x ON x.group_id {EQ} y.id
-    WHERE y.course_id {EQ} ANY (c_ids)
+{indent(_members_of_courses(tables, f"y.course_id {EQ} ANY (c_ids)"), "    ")}
 ) AS gm"""
     return _candidates(tables, source, "true")
 
@@ -327,6 +364,11 @@ def _members_body(tables: Tables) -> str:
     IF TG_OP {EQ} 'INSERT' THEN
 {indent(insert, "        ")};
     ELSE
+        -- The statement's old and new rows matched by a hash join, whatever their number
+        -- (a nested loop over two transition tables is quadratic); the settings are the
+        -- function's own, put back when it returns.
+        PERFORM pg_catalog.set_config('enable_hashjoin', 'on', true);
+        PERFORM pg_catalog.set_config('enable_nestloop', 'off', true);
 {indent(update, "        ")};
     END IF;
     RETURN NULL;
@@ -334,16 +376,17 @@ END"""
 
 
 # A changed user, group or course: the memberships behind it, read at the end of the
-# statement.
-ENTITY_WHICH = {
-    "user": "gm.user_id OPERATOR(pg_catalog.=) NEW.id",
-    "group": "gm.group_id OPERATOR(pg_catalog.=) NEW.id",
-    "course": "g.course_id OPERATOR(pg_catalog.=) NEW.id",
-}
+# statement, through an index.
+def _entity_members(tables: Tables, kind: str) -> str:
+    if kind == "course":
+        return _members_of_courses(tables, f"y.course_id {EQ} NEW.id")
+    column = {"user": "x.user_id", "group": "x.group_id"}[kind]
+    return _members_of(tables, f"{column} {EQ} NEW.id")
 
 
 def _row_body(tables: Tables, table: str, kind: str, function: str) -> str:
-    candidates = _candidates(tables, f"{tables.group_members} AS gm", ENTITY_WHICH[kind])
+    source = f"(\n{indent(_entity_members(tables, kind))}\n) AS gm"
+    candidates = _candidates(tables, source, "true")
     return f"""BEGIN
 {_guard(tables, table, function)}
 {indent(_queue_statement(tables, kind, candidates, "ARRAY[NEW.id]"), "    ")};
