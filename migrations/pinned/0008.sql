@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0008; digest b87748d7b377.
+-- Pinned offline SQL of revision 0008; digest 1c63d4b9f998.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -265,9 +265,9 @@ BEGIN
         SELECT 'membership', k.rechecks, k.courses, k.students,
             NOT EXISTS (SELECT 1 FROM "public".course_enrollments_sync_pending AS q WHERE q.xact OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id())
         FROM (
-            SELECT pg_catalog.array_agg(x.course_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS courses,
-                pg_catalog.array_agg(x.student_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS students,
-                pg_catalog.array_agg(x.membership ORDER BY x.membership) FILTER (WHERE NOT x.eligible) AS rechecks,
+            SELECT pg_catalog.array_agg(x.course_id) FILTER (WHERE x.eligible) AS courses,
+                pg_catalog.array_agg(x.student_id) FILTER (WHERE x.eligible) AS students,
+                pg_catalog.array_agg(x.membership) FILTER (WHERE NOT x.eligible) AS rechecks,
                 pg_catalog.count(*) AS touched
             FROM (
                 SELECT gm.id AS membership, gm.user_id AS student_id, gm.group_id, g.course_id,
@@ -290,9 +290,9 @@ BEGIN
         SELECT 'membership', k.rechecks, k.courses, k.students,
             NOT EXISTS (SELECT 1 FROM "public".course_enrollments_sync_pending AS q WHERE q.xact OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id())
         FROM (
-            SELECT pg_catalog.array_agg(x.course_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS courses,
-                pg_catalog.array_agg(x.student_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS students,
-                pg_catalog.array_agg(x.membership ORDER BY x.membership) FILTER (WHERE NOT x.eligible) AS rechecks,
+            SELECT pg_catalog.array_agg(x.course_id) FILTER (WHERE x.eligible) AS courses,
+                pg_catalog.array_agg(x.student_id) FILTER (WHERE x.eligible) AS students,
+                pg_catalog.array_agg(x.membership) FILTER (WHERE NOT x.eligible) AS rechecks,
                 pg_catalog.count(*) AS touched
             FROM (
                 SELECT gm.id AS membership, gm.user_id AS student_id, gm.group_id, g.course_id,
@@ -331,9 +331,9 @@ BEGIN
     SELECT 'user', ARRAY[NEW.id], k.courses, k.students,
         NOT EXISTS (SELECT 1 FROM "public".course_enrollments_sync_pending AS q WHERE q.xact OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id())
     FROM (
-        SELECT pg_catalog.array_agg(x.course_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS courses,
-            pg_catalog.array_agg(x.student_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS students,
-            pg_catalog.array_agg(x.membership ORDER BY x.membership) FILTER (WHERE NOT x.eligible) AS rechecks,
+        SELECT pg_catalog.array_agg(x.course_id) FILTER (WHERE x.eligible) AS courses,
+            pg_catalog.array_agg(x.student_id) FILTER (WHERE x.eligible) AS students,
+            pg_catalog.array_agg(x.membership) FILTER (WHERE NOT x.eligible) AS rechecks,
             pg_catalog.count(*) AS touched
         FROM (
             SELECT gm.id AS membership, gm.user_id AS student_id, gm.group_id, g.course_id,
@@ -372,9 +372,9 @@ BEGIN
     SELECT 'group', ARRAY[NEW.id], k.courses, k.students,
         NOT EXISTS (SELECT 1 FROM "public".course_enrollments_sync_pending AS q WHERE q.xact OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id())
     FROM (
-        SELECT pg_catalog.array_agg(x.course_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS courses,
-            pg_catalog.array_agg(x.student_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS students,
-            pg_catalog.array_agg(x.membership ORDER BY x.membership) FILTER (WHERE NOT x.eligible) AS rechecks,
+        SELECT pg_catalog.array_agg(x.course_id) FILTER (WHERE x.eligible) AS courses,
+            pg_catalog.array_agg(x.student_id) FILTER (WHERE x.eligible) AS students,
+            pg_catalog.array_agg(x.membership) FILTER (WHERE NOT x.eligible) AS rechecks,
             pg_catalog.count(*) AS touched
         FROM (
             SELECT gm.id AS membership, gm.user_id AS student_id, gm.group_id, g.course_id,
@@ -413,9 +413,9 @@ BEGIN
     SELECT 'course', ARRAY[NEW.id], k.courses, k.students,
         NOT EXISTS (SELECT 1 FROM "public".course_enrollments_sync_pending AS q WHERE q.xact OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id())
     FROM (
-        SELECT pg_catalog.array_agg(x.course_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS courses,
-            pg_catalog.array_agg(x.student_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS students,
-            pg_catalog.array_agg(x.membership ORDER BY x.membership) FILTER (WHERE NOT x.eligible) AS rechecks,
+        SELECT pg_catalog.array_agg(x.course_id) FILTER (WHERE x.eligible) AS courses,
+            pg_catalog.array_agg(x.student_id) FILTER (WHERE x.eligible) AS students,
+            pg_catalog.array_agg(x.membership) FILTER (WHERE NOT x.eligible) AS rechecks,
             pg_catalog.count(*) AS touched
         FROM (
             SELECT gm.id AS membership, gm.user_id AS student_id, gm.group_id, g.course_id,
@@ -473,17 +473,20 @@ BEGIN
     ),
     ids AS (
         SELECT m.kind, i.id FROM mine AS m CROSS JOIN LATERAL pg_catalog.unnest(m.ids) AS i(id)
+    ),
+    -- The pairs in one pass, both arrays in the same order (sorted once, below).
+    queued AS (
+        SELECT pg_catalog.array_agg(p.course_id) AS courses, pg_catalog.array_agg(p.student_id) AS students
+        FROM mine AS m
+        CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(m.courses), pg_catalog.unnest(m.students)) AS p(course_id, student_id)
     )
-    SELECT
-        (SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id) FROM mine AS m
-         CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(m.courses), pg_catalog.unnest(m.students)) AS p(course_id, student_id)),
-        (SELECT pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id) FROM mine AS m
-         CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(m.courses), pg_catalog.unnest(m.students)) AS p(course_id, student_id)),
+    SELECT queued.courses, queued.students,
         (SELECT pg_catalog.array_agg(DISTINCT i.id) FROM ids AS i WHERE i.kind OPERATOR(pg_catalog.=) 'membership'),
         (SELECT pg_catalog.array_agg(DISTINCT i.id) FROM ids AS i WHERE i.kind OPERATOR(pg_catalog.=) 'user'),
         (SELECT pg_catalog.array_agg(DISTINCT i.id) FROM ids AS i WHERE i.kind OPERATOR(pg_catalog.=) 'group'),
         (SELECT pg_catalog.array_agg(DISTINCT i.id) FROM ids AS i WHERE i.kind OPERATOR(pg_catalog.=) 'course')
-    INTO courses, students, m_ids, u_ids, g_ids, c_ids;
+    INTO courses, students, m_ids, u_ids, g_ids, c_ids
+    FROM queued;
     IF m_ids IS NOT NULL OR u_ids IS NOT NULL OR g_ids IS NOT NULL OR c_ids IS NOT NULL THEN
         -- Mark what a concurrent transaction may be changing too (see the module's notes):
         -- the second of two waits here (READ COMMITTED) or fails (REPEATABLE READ) ...

@@ -144,9 +144,9 @@ def _queue_statement(tables: Tables, kind: str, candidates: str, ids: str) -> st
 SELECT '{kind}', {ids}, k.courses, k.students,
     NOT EXISTS (SELECT 1 FROM {queue} AS q WHERE q.xact {EQ} {XACT})
 FROM (
-    SELECT pg_catalog.array_agg(x.course_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS courses,
-        pg_catalog.array_agg(x.student_id ORDER BY x.course_id, x.student_id) FILTER (WHERE x.eligible) AS students,
-        pg_catalog.array_agg(x.membership ORDER BY x.membership) FILTER (WHERE NOT x.eligible) AS rechecks,
+    SELECT pg_catalog.array_agg(x.course_id) FILTER (WHERE x.eligible) AS courses,
+        pg_catalog.array_agg(x.student_id) FILTER (WHERE x.eligible) AS students,
+        pg_catalog.array_agg(x.membership) FILTER (WHERE NOT x.eligible) AS rechecks,
         pg_catalog.count(*) AS touched
     FROM (
 {indent(candidates, "        ")}
@@ -279,17 +279,20 @@ BEGIN
     ),
     ids AS (
         SELECT m.kind, i.id FROM mine AS m CROSS JOIN LATERAL pg_catalog.unnest(m.ids) AS i(id)
+    ),
+    -- The pairs in one pass, both arrays in the same order (sorted once, below).
+    queued AS (
+        SELECT pg_catalog.array_agg(p.course_id) AS courses, pg_catalog.array_agg(p.student_id) AS students
+        FROM mine AS m
+        CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(m.courses), pg_catalog.unnest(m.students)) AS p(course_id, student_id)
     )
-    SELECT
-        (SELECT pg_catalog.array_agg(p.course_id ORDER BY p.course_id, p.student_id) FROM mine AS m
-         CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(m.courses), pg_catalog.unnest(m.students)) AS p(course_id, student_id)),
-        (SELECT pg_catalog.array_agg(p.student_id ORDER BY p.course_id, p.student_id) FROM mine AS m
-         CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(m.courses), pg_catalog.unnest(m.students)) AS p(course_id, student_id)),
+    SELECT queued.courses, queued.students,
         (SELECT pg_catalog.array_agg(DISTINCT i.id) FROM ids AS i WHERE i.kind {EQ} 'membership'),
         (SELECT pg_catalog.array_agg(DISTINCT i.id) FROM ids AS i WHERE i.kind {EQ} 'user'),
         (SELECT pg_catalog.array_agg(DISTINCT i.id) FROM ids AS i WHERE i.kind {EQ} 'group'),
         (SELECT pg_catalog.array_agg(DISTINCT i.id) FROM ids AS i WHERE i.kind {EQ} 'course')
-    INTO courses, students, m_ids, u_ids, g_ids, c_ids;
+    INTO courses, students, m_ids, u_ids, g_ids, c_ids
+    FROM queued;
     IF m_ids IS NOT NULL OR u_ids IS NOT NULL OR g_ids IS NOT NULL OR c_ids IS NOT NULL THEN
         -- Mark what a concurrent transaction may be changing too (see the module's notes):
         -- the second of two waits here (READ COMMITTED) or fails (REPEATABLE READ) ...
