@@ -9,7 +9,8 @@
 - **the legacy application during the deploy**: a writer inserting memberships at
   ``--legacy-rate`` a second while ``alembic upgrade head`` runs from 0003 with an empty
   record (the backfill fills it from nothing), beside the same writer before the deploy and
-  the same commits into a table no trigger watches during the same deploy (the control);
+  the same writes by hand during the same deploy (the control: each membership into a
+  table no trigger watches, and its enrollment, in one transaction);
 - **races**: the stagings of tests/test_sync_concurrency.py (bench/races.py), ``--rounds``
   each, without the trigger and with it: deadlocks, serialization failures, pairs left
   uncovered;
@@ -225,18 +226,24 @@ INSERT_MEMBERSHIP = """INSERT INTO group_members (school_id, group_id, user_id)
 VALUES (%(school)s, %(group)s, %(user)s)"""
 
 
-# The same commits on a table no trigger watches: what the deploy alone costs them.
+# The control: the same commits written by hand, without the trigger: the membership into
+# a table no trigger watches, and its enrollment, in one transaction (what the trigger
+# writes for it; the backfill never meets these pairs).
 CONTROL_TABLE = """CREATE TABLE bench_no_trigger
 (id serial PRIMARY KEY, school_id integer, group_id integer, user_id integer)"""
 INSERT_CONTROL = """INSERT INTO bench_no_trigger (school_id, group_id, user_id)
-VALUES (%(school)s, %(group)s, %(user)s)"""
+VALUES (%(school)s, %(group)s, %(user)s);
+INSERT INTO course_enrollments (course_id, student_id, active)
+SELECT g.course_id, %(user)s, true FROM groups AS g WHERE g.id = %(group)s
+ON CONFLICT (course_id, student_id) DO NOTHING"""
 
 
 def deploy_writer(server: Server, template_0003: str, rows: list, rate: float) -> dict:
     """The writer for 20 s before the deploy, then during ``alembic upgrade head`` from 0003
     (the record empty: the backfill fills it), on one copy; then, on another copy, the
-    same commits into a table without any trigger during the same deploy (the control:
-    what the deploy's load alone costs a commit on this machine)."""
+    same writes by hand during the same deploy: each membership into a table no trigger
+    watches, with its enrollment (the control: what the deploy's load costs the same
+    commits without the trigger on this machine)."""
     from bench.server import BIN, env_for, measure
 
     rows = [{"user": u, "school": s, "group": g} for u, s, g in rows]
