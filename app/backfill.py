@@ -1,30 +1,29 @@
 """``enrollments backfill --commit``: batched, race-free, recorded, resumable.
 
-Batches by default (``enrollments_phase1.batching``: sized toward 100 ms, paced on the
-replicas' lag, retried, split on a statement timeout). Each batch takes the next slice of
-``group_members`` by primary key and, in one transaction, finds the slice's active
-memberships of eligible pairs lacking an active enrollment (every table read by index),
-locks them ``FOR SHARE`` in id order, reactivates the inactive enrollments (locked ``FOR
-UPDATE`` in id order) and creates the missing ones in (course, student) order, ``ON
-CONFLICT DO NOTHING``. A deactivation by the application
-waits for the batch and then sees its enrollment, or came first and drops out: the
-backfill never re-enrolls a student who just left.
+From revision 0003 on it runs the backfill of the newest helper version
+(``migrations/shared/v4/backfill.py``), the same statements as revision 0004: the
+candidates once per pass, batches of a few thousand pairs in (student, course) order
+(sized toward 100 ms, paced on the replicas' lag, retried, split on a statement timeout),
+each recorded in one row of ``enrollment_backfill_batches`` so that ``alembic downgrade
+0003`` undoes it exactly, with a checkpoint so that a cut run resumes. On a database whose
+bookkeeping an older release created, it first adds what this release keeps (as the
+revisions do).
 
-From revision 0003 on it records each change with the row version it wrote
-(``enrollment_backfill_changes``), so that ``alembic downgrade 0003`` undoes it exactly,
-and keeps a checkpoint per batch (``enrollment_backfill_runs``), so that a cut run resumes.
-Below 0003 neither table exists: it still works, and says so in one warning line.
+Below 0003 (``--unrecorded``) no record exists: it walks ``group_members`` by primary key,
+one slice per batch, with this module's statements, and says in one warning line that
+nothing of it can be undone. Each batch finds the slice's active memberships of eligible
+pairs lacking an active enrollment (every table read by index), locks them ``FOR SHARE``
+in id order, reactivates the inactive enrollments and creates the missing ones: a
+deactivation by the application waits for the batch and then sees its enrollment, or came
+first and drops out.
 
 It holds the enrollments lock (``enrollments_phase1.lock``), like ``alembic upgrade``:
-never two at once. The statements are this module's own, built on the live definition of
-``enrollments_phase1.coverage``; the revisions run their frozen copy
-(``migrations/shared/vN/backfill.py``).
+never two at once.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -41,13 +40,15 @@ from enrollments_phase1.batching import (
 from enrollments_phase1.coverage import ACTIVE_MEMBERSHIP, ELIGIBLE, CoverageReport, indent
 from enrollments_phase1.db import POOLER_NOTE, behind_pooler, set_transaction_prelude
 from enrollments_phase1.errors import SchemaError
+from enrollments_phase1.migrations.shared.v4 import bookkeeping
+from enrollments_phase1.migrations.shared.v4.backfill import run_backfill
 from enrollments_phase1.names import Tables
 
 log = logging.getLogger(__name__)
 
 CHANGES = "enrollment_backfill_changes"
 RUNS = "enrollment_backfill_runs"
-SOURCE = "'enrollments backfill'"
+SOURCE = "enrollments backfill"  # the runs' source
 BEFORE_ANY_ID = -2147483649  # below every int4 id
 SYNC_TRIGGERS = {
     "course_enrollments_sync_on_insert": "group_members",
@@ -60,6 +61,10 @@ NOT_UNDOABLE = (
     "no enrollment_backfill_changes table (the database is below revision 0003): these "
     "changes cannot be undone by a downgrade, and a cut run starts over; alembic upgrade "
     "0003 first makes them undoable and resumable"
+)
+ADDING_BOOKKEEPING = (
+    "this database's backfill bookkeeping is an older release's: adding this release's "
+    "record, claims and candidates tables (as revision 0004 of this release does)"
 )
 REFUSED_BELOW_0003 = (
     "the database is below revision 0003 (no enrollment_backfill_changes): a backfill here "
@@ -78,6 +83,7 @@ class Bookkeeping:
     row_xmin: bool  # ... with the row version column (1.1)
     runs: bool  # enrollment_backfill_runs
     sync_trigger: bool
+    batches: bool  # 1.3's record: enrollment_backfill_batches and the rest
 
     @classmethod
     def of(cls, connection: Connection, t: Tables) -> Bookkeeping:
@@ -92,10 +98,13 @@ class Bookkeeping:
     EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {t.regclass(CHANGES)}
             AND attname = 'row_xmin' AND NOT attisdropped) AS row_xmin,
     {t.regclass(RUNS)} IS NOT NULL AS runs,
-    {triggers} AS sync_trigger"""
+    {triggers} AS sync_trigger,
+    EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {t.regclass(RUNS)}
+            AND attname = 'pass' AND NOT attisdropped)
+        AND {t.regclass("enrollment_backfill_batches")} IS NOT NULL AS batches"""
             )
         ).one()
-        return cls(t, row.record, row.row_xmin, row.runs, row.sync_trigger)
+        return cls(t, row.record, row.row_xmin, row.runs, row.sync_trigger, row.batches)
 
 
 # --- the statements -------------------------------------------------------------------
@@ -139,10 +148,8 @@ def _candidates(source: str, lookups: str, lock: bool = False) -> str:
 )"""
 
 
-def _writes(books: Bookkeeping, run: int | None, checkpoint: str, which: str | None) -> str:
-    """From ``candidates`` on: lock, reactivate, create, record, move the checkpoint."""
-    t = books.tables
-    xmin = ", row_xmin" if books.row_xmin else ""
+def _writes(which: str | None, t: Tables) -> str:
+    """From ``candidates`` on: lock, reactivate, create (unrecorded: below 0003)."""
     if which is None:  # the candidates were locked as they were read
         pairs = """pairs AS (
     SELECT DISTINCT k.student_id, k.course_id, k.enrollment_id FROM candidates AS k
@@ -162,7 +169,7 @@ pairs AS (
     FROM locked AS l
     JOIN candidates AS k ON k.id = l.id AND k.student_id = l.user_id AND k.group_id = l.group_id
 ),"""
-    parts = [
+    return (
         pairs
         + f"""
 to_reactivate AS MATERIALIZED (
@@ -172,14 +179,14 @@ to_reactivate AS MATERIALIZED (
             SELECT p.enrollment_id FROM pairs AS p WHERE p.enrollment_id IS NOT NULL
         ))
       AND NOT e.active
-    ORDER BY e.id
+    ORDER BY e.course_id, e.student_id
     FOR UPDATE
 ),
 reactivated AS (
     UPDATE {t.course_enrollments} AS e
     SET active = true
     WHERE e.id = ANY (ARRAY(SELECT r.id FROM to_reactivate AS r)) AND NOT e.active
-    RETURNING e.id, e.course_id, e.student_id, e.xmin::text::bigint AS row_xmin
+    RETURNING e.id
 ),
 created AS (
     INSERT INTO {t.course_enrollments} (course_id, student_id, active)
@@ -188,32 +195,9 @@ created AS (
     WHERE p.enrollment_id IS NULL
     ORDER BY p.course_id, p.student_id
     ON CONFLICT (course_id, student_id) DO NOTHING
-    RETURNING id, course_id, student_id, xmin::text::bigint AS row_xmin
+    RETURNING id
 )"""
-    ]
-    if books.record:
-        parts.append(
-            f"""recorded AS (
-    INSERT INTO {t.enrollment_backfill_changes}
-        (revision, enrollment_id, course_id, student_id, action{xmin})
-    SELECT {SOURCE}, id, course_id, student_id, 'reactivated'{xmin} FROM reactivated
-    UNION ALL
-    SELECT {SOURCE}, id, course_id, student_id, 'created'{xmin} FROM created
-    ON CONFLICT DO NOTHING
-)"""
-        )
-    if run is not None:
-        parts.append(
-            f"""progress AS (
-    UPDATE {t.enrollment_backfill_runs}
-    SET checkpoint = coalesce({checkpoint}, checkpoint),
-        batches = batches + 1,
-        created = created + (SELECT count(*) FROM created),
-        reactivated = reactivated + (SELECT count(*) FROM reactivated)
-    WHERE id = {int(run)}
-)"""
-        )
-    return ",\n".join(parts)
+    )
 
 
 BY_ID = "gm.id = ANY (ARRAY(SELECT k.id FROM candidates AS k))"  # a batch: by primary key
@@ -222,58 +206,27 @@ COUNTS = """(SELECT count(*) FROM created) AS created,
     (SELECT count(*) FROM reactivated) AS reactivated"""
 
 
-def batch_sql(after: int, size: int, books: Bookkeeping, run: int | None) -> str:
-    """One batch: at most ``size`` memberships with an id above ``after``, every table read
-    by index."""
-    t = books.tables
-    slice_rows = "slice AS gm"  # the slice carries the memberships' columns
+def batch_sql(after: int, size: int, t: Tables) -> str:
+    """One unrecorded batch: at most ``size`` memberships with an id above ``after``,
+    every table read by index."""
     return f"""WITH slice AS MATERIALIZED (
     SELECT id, user_id, group_id, active FROM {t.group_members}
     WHERE id > {int(after)} ORDER BY id LIMIT {int(size)}
 ),
-{_candidates(slice_rows, lookups(t))},
-{_writes(books, run, "(SELECT max(id) FROM slice)", BY_ID)}
+{_candidates("slice AS gm", lookups(t))},
+{_writes(BY_ID, t)}
 SELECT (SELECT max(id) FROM slice) AS last_id, (SELECT count(*) FROM slice) AS memberships,
     {COUNTS}"""
 
 
-def one_statement_sql(books: Bookkeeping, run: int | None) -> str:
-    """The whole backfill in one statement (``--one-statement``): plain joins, for the
-    planner to hash over the whole tables."""
-    t = books.tables
+def one_statement_sql(t: Tables) -> str:
+    """The whole unrecorded backfill in one statement (``--one-statement``): plain joins,
+    for the planner to hash over the whole tables."""
     return f"""WITH {_candidates(f"{t.group_members} AS gm", joins(t), lock=True)},
-{_writes(books, run, f"(SELECT max(id) FROM {t.group_members})", None)}
+{_writes(None, t)}
 SELECT {COUNTS}"""
 
 
-def start_run_sql(books: Bookkeeping) -> str:
-    """The run to resume (the newest unfinished one, when sound), else a new one.
-
-    Sound: it started with the sync trigger installed, or the trigger is still missing.
-    """
-    runs = books.tables.enrollment_backfill_runs
-    return f"""WITH unfinished AS (
-    SELECT id, checkpoint, sync_trigger FROM {runs}
-    WHERE finished_at IS NULL ORDER BY id DESC LIMIT 1
-),
-resumable AS (
-    SELECT id, checkpoint FROM unfinished WHERE sync_trigger OR NOT {books.sync_trigger}
-),
-closed AS (
-    UPDATE {runs} SET finished_at = now()
-    WHERE finished_at IS NULL AND id NOT IN (SELECT id FROM resumable)
-),
-started AS (
-    INSERT INTO {runs} (source, sync_trigger)
-    SELECT {SOURCE}, {books.sync_trigger} WHERE NOT EXISTS (SELECT 1 FROM resumable)
-    RETURNING id
-)
-SELECT id, coalesce(checkpoint, {BEFORE_ANY_ID}) AS after, true AS resumed FROM resumable
-UNION ALL
-SELECT id, {BEFORE_ANY_ID}, false FROM started"""
-
-
-# --- the command ----------------------------------------------------------------------
 @dataclass
 class BackfillResult:
     """What a backfill did (or, in a dry run, would do) and the coverage after it."""
@@ -284,7 +237,6 @@ class BackfillResult:
     batches: int
     seconds: float
     after: CoverageReport
-    resumed_after: int | None = None
 
     def as_json(self) -> dict[str, object]:
         data: dict[str, object] = {
@@ -303,7 +255,7 @@ class Written:
     created: int
     reactivated: int
     batches: int
-    resumed_after: int | None
+    resumed: bool = False
 
 
 def backfill(
@@ -331,44 +283,45 @@ def backfill(
             if not unrecorded:
                 raise SchemaError(REFUSED_BELOW_0003)
             log.warning("%s", NOT_UNDOABLE)
-        run, after, resumed = None, BEFORE_ANY_ID, False
-        if books.runs:
+            return _unrecorded(connection, settings, t, one_statement, progress_stream)
+        if not books.batches:
+            log.info("%s", ADDING_BOOKKEEPING)
             with transaction(connection):
-                row = connection.exec_driver_sql(start_run_sql(books)).one()
-            run, after, resumed = int(row.id), int(row.after), bool(row.resumed)
-            if resumed:
-                log.info("resuming the cut run %d after membership id %d", run, after)
-        if one_statement:
-            with transaction(connection):
-                row = connection.exec_driver_sql(one_statement_sql(books, run)).one()
-            written = Written(int(row.created), int(row.reactivated), 1, None)
-        else:
-            written = _batched(connection, settings, books, run, after, progress_stream)
-            written = Written(
-                written.created, written.reactivated, written.batches, after if resumed else None
-            )
-        if run is not None:
-            with transaction(connection):
-                connection.exec_driver_sql(
-                    f"UPDATE {t.enrollment_backfill_runs} SET finished_at = now() WHERE id = {run}"
-                )
+                for statement in bookkeeping.ensure_sql(t):
+                    connection.exec_driver_sql(statement)
+        outcome = run_backfill(
+            connection,
+            t,
+            SOURCE,
+            settings,
+            "backfill",
+            one_statement=one_statement,
+            progress_stream=progress_stream,
+        )
+        return Written(outcome.created, outcome.reactivated, outcome.batches, outcome.resumed)
     finally:
         set_transaction_prelude(connection, prelude)
         holder.release()
-    return written
 
 
-def _batched(
+def _unrecorded(
     connection: Connection,
     settings: BatchSettings,
-    books: Bookkeeping,
-    run: int | None,
-    after: int,
+    t: Tables,
+    one_statement: bool,
     progress_stream,
 ) -> Written:
+    """Below 0003: no record, no checkpoint; a cut run starts over."""
+    if one_statement:
+        with transaction(connection):
+            row = connection.exec_driver_sql(
+                one_statement_sql(t), execution_options={"no_parameters": True}
+            ).one()
+        return Written(int(row.created), int(row.reactivated), 1)
+
     def step(conn: Connection, lo: int, size: int) -> StepResult:
         row = conn.exec_driver_sql(
-            batch_sql(lo, size, books, run), execution_options={"no_parameters": True}
+            batch_sql(lo, size, t), execution_options={"no_parameters": True}
         ).one()
         return StepResult(
             last_key=row.last_id,
@@ -377,13 +330,9 @@ def _batched(
         )
 
     with transaction(connection):
-        total = connection.execute(
-            text(f"SELECT count(*) FROM {books.tables.group_members} WHERE id > {int(after)}")
-        ).scalar_one()
+        total = connection.execute(text(f"SELECT count(*) FROM {t.group_members}")).scalar_one()
     progress = Progress("backfill", total, unit="memberships", stream=progress_stream)
-    started = time.monotonic()
-    totals = run_batches(connection, step, after, settings, progress)
+    totals = run_batches(connection, step, BEFORE_ANY_ID, settings, progress)
     created, reactivated = totals.counts.get("created", 0), totals.counts.get("reactivated", 0)
     progress.close(f"{created:,} created, {reactivated:,} reactivated")
-    log.debug("%d batches in %.1f s", totals.batches, time.monotonic() - started)
-    return Written(created, reactivated, totals.batches, None)
+    return Written(created, reactivated, totals.batches)

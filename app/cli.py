@@ -332,7 +332,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 batches=written.batches,
                 seconds=seconds,
                 after=snapshot_audit(session, 0),
-                resumed_after=written.resumed_after,
             )
             preview = None
         else:  # the dry run: what the audit counts missing is created, inactive reactivated

@@ -19,10 +19,11 @@ Definitions:
   ``non_student`` (role is not student) and ``cross_school`` (student of another school).
 
 The audit counts every pair in one pass, and the uncovered ones also by *bucket* (a range
-of student ids; at most 65,536 buckets whatever the ids). Its samples are then read from
-the first buckets that hold any, through ``ix_member_user``: the server never collects the
-gaps, so its memory does not grow with their number. Pairs are (student_id, course_id)
-throughout.
+of student ids; at most 65,536 buckets whatever the ids). From those counts it knows, for
+each kind, the first buckets that hold ``--limit`` samples of it; one more statement reads
+exactly those buckets, through ``ix_member_user``: at most one more pass over the data,
+whatever the density of each kind, and the server never collects the gaps, so its memory
+does not grow with their number. Pairs are (student_id, course_id) throughout.
 """
 
 from __future__ import annotations
@@ -219,40 +220,43 @@ GROUP BY 1, 2, 3, 4"""
 
 
 def samples_sql(
-    user_range: tuple[int, int], statuses: tuple[str, ...], limit: int, t: Tables = PUBLIC
+    ranges: list[tuple[int, int, tuple[str, ...]]], limit: int, t: Tables = PUBLIC
 ) -> str:
-    """The first ``limit`` pairs of each of ``statuses`` among the students in
-    ``user_range``, by (student, course), with names and the memberships behind each.
+    """The first ``limit`` pairs of each status, by (student, course), with names and the
+    memberships behind each, from the students of ``ranges``: (lo, hi, statuses), student
+    ids [lo, hi) and the statuses wanted there. One statement, whatever the number of
+    ranges.
 
-    The students' memberships are read through ``ix_member_user``, and each lookup is a
-    ``LATERAL ... OFFSET 0`` subquery: an index scan per pair, whatever the statistics.
+    Each range's memberships are read through ``ix_member_user``, and each lookup is a
+    ``LATERAL ... OFFSET 0`` subquery: an index scan per pair, whatever the statistics. An
+    anomaly's status does not depend on its enrollment: a range where only anomalies are
+    wanted does not look the enrollments up (the costliest of the lookups).
     """
-    wanted = ", ".join(f"'{s}'" for s in statuses)
-    lo, hi = int(user_range[0]), int(user_range[1])
-    # An anomaly's status does not depend on its enrollment: when only anomalies are
-    # wanted, the enrollment of each pair is not looked up (the costliest of the lookups).
-    enrollment = (
-        "CROSS JOIN (SELECT NULL::integer AS id, NULL::boolean AS active) AS ce"
-        if set(statuses) <= set(ANOMALY_KINDS)
-        else f"""LEFT JOIN LATERAL (
-            SELECT x.id, x.active FROM {t.course_enrollments} AS x
-            WHERE x.course_id = p.course_id AND x.student_id = p.student_id OFFSET 0
-        ) AS ce ON true"""
+    values = ",\n".join(
+        f"({int(lo)}, {int(hi)}, ARRAY[{', '.join(quote_literal(s) for s in statuses)}]::text[],"
+        f" {'false' if set(statuses) <= set(ANOMALY_KINDS) else 'true'})"
+        for lo, hi, statuses in ranges
     )
     return f"""SELECT * FROM (
     SELECT k.*, row_number() OVER (PARTITION BY k.status ORDER BY k.student_id, k.course_id) AS n
     FROM (
         SELECT p.student_id, p.course_id, p.memberships, u.name AS student_name, u.email,
-            u.role, c.name AS course_name,
+            u.role, c.name AS course_name, p.wanted,
 {indent(STATUS, "            ")} AS status
         FROM (
-            SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships
-            FROM {t.group_members} AS gm
+            SELECT gm.user_id AS student_id, g.course_id, count(*) AS memberships,
+                r.wanted, r.enrollments
+            FROM (VALUES
+{indent(values, "                ")}
+            ) AS r(lo, hi, wanted, enrollments)
+            CROSS JOIN LATERAL (
+                SELECT x.user_id, x.group_id FROM {t.group_members} AS x
+                WHERE x.user_id >= r.lo AND x.user_id < r.hi AND x.active IS TRUE OFFSET 0
+            ) AS gm
             CROSS JOIN LATERAL (
                 SELECT x.course_id FROM {t.groups} AS x WHERE x.id = gm.group_id OFFSET 0
             ) AS g
-            WHERE {ACTIVE_MEMBERSHIP} AND gm.user_id >= {lo} AND gm.user_id < {hi}
-            GROUP BY gm.user_id, g.course_id
+            GROUP BY gm.user_id, g.course_id, r.wanted, r.enrollments
         ) AS p
         CROSS JOIN LATERAL (
             SELECT x.name, x.email, x.role, x.school_id FROM {t.users} AS x
@@ -261,9 +265,13 @@ def samples_sql(
         CROSS JOIN LATERAL (
             SELECT x.name, x.school_id FROM {t.courses} AS x WHERE x.id = p.course_id OFFSET 0
         ) AS c
-        {enrollment}
+        LEFT JOIN LATERAL (
+            SELECT x.id, x.active FROM {t.course_enrollments} AS x
+            WHERE p.enrollments AND x.course_id = p.course_id AND x.student_id = p.student_id
+            OFFSET 0
+        ) AS ce ON true
     ) AS k
-    WHERE k.status IN ({wanted})
+    WHERE k.status = ANY (k.wanted)
 ) AS s
 WHERE s.n <= {int(limit)}
 ORDER BY s.status, s.student_id, s.course_id"""
@@ -390,7 +398,7 @@ def audit(
     """
     pairs = dict.fromkeys(STATUSES, 0)
     memberships = 0
-    buckets: dict[int, set[str]] = {}
+    buckets: dict[int, dict[str, int]] = {}
     parts: dict[int, dict[str, int]] = {}
     lo, hi = connection.execute(text(bounds_sql(t))).one()
     width = bucket_width(lo, hi)
@@ -404,7 +412,7 @@ def audit(
         pairs[row.status] += int(row.pairs)
         memberships += int(row.memberships)
         if row.bucket is not None:
-            buckets.setdefault(int(row.bucket), set()).add(row.status)
+            buckets.setdefault(int(row.bucket), {})[row.status] = int(row.pairs)
     report = CoverageReport(
         active_memberships=memberships,
         eligible_pairs=pairs["covered"] + pairs["inactive"] + pairs["missing"],
@@ -456,34 +464,39 @@ def _breakdown_names(
 
 def _samples(
     connection: Connection,
-    buckets: dict[int, set[str]],
+    buckets: dict[int, dict[str, int]],
     lo: int,
     width: int,
     limit: int,
     t: Tables,
 ) -> dict[str, list[PairSample]]:
-    """The first ``limit`` pairs of each sampled status, bucket by bucket in id order."""
+    """The first ``limit`` pairs of each sampled status: from the counts per bucket, the
+    first buckets that hold ``limit`` of each, read in one statement."""
     found: dict[str, list[PairSample]] = {status: [] for status in SAMPLED_STATUSES}
-    for bucket in sorted(buckets):
-        wanted = tuple(
-            s for s in SAMPLED_STATUSES if s in buckets[bucket] and len(found[s]) < limit
+    wanted: dict[int, list[str]] = {}
+    for status in SAMPLED_STATUSES:
+        have = 0
+        for bucket in sorted(b for b, counts in buckets.items() if counts.get(status)):
+            if have >= limit:
+                break
+            wanted.setdefault(bucket, []).append(status)
+            have += buckets[bucket][status]
+    if not wanted:
+        return found
+    ranges = [
+        (lo + bucket * width, lo + (bucket + 1) * width, tuple(statuses))
+        for bucket, statuses in sorted(wanted.items())
+    ]
+    for row in connection.execute(text(samples_sql(ranges, limit, t))):
+        found[row.status].append(
+            PairSample(
+                student_id=row.student_id,
+                course_id=row.course_id,
+                student_name=row.student_name,
+                email=row.email,
+                course_name=row.course_name,
+                groups=int(row.memberships),
+                role=row.role,
+            )
         )
-        if not wanted:
-            continue
-        user_range = (lo + bucket * width, lo + (bucket + 1) * width)
-        for row in connection.execute(text(samples_sql(user_range, wanted, limit, t))):
-            if len(found[row.status]) < limit:
-                found[row.status].append(
-                    PairSample(
-                        student_id=row.student_id,
-                        course_id=row.course_id,
-                        student_name=row.student_name,
-                        email=row.email,
-                        course_name=row.course_name,
-                        groups=int(row.memberships),
-                        role=row.role,
-                    )
-                )
-        if all(len(v) >= limit for v in found.values()):
-            break
     return found

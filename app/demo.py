@@ -62,11 +62,13 @@ def run(
 
 
 def sql_excerpt(script: str) -> str:
-    """The heart of the offline script, as a DBA would read it, in whole lines: one batch
-    of the backfill, and the gate's verdict below 100%."""
+    """The heart of the offline script, as a DBA would read it, in whole lines: the
+    backfill's candidates, how a batch re-checks them, and the gate's verdict below 100%."""
     lines = script.splitlines()
-    start = next(i for i, line in enumerate(lines) if "WITH slice AS MATERIALIZED" in line)
-    end = next(i for i in range(start, len(lines)) if lines[i].strip() == "INTO result;")
+    fill = next(i for i, line in enumerate(lines) if "INSERT INTO" in line and "candidates" in line)
+    filled = next(i for i in range(fill, len(lines)) if lines[i].strip() == ") AS p;")
+    start = next(i for i, line in enumerate(lines) if "WITH pairs AS MATERIALIZED" in line)
+    end = next(i for i in range(start, len(lines)) if "current AS MATERIALIZED" in lines[i]) - 1
     verdict = next(
         i
         for i, line in enumerate(lines)
@@ -75,8 +77,12 @@ def sql_excerpt(script: str) -> str:
     until = next(i for i in range(verdict, len(lines)) if lines[i].rstrip().endswith(";"))
     return "\n".join(
         [
-            "-- 0004: the sync trigger first, then the backfill, one batch per transaction:",
-            textwrap.dedent("\n".join(lines[start : end + 1])),
+            "-- 0004: the sync trigger first, then the backfill's candidates, once:",
+            textwrap.dedent("\n".join(lines[fill : filled + 1])),
+            "",
+            "-- then one batch per transaction, in (student, course) order; each re-checks its",
+            "-- pairs on the current rows, then reactivates, creates and records them:",
+            textwrap.dedent("\n".join(lines[start : end + 1])) + "\n...",
             "",
             "-- 0005: the coverage gate (counts as in enrollments audit), below 100%:",
             textwrap.dedent("\n".join(lines[verdict : until + 1])),

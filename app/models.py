@@ -166,8 +166,9 @@ class EnrollmentBackfillChange(Base):
 
 
 class EnrollmentBackfillRun(Base):
-    """Revision 0003: each backfill run, by the command or a revision, and its checkpoint
-    (the last membership id of its last committed batch), so that a cut run resumes."""
+    """Revision 0003: each backfill run, by the command or a revision, its pass and its
+    checkpoint (the last candidate of its last committed batch; 1.2's runs, with no pass,
+    the last membership id), so that a cut run resumes."""
 
     __tablename__ = "enrollment_backfill_runs"
 
@@ -182,6 +183,8 @@ class EnrollmentBackfillRun(Base):
     batches: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     created: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
     reactivated: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    pass_: Mapped[int | None] = mapped_column("pass", Integer, nullable=True)
+    candidates: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class XID8(UserDefinedType):
@@ -195,6 +198,54 @@ class XID8(UserDefinedType):
 
 # Reflection (autogenerate's comparison) knows it by name too.
 postgresql_base.ischema_names.setdefault("xid8", XID8)
+
+
+class EnrollmentBackfillBatch(Base):
+    """Revision 0003 (since 1.3): the record, one row per batch of a backfill (chunks of at
+    most 10,000 ids): the ids it created and reactivated and the ``xmin`` its rows carry,
+    so that the undo restores exactly what is still as the batch wrote it."""
+
+    __tablename__ = "enrollment_backfill_batches"
+    __table_args__ = (Index("ix_enrollment_backfill_batches_row_xmin", "row_xmin"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    pass_: Mapped[int] = mapped_column("pass", Integer, nullable=False)
+    last_student_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    last_course_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    xid: Mapped[str] = mapped_column(XID8, nullable=False)
+    row_xmin: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    created: Mapped[list[int]] = mapped_column(ARRAY(Integer), nullable=False)
+    reactivated: Mapped[list[int]] = mapped_column(ARRAY(Integer), nullable=False)
+    written_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class EnrollmentBackfillClaim(Base):
+    """Revision 0003 (since 1.3): enrollments the application made its own while still as
+    a backfill wrote them (the sync trigger writes them; the undo keeps them)."""
+
+    __tablename__ = "enrollment_backfill_claims"
+
+    enrollment_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    claimed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class EnrollmentBackfillCandidate(Base):
+    """Revision 0003 (since 1.3): the pass in progress of a backfill run, its pairs to
+    create or reactivate numbered in (student, course) order. Unlogged: a crash empties
+    it, and the run computes it again."""
+
+    __tablename__ = "enrollment_backfill_candidates"
+    __table_args__ = ({"prefixes": ("UNLOGGED",)},)
+
+    n: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    student_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    course_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    memberships: Mapped[list[int]] = mapped_column(ARRAY(Integer), nullable=False)
 
 
 class CourseEnrollmentSyncPending(Base):

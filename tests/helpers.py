@@ -342,13 +342,16 @@ def wait_until(engine: Engine, sql: str, timeout: float = 60, **params) -> objec
 
 # An inactive enrollment that the backfill reactivates two thirds into its walk: holding
 # its row lock stops a run there.
-LATE_INACTIVE = """SELECT ce.id FROM course_enrollments ce
-JOIN groups g ON g.course_id = ce.course_id
-JOIN group_members gm ON gm.group_id = g.id AND gm.user_id = ce.student_id
-JOIN users u ON u.id = gm.user_id
-WHERE NOT ce.active AND gm.active AND u.role = 'student'
-GROUP BY ce.id HAVING min(gm.id) > (SELECT max(id) * 2 / 3 FROM group_members)
-ORDER BY ce.id LIMIT 1"""
+LATE_INACTIVE = """WITH late AS (
+    SELECT DISTINCT ce.id, ce.student_id, ce.course_id FROM course_enrollments ce
+    JOIN groups g ON g.course_id = ce.course_id
+    JOIN courses c ON c.id = ce.course_id
+    JOIN group_members gm ON gm.group_id = g.id AND gm.user_id = ce.student_id
+    JOIN users u ON u.id = gm.user_id
+    WHERE NOT ce.active AND gm.active AND u.role = 'student' AND u.school_id = c.school_id
+)
+SELECT id FROM late ORDER BY student_id, course_id
+OFFSET (SELECT count(*) * 2 / 3 FROM late) LIMIT 1"""
 
 
 WAITING_ON_LOCK = (
@@ -482,3 +485,35 @@ def at_release_1_0_0(server: PostgresForTests, url: URL, engine: Engine, revisio
     assert result.returncode == 0, result.stderr
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == revision
+
+
+RECORDED_SQL = """SELECT x.source, x.action, x.course_id, x.student_id FROM (
+    SELECT r.source, u.action, e.course_id, e.student_id
+    FROM enrollment_backfill_batches AS b
+    JOIN enrollment_backfill_runs AS r ON r.id = b.run_id
+    CROSS JOIN LATERAL (
+        SELECT i.id, 'created' AS action FROM unnest(b.created) AS i(id)
+        UNION ALL
+        SELECT i.id, 'reactivated' FROM unnest(b.reactivated) AS i(id)
+    ) AS u
+    LEFT JOIN course_enrollments AS e ON e.id = u.id
+    UNION ALL
+    SELECT c.revision, c.action, c.course_id, c.student_id FROM enrollment_backfill_changes AS c
+) AS x"""
+
+
+def recorded(engine: Engine, source: str | None = None) -> list[tuple]:
+    """What the backfills recorded, 1.3's record and 1.2's: (action, course_id, student_id)
+    sorted, of ``source`` (a revision, or 'enrollments backfill') or of all."""
+    where = "" if source is None else " WHERE x.source = :source"
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(f"{RECORDED_SQL}{where} ORDER BY 2, 3, 4"), {"source": source}
+        ).all()
+    return [(r.action, r.course_id, r.student_id) for r in rows]
+
+
+def record_size(engine: Engine) -> int:
+    """How many enrollments the backfill record holds (both records)."""
+    with engine.connect() as conn:
+        return conn.execute(text(f"SELECT count(*) FROM ({RECORDED_SQL}) AS r")).scalar_one()

@@ -5,6 +5,7 @@ installed. 1.0.0's states come from 1.0.0's own scripts (tests/fixtures/release_
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -61,18 +62,17 @@ def assert_covered_and_kept(database_url, engine, app: Application) -> None:
     assert app.errors == []
 
 
-RUNNING = (
-    "SELECT count(*) FROM enrollment_backfill_runs WHERE finished_at IS NULL"
-    " AND checkpoint IS NOT NULL"
-)
+CANDIDATES_TABLE = "SELECT to_regclass('enrollment_backfill_candidates') IS NOT NULL"
 
 
 def upgrade_while_writing(database_url, *x: str) -> tuple[Application, object]:
     """``alembic upgrade head`` while the application writes before, during and after it.
 
-    During: once the backfill has committed a batch, a session locks its runs table, so
-    that the next batch waits (and retries) until the application has committed more; so
-    some of its commits fall inside the backfill, whatever the machine's speed."""
+    During: as soon as the backfill's candidates table exists, a session holds ROW
+    EXCLUSIVE on it, which only the backfill's ``TRUNCATE`` (the first step of a pass,
+    after the run has started and the sync trigger is installed) waits for; the
+    application commits more meanwhile, so some of its commits fall inside the backfill,
+    whatever the machine's speed."""
     app = Application(database_url).start()
     try:
         while len(app.commits) < 5:  # the application is writing before the deploy starts
@@ -80,10 +80,14 @@ def upgrade_while_writing(database_url, *x: str) -> tuple[Application, object]:
         run = Background(["alembic", *x, "upgrade", "head"], database_url)
         watcher = create_engine(database_url)
         try:
-            wait_until(watcher, "SELECT to_regclass('enrollment_backfill_runs') IS NOT NULL")
-            wait_until(watcher, RUNNING, timeout=120)
             with watcher.connect() as holder:
-                holder.execute(text("LOCK TABLE enrollment_backfill_runs IN EXCLUSIVE MODE"))
+                deadline = time.monotonic() + 120
+                while not holder.execute(text(CANDIDATES_TABLE)).scalar():
+                    holder.rollback()
+                    assert time.monotonic() < deadline, run.finish().stderr
+                holder.execute(
+                    text("LOCK TABLE enrollment_backfill_candidates IN ROW EXCLUSIVE MODE")
+                )
                 wait_until(watcher, WAITING_ON_LOCK, app="alembic")
                 during = len(app.commits)
                 while len(app.commits) < during + 5 and not app.errors:

@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import text
 
 from enrollments_phase1.migration_env import MigrationSettings
-from enrollments_phase1.migrations.shared.v4 import backfill, gate, indexes, sync, undo
+from enrollments_phase1.migrations.shared.v4 import gate, indexes, sync, undo
 from enrollments_phase1.names import Tables
 from tests.helpers import enrollments_rows, psql, upgrade
 
@@ -102,7 +102,8 @@ def test_the_undo_touches_only_recorded_rows_still_as_left(database_url, story):
         for statement in undo.function_sql(T):
             conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
         row = conn.exec_driver_sql(
-            f"SELECT * FROM public.course_enrollments_undo_batch({backfill.BEFORE_ANY_ID}, 100)"
+            "SELECT * FROM public.course_enrollments_undo_batch("
+            f"'batches', {undo.SOURCES['batches']}, 100)"
         ).one()
     assert (row.records, row.deleted_rows, row.deactivated_rows) == (5, 3, 2)
     assert (row.referenced_rows, row.claimed_rows, row.changed_rows) == (0, 0, 0)

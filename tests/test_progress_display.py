@@ -24,7 +24,7 @@ from enrollments_phase1.terminal import progress_line
 from tests.helpers import LATE_INACTIVE, ROOT, VENV_BIN, libpq_url, upgrade, url_string
 
 BAR = re.compile(
-    r"^backfill +(\d+)% \|(█*)( *)\| (\d{1,3}(?:,\d{3})*)/(\d{1,3}(?:,\d{3})*) memberships "
+    r"^backfill: pass 1 +(\d+)% \|(█*)( *)\| (\d{1,3}(?:,\d{3})*)/(\d{1,3}(?:,\d{3})*) pairs "
     r"[\d,]+/s ETA (\?|\d+s|\d+m\d\ds|\d+h\d\dm)(; .*)?$"
 )
 STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (INFO|WARNING) ")
@@ -122,7 +122,6 @@ def test_the_backfill_on_a_terminal_then_ctrl_c(database_url, at_0003_with_data,
     # that row, retrying, until Ctrl-C.
     with at_0003_with_data.connect() as conn:
         held = conn.execute(text(LATE_INACTIVE)).scalar_one()
-        memberships = conn.execute(text("SELECT count(*) FROM group_members")).scalar_one()
     holder = psycopg2.connect(libpq_url(database_url))
     holder.cursor().execute("SELECT 1 FROM course_enrollments WHERE id = %s FOR UPDATE", (held,))
     try:
@@ -145,7 +144,9 @@ def test_the_backfill_on_a_terminal_then_ctrl_c(database_url, at_0003_with_data,
     assert len(bars[0]) <= columns - 2
     assert len(shown.group(2)) + len(shown.group(3)) >= 10  # a bar one can see
     assert int(shown.group(1)) > 0 and len(shown.group(2)) > 0
-    assert shown.group(5) == f"{memberships:,}" and memberships >= 1_000
+    with at_0003_with_data.connect() as conn:
+        candidates = conn.execute(text("SELECT candidates FROM enrollment_backfill_runs")).scalar()
+    assert shown.group(5) == f"{candidates:,}" and candidates >= 1_000
     if columns >= 120:
         assert re.search(r"; [\d,]+ created, [\d,]+ reactivated$", bars[0])
     logged = terminal.lines()
@@ -168,10 +169,12 @@ def test_the_whole_run_on_a_terminal_ends_on_its_summary(database_url, at_0003_w
     assert code == 0
     assert not any(BAR.match(line) for line in after), "\n".join(after)
     summary = [
-        line for line in terminal.lines() if " INFO enrollments_phase1.batching: backfill: " in line
+        line
+        for line in terminal.lines()
+        if " INFO enrollments_phase1.batching: backfill: pass 1" in line
     ]
     assert len(summary) == 1
-    assert re.search(r"backfill: ([\d,]+)/\1 memberships \(100%\), done in \d+s", summary[0])
+    assert re.search(r"backfill: pass 1: ([\d,]+)/\1 pairs \(100%\), done in \d+s", summary[0])
 
 
 @pytest.mark.parametrize("columns", [40, 60, 80, 100, 200])

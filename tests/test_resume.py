@@ -50,43 +50,48 @@ def cut(engine, database_url, command: list[str]) -> None:
         holder.close()
 
 
-def unfinished(engine) -> tuple[int, int]:
+def unfinished(engine) -> tuple[int, int, int]:
+    """The cut run: its id, its checkpoint (a candidate number) and its candidates."""
     with engine.connect() as conn:
         row = conn.execute(
-            text("SELECT id, checkpoint FROM enrollment_backfill_runs WHERE finished_at IS NULL")
+            text(
+                "SELECT id, checkpoint, candidates FROM enrollment_backfill_runs"
+                " WHERE finished_at IS NULL"
+            )
         ).one()
-    return int(row.id), int(row.checkpoint)
+    return int(row.id), int(row.checkpoint), int(row.candidates)
 
 
-def memberships(engine, after: int = -2147483649) -> int:
-    with engine.connect() as conn:
-        return conn.execute(
-            text("SELECT count(*) FROM group_members WHERE id > :a"), {"a": after}
-        ).scalar()
+def walked(stderr: str, what: str = "backfill") -> list[tuple[int, int]]:
+    """Each pass the log reports: (pass, pairs walked)."""
+    return [
+        (int(m.group(1)), int(m.group(2).replace(",", "")))
+        for m in re.finditer(rf"{what}: pass (\d+): ([\d,]+)/[\d,]+ pairs \(100%\)", stderr)
+    ]
+
+
+def covered(database_url) -> bool:
+    return json.loads(enrollments(database_url, "audit", "--json").stdout)["missing"] == 0
+
+
+COMMAND = ["enrollments", "backfill", "--commit", "--batch-size", "500", "--lock-timeout", "60s"]
 
 
 def test_the_command_resumes_from_its_checkpoint(database_url, at_0003):
-    command = [
-        "enrollments",
-        "backfill",
-        "--commit",
-        "--batch-size",
-        "500",
-        "--lock-timeout",
-        "60s",
-    ]
-    cut(at_0003, database_url, command)
-    run_id, checkpoint = unfinished(at_0003)
-    assert checkpoint > 0
+    cut(at_0003, database_url, COMMAND)
+    run_id, checkpoint, candidates = unfinished(at_0003)
+    assert 0 < checkpoint < candidates
 
     again = enrollments(database_url, "backfill", "--commit", "--batch-size", "500")
 
     assert again.returncode == 0, again.stderr
-    assert f"resuming the cut run {run_id} after membership id {checkpoint}" in again.stderr
-    walked = re.search(r"backfill: (\d[\d,]*)/(\d[\d,]*) memberships \(100%\)", again.stderr)
-    assert int(walked.group(1).replace(",", "")) == memberships(at_0003, checkpoint)
-    assert memberships(at_0003, checkpoint) < memberships(at_0003)
-    assert json.loads(enrollments(database_url, "audit", "--json").stdout)["missing"] == 0
+    assert f"backfill: resuming run {run_id} in pass 1 after candidate {checkpoint:,}" in (
+        again.stderr
+    )
+    # The rest of pass 1, then (no sync trigger at 0003) a second pass that finds nothing.
+    assert walked(again.stderr) == [(1, candidates - checkpoint)]
+    assert "backfill: pass 2: 0 pairs to create or reactivate" in again.stderr
+    assert covered(database_url)
 
 
 def test_the_revision_resumes_from_its_checkpoint(database_url, at_0003):
@@ -95,37 +100,108 @@ def test_the_revision_resumes_from_its_checkpoint(database_url, at_0003):
         database_url,
         ["alembic", "-x", "backfill_batch_size=500", "-x", "lock_timeout=60s", "upgrade", "head"],
     )
-    run_id, checkpoint = unfinished(at_0003)
+    run_id, checkpoint, candidates = unfinished(at_0003)
 
     again = alembic(database_url, "-x", "backfill_batch_size=500", "upgrade", "head")
 
     assert again.returncode == 0, again.stderr
-    assert f"backfill 0004: resuming run {run_id} after membership id {checkpoint}" in again.stderr
+    assert f"backfill 0004: resuming run {run_id} in pass 1 after candidate {checkpoint:,}" in (
+        again.stderr
+    )
+    # Its candidates were computed with the sync trigger installed: no second pass.
+    assert walked(again.stderr, "backfill 0004") == [(1, candidates - checkpoint)]
+    assert "pass 2" not in again.stderr
     assert alembic(database_url, "current").stdout.strip() == f"{HEAD} (head)"
 
 
-def test_a_run_without_the_trigger_is_not_resumed_by_one_that_needs_it(database_url, at_0003):
-    """The command ran at 0003 (no sync trigger): memberships below its checkpoint may have
-    changed since it passed them. The upgrade, which needs every one covered, starts over."""
-    cut(
-        at_0003,
-        database_url,
-        ["enrollments", "backfill", "--commit", "--batch-size", "500", "--lock-timeout", "60s"],
+def test_lost_candidates_are_computed_again(database_url, at_0003):
+    """A crash empties the UNLOGGED candidates table: the resumed run computes a new pass,
+    which finds only what the cut run had not done."""
+    cut(at_0003, database_url, COMMAND)
+    run_id, checkpoint, candidates = unfinished(at_0003)
+    with at_0003.begin() as conn:  # what crash recovery does to an UNLOGGED table
+        conn.execute(text("TRUNCATE enrollment_backfill_candidates"))
+
+    again = enrollments(database_url, "backfill", "--commit", "--batch-size", "500")
+
+    assert again.returncode == 0, again.stderr
+    assert (
+        f"backfill: resuming run {run_id} in pass 1 (its candidates are gone: computing them"
+        " again)" in again.stderr
     )
-    old_run, _ = unfinished(at_0003)
+    assert walked(again.stderr) == [(2, candidates - checkpoint)]
+    assert "backfill: pass 3: 0 pairs to create or reactivate" in again.stderr
+    assert covered(database_url)
+
+
+def test_the_upgrade_resumes_a_run_cut_without_the_trigger_and_passes_again(database_url, at_0003):
+    """The command ran at 0003 (no sync trigger) and was cut: the upgrade installs the
+    trigger, finishes the run's pass, then computes the candidates again (memberships may
+    have changed behind the first pass's snapshot) and stops there: the second pass's
+    snapshot was taken with the trigger installed."""
+    cut(at_0003, database_url, COMMAND)
+    old_run, checkpoint, candidates = unfinished(at_0003)
 
     result = alembic(database_url, "upgrade", "head")
 
     assert result.returncode == 0, result.stderr
-    assert "resuming" not in result.stderr
+    assert f"resuming run {old_run} in pass 1" in result.stderr
+    assert walked(result.stderr, "backfill 0004") == [(1, candidates - checkpoint)]
+    assert "backfill 0004: pass 2: 0 pairs to create or reactivate" in result.stderr
+    assert "pass 3" not in result.stderr
     with at_0003.connect() as conn:
         runs = conn.execute(
             text(
-                "SELECT id, source, finished_at IS NOT NULL"
+                "SELECT id, source, finished_at IS NOT NULL, pass"
                 " FROM enrollment_backfill_runs ORDER BY id"
             )
         ).all()
-    assert [tuple(r) for r in runs] == [
-        (old_run, "enrollments backfill", True),
-        (old_run + 1, "0004", True),
-    ]
+    assert [tuple(r) for r in runs] == [(old_run, "enrollments backfill", True, 2)]
+
+
+LATE_GAPS = """WITH g AS (
+    SELECT g.id AS group_id, c.id AS course_id, c.school_id FROM groups g
+    JOIN courses c ON c.id = g.course_id ORDER BY g.id LIMIT 3
+),
+new_users AS (
+    INSERT INTO users (school_id, email, name, role)
+    SELECT g.school_id, 'late' || g.group_id || '@example.org', 'Late', 'student' FROM g
+    RETURNING id, school_id, email
+)
+INSERT INTO group_members (school_id, group_id, user_id)
+SELECT g.school_id, g.group_id, u.id
+FROM g JOIN new_users u ON u.email = 'late' || g.group_id || '@example.org'
+RETURNING user_id, (SELECT course_id FROM g WHERE g.group_id = group_members.group_id)"""
+
+
+def test_a_second_pass_finds_exactly_the_late_gaps(database_url, at_0003):
+    """At 0003 no sync trigger covers what the application writes during the backfill: the
+    run computes the candidates again after its first pass, and that second pass finds
+    exactly the pairs written after the first pass's snapshot; a third finds none."""
+    with at_0003.connect() as conn:
+        target = conn.execute(text(LATE_INACTIVE)).scalar_one()
+    holder = psycopg2.connect(libpq_url(database_url))
+    holder.cursor().execute("SELECT 1 FROM course_enrollments WHERE id = %s FOR UPDATE", (target,))
+    try:
+        run = Background(COMMAND, database_url)
+        wait_until(at_0003, WAITING_ON_LOCK, app="enrollments")  # pass 1, a batch waits
+        with at_0003.begin() as conn:  # the application writes three new eligible pairs
+            late = {tuple(r) for r in conn.execute(text(LATE_GAPS))}
+    finally:
+        holder.rollback()
+        holder.close()
+    result = run.finish()
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "backfill: pass 2: 3 pairs to create or reactivate" in result.stdout + result.stderr
+    assert "backfill: pass 3: 0 pairs to create or reactivate" in result.stdout + result.stderr
+    with at_0003.connect() as conn:
+        second = conn.execute(
+            text(
+                "SELECT e.student_id, e.course_id FROM enrollment_backfill_batches AS b,"
+                " unnest(b.created || b.reactivated) AS u(id)"
+                " JOIN course_enrollments AS e ON e.id = u.id WHERE b.pass = 2"
+            )
+        ).all()
+    assert {tuple(r) for r in second} == late and len(late) == 3
+    assert covered(database_url)

@@ -250,7 +250,8 @@ READS = """SELECT coalesce(sum(t.seq_scan), 0),
     coalesce(sum((SELECT sum(i.idx_tup_read) FROM pg_stat_user_indexes AS i
                   WHERE i.relid = t.relid)), 0)
 FROM pg_stat_user_tables AS t
-WHERE t.relname IN ('enrollment_backfill_changes', 'course_enrollments', 'group_members', 'users',
+WHERE t.relname IN ('enrollment_backfill_changes', 'enrollment_backfill_batches',
+                    'enrollment_backfill_claims', 'course_enrollments', 'group_members', 'users',
                     'groups', 'courses', 'course_enrollments_sync_pending',
                     'course_enrollments_sync_guard')"""
 
@@ -308,6 +309,11 @@ def test_every_statement_reads_by_key_whatever_the_statistics(pg_server, databas
                     " (revision, enrollment_id, course_id, student_id, action)"
                     " SELECT 'grown', id, course_id, student_id, 'created' FROM course_enrollments"
                     " WHERE student_id > 200000;"
+                    " INSERT INTO enrollment_backfill_batches"
+                    " (run_id, pass, last_student_id, last_course_id, xid, row_xmin, created,"
+                    " reactivated)"
+                    " SELECT 0, 1, student_id, course_id, '1', 5000000 + id, ARRAY[id], '{}'"
+                    " FROM course_enrollments WHERE student_id > 200000;"
                     " INSERT INTO group_members (school_id, group_id, user_id)"
                     " SELECT 1, 1, 200000 + i FROM generate_series(1, 100000) i"
                 )

@@ -19,6 +19,7 @@ from tests.helpers import (
     enrollments,
     libpq_url,
     psql,
+    record_size,
     snapshot,
     upgrade,
     wait_until,
@@ -117,8 +118,7 @@ def test_a_batched_upgrade_cut_then_downgrade_0001(database_url, legacy):
     cut = run.finish()
     assert cut.returncode != 0 and "lost the connection" in cut.stdout
     assert alembic(database_url, "current").stdout.strip() == "0003"
-    with legacy.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM enrollment_backfill_changes")).scalar() > 0
+    assert record_size(legacy) > 0
 
     result = alembic(database_url, "downgrade", "0001")
 

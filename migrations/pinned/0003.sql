@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0003; digest 3b53b1e73e8a.
+-- Pinned offline SQL of revision 0003; digest b10bc9022b20.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -35,12 +35,50 @@ CREATE TABLE "public".enrollment_backfill_runs (
     batches integer DEFAULT 0 NOT NULL,
     created bigint DEFAULT 0 NOT NULL,
     reactivated bigint DEFAULT 0 NOT NULL,
+    pass integer,
+    candidates bigint,
     CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
 );
 
+-- What each batch of a backfill created and reactivated, and the row version it wrote.
+CREATE TABLE "public".enrollment_backfill_batches (
+    id bigserial NOT NULL,
+    run_id integer NOT NULL,
+    pass integer NOT NULL,
+    last_student_id integer NOT NULL,
+    last_course_id integer NOT NULL,
+    xid xid8 NOT NULL,
+    row_xmin bigint NOT NULL,
+    created integer[] NOT NULL,
+    reactivated integer[] NOT NULL,
+    written_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT enrollment_backfill_batches_pkey PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_enrollment_backfill_batches_row_xmin ON "public".enrollment_backfill_batches (row_xmin);
+
+-- Enrollments the application made its own while still as a backfill wrote them.
+CREATE TABLE "public".enrollment_backfill_claims (
+    enrollment_id integer NOT NULL,
+    claimed_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT enrollment_backfill_claims_pkey PRIMARY KEY (enrollment_id)
+);
+
+-- The pass in progress: the pairs to create or reactivate, in (student, course) order.
+CREATE UNLOGGED TABLE "public".enrollment_backfill_candidates (
+    n bigint NOT NULL,
+    student_id integer NOT NULL,
+    course_id integer NOT NULL,
+    memberships integer[] NOT NULL,
+    CONSTRAINT enrollment_backfill_candidates_pkey PRIMARY KEY (n)
+);
+
 -- Only their owner (and whom the DBA grants) may read or write them.
-REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs FROM PUBLIC;
-REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
+REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs,
+    "public".enrollment_backfill_batches, "public".enrollment_backfill_claims,
+    "public".enrollment_backfill_candidates FROM PUBLIC;
+REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq,
+    "public".enrollment_backfill_batches_id_seq FROM PUBLIC;
 
 -- ==== downgrade 0003 -> 0002 ====
 
@@ -125,12 +163,55 @@ BEGIN
             batches integer DEFAULT 0 NOT NULL,
             created bigint DEFAULT 0 NOT NULL,
             reactivated bigint DEFAULT 0 NOT NULL,
+            pass integer,
+            candidates bigint,
             CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
         );
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                   WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_runs') AND attname = 'pass'
+                     AND NOT attisdropped) THEN
+        -- Since 1.3: a run goes in passes over its candidates.
+        ALTER TABLE "public".enrollment_backfill_runs ADD COLUMN pass integer, ADD COLUMN candidates bigint;
+    END IF;
+    IF pg_catalog.to_regclass('"public".enrollment_backfill_batches') IS NULL THEN
+        -- Since 1.3: the record one row per batch, the claims, the candidates.
+        -- What each batch of a backfill created and reactivated, and the row version it wrote.
+        CREATE TABLE "public".enrollment_backfill_batches (
+            id bigserial NOT NULL,
+            run_id integer NOT NULL,
+            pass integer NOT NULL,
+            last_student_id integer NOT NULL,
+            last_course_id integer NOT NULL,
+            xid xid8 NOT NULL,
+            row_xmin bigint NOT NULL,
+            created integer[] NOT NULL,
+            reactivated integer[] NOT NULL,
+            written_at timestamp with time zone DEFAULT now() NOT NULL,
+            CONSTRAINT enrollment_backfill_batches_pkey PRIMARY KEY (id)
+        );
+        CREATE INDEX ix_enrollment_backfill_batches_row_xmin ON "public".enrollment_backfill_batches (row_xmin);
+        -- Enrollments the application made its own while still as a backfill wrote them.
+        CREATE TABLE "public".enrollment_backfill_claims (
+            enrollment_id integer NOT NULL,
+            claimed_at timestamp with time zone DEFAULT now() NOT NULL,
+            CONSTRAINT enrollment_backfill_claims_pkey PRIMARY KEY (enrollment_id)
+        );
+        -- The pass in progress: the pairs to create or reactivate, in (student, course) order.
+        CREATE UNLOGGED TABLE "public".enrollment_backfill_candidates (
+            n bigint NOT NULL,
+            student_id integer NOT NULL,
+            course_id integer NOT NULL,
+            memberships integer[] NOT NULL,
+            CONSTRAINT enrollment_backfill_candidates_pkey PRIMARY KEY (n)
+        );
+    END IF;
     -- Nothing for PUBLIC (a default privilege may have given it some; 1.1 did not revoke).
-    REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs FROM PUBLIC;
-    REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
+    REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs,
+        "public".enrollment_backfill_batches, "public".enrollment_backfill_claims,
+        "public".enrollment_backfill_candidates FROM PUBLIC;
+    REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq,
+        "public".enrollment_backfill_batches_id_seq FROM PUBLIC;
 END
 $ensure$;
 
@@ -177,7 +258,7 @@ $where$;
 
 -- One batch of the undo (see migrations/shared/v4/undo.py): installed for the undo and
 -- dropped with it.
-CREATE OR REPLACE FUNCTION "public".course_enrollments_undo_batch(lo bigint, size integer)
+CREATE OR REPLACE FUNCTION "public".course_enrollments_undo_batch(source text, lo bigint, size integer)
 RETURNS TABLE (last_id bigint, records bigint, deleted_rows bigint, deactivated_rows bigint,
                referenced_rows bigint, claimed_rows bigint, changed_rows bigint, by_table jsonb)
 LANGUAGE plpgsql
@@ -185,22 +266,67 @@ SET search_path = pg_catalog, pg_temp
 AS $undo$
 #variable_conflict use_column
 DECLARE
+    picked bigint[];  -- the record rows of this batch (batches: ids; changes: enrollment ids)
+    last_key bigint;
+    e_ids integer[];
+    e_actions text[];
+    e_xmins bigint[];
+    e_courses integer[];
+    e_students integer[];
+    e_claimed boolean[];
     ids integer[];
     kept integer[] := '{}';
     found integer[];
     fk record;
     tally jsonb := '{}';
 BEGIN
-    SELECT pg_catalog.array_agg(x.enrollment_id ORDER BY x.enrollment_id) INTO ids
-    FROM (
-        SELECT r.enrollment_id FROM "public".enrollment_backfill_changes AS r
-        WHERE r.enrollment_id > lo ORDER BY r.enrollment_id LIMIT size
-    ) AS x;
-    IF ids IS NULL THEN
+    IF source = 'batches' THEN
+        -- 1.3's record, newest first: whole rows, up to about size enrollments.
+        WITH rows_in_order AS (
+            SELECT b.id, b.row_xmin, b.created, b.reactivated,
+                pg_catalog.sum(pg_catalog.cardinality(b.created) + pg_catalog.cardinality(b.reactivated))
+                    OVER (ORDER BY b.id DESC) AS running,
+                pg_catalog.cardinality(b.created) + pg_catalog.cardinality(b.reactivated) AS own
+            FROM "public".enrollment_backfill_batches AS b
+            WHERE b.id < lo ORDER BY b.id DESC LIMIT size
+        ),
+        chosen AS (
+            SELECT * FROM rows_in_order AS r WHERE r.running - r.own < size OR r.running = r.own
+        ),
+        entries AS (
+            SELECT x.id AS enrollment_id, 'created' AS action, c.row_xmin
+            FROM chosen AS c CROSS JOIN LATERAL pg_catalog.unnest(c.created) AS x(id)
+            UNION ALL
+            SELECT x.id, 'reactivated', c.row_xmin
+            FROM chosen AS c CROSS JOIN LATERAL pg_catalog.unnest(c.reactivated) AS x(id)
+        )
+        SELECT (SELECT pg_catalog.array_agg(c.id) FROM chosen AS c),
+            (SELECT pg_catalog.min(c.id) FROM chosen AS c),
+            pg_catalog.array_agg(x.enrollment_id), pg_catalog.array_agg(x.action),
+            pg_catalog.array_agg(x.row_xmin), pg_catalog.array_agg(NULL::integer),
+            pg_catalog.array_agg(NULL::integer), pg_catalog.array_agg(false)
+        INTO picked, last_key, e_ids, e_actions, e_xmins, e_courses, e_students, e_claimed
+        FROM entries AS x;
+    ELSE
+        -- 1.0 to 1.2's record, by enrollment id.
+        SELECT pg_catalog.array_agg(x.enrollment_id::bigint), pg_catalog.max(x.enrollment_id),
+            pg_catalog.array_agg(x.enrollment_id), pg_catalog.array_agg(x.action::text),
+            pg_catalog.array_agg(x.row_xmin), pg_catalog.array_agg(x.course_id),
+            pg_catalog.array_agg(x.student_id), pg_catalog.array_agg(x.claimed_at IS NOT NULL)
+        INTO picked, last_key, e_ids, e_actions, e_xmins, e_courses, e_students, e_claimed
+        FROM (
+            SELECT r.enrollment_id, r.action, r.row_xmin, r.course_id, r.student_id, r.claimed_at
+            FROM "public".enrollment_backfill_changes AS r
+            WHERE r.enrollment_id > lo ORDER BY r.enrollment_id LIMIT size
+        ) AS x;
+    END IF;
+    IF picked IS NULL THEN
         RETURN QUERY SELECT NULL::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint,
             0::bigint, '{}'::jsonb;
         RETURN;
     END IF;
+    SELECT pg_catalog.array_agg(DISTINCT i.id) INTO ids FROM pg_catalog.unnest(e_ids) AS i(id);
+    ids := coalesce(ids, '{}');
     -- 1. The batch's rows, locked in (course, student) order as the sync trigger locks them.
     PERFORM 1 FROM "public".course_enrollments AS e
     WHERE e.id = ANY (ids) ORDER BY e.course_id, e.student_id FOR UPDATE;
@@ -226,11 +352,19 @@ BEGIN
             kept := kept || found;
         END IF;
     END LOOP;
-    -- 3. Undo what is still as the backfill left it, unreferenced and unclaimed.
+    -- 3. Undo what is still as the backfill left it (its version: the row's xmin is the
+    --    batch's), unreferenced and unclaimed; forget the batch's records and claims.
     RETURN QUERY
     WITH batch AS MATERIALIZED (
-        SELECT r.enrollment_id, r.course_id, r.student_id, r.action, r.row_xmin, r.claimed_at
-        FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id = ANY (ids)
+        SELECT b.enrollment_id, b.action, b.row_xmin, b.course_id, b.student_id, b.claimed
+        FROM ROWS FROM (pg_catalog.unnest(e_ids), pg_catalog.unnest(e_actions),
+            pg_catalog.unnest(e_xmins), pg_catalog.unnest(e_courses),
+            pg_catalog.unnest(e_students), pg_catalog.unnest(e_claimed))
+            AS b(enrollment_id, action, row_xmin, course_id, student_id, claimed)
+    ),
+    claims AS MATERIALIZED (
+        SELECT k.enrollment_id FROM "public".enrollment_backfill_claims AS k
+        WHERE k.enrollment_id = ANY (ids)
     ),
     now_rows AS MATERIALIZED (
         SELECT e.id, e.course_id, e.student_id, e.active, e.xmin::text::bigint AS row_xmin
@@ -240,9 +374,11 @@ BEGIN
         SELECT b.enrollment_id, b.action,
             CASE
                 WHEN b.enrollment_id = ANY (kept) THEN 'referenced'
-                WHEN b.claimed_at IS NOT NULL THEN 'claimed'
-                WHEN n.id IS NOT NULL AND n.course_id = b.course_id
-                     AND n.student_id = b.student_id AND n.active
+                WHEN b.claimed OR b.enrollment_id IN (SELECT k.enrollment_id FROM claims AS k)
+                    THEN 'claimed'
+                WHEN n.id IS NOT NULL AND n.active
+                     AND (b.course_id IS NULL
+                          OR (n.course_id = b.course_id AND n.student_id = b.student_id))
                      AND (b.row_xmin IS NULL OR n.row_xmin = b.row_xmin) THEN 'as left'
                 ELSE 'changed'
             END AS state
@@ -260,10 +396,18 @@ BEGIN
                        WHERE c.state = 'as left' AND c.action = 'reactivated')
         RETURNING e.id
     ),
-    forgotten AS (
-        DELETE FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id = ANY (ids)
+    forgotten_batches AS (
+        DELETE FROM "public".enrollment_backfill_batches AS r
+        WHERE source = 'batches' AND r.id = ANY (picked)
+    ),
+    forgotten_changes AS (
+        DELETE FROM "public".enrollment_backfill_changes AS r
+        WHERE source = 'changes' AND r.enrollment_id = ANY (ids)
+    ),
+    forgotten_claims AS (
+        DELETE FROM "public".enrollment_backfill_claims AS k WHERE k.enrollment_id = ANY (ids)
     )
-    SELECT ids[pg_catalog.cardinality(ids)]::bigint, pg_catalog.cardinality(ids)::bigint,
+    SELECT last_key, pg_catalog.cardinality(e_ids)::bigint,
         (SELECT pg_catalog.count(*) FROM deleted), (SELECT pg_catalog.count(*) FROM deactivated),
         (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'referenced'),
         (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'claimed'),
@@ -272,7 +416,7 @@ BEGIN
 END
 $undo$;
 
-REVOKE ALL ON FUNCTION "public".course_enrollments_undo_batch(bigint, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "public".course_enrollments_undo_batch(text, bigint, integer) FROM PUBLIC;
 
 COMMIT;
 
@@ -281,7 +425,8 @@ COMMIT;
 DO $undo$
 DECLARE
     result record;
-    lo bigint := -2147483649;
+    source record;
+    lo bigint;
     size integer := 1000;
     attempt integer;
     started timestamptz;
@@ -293,39 +438,43 @@ DECLARE
     tally jsonb := '{}';
     parts text[] := '{}';
 BEGIN
-    LOOP
-        attempt := 0;
-        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-        PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
-        PERFORM pg_catalog.set_config('statement_timeout', '0', true);
-        IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-            RAISE EXCEPTION 'backfill undo (downgrade of 0003): another session took the enrollments lock between two batches; nothing of this batch was written'
-                USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
-        END IF;
-        started := clock_timestamp();
+    FOR source IN SELECT s.name, s.start FROM (VALUES ('batches', 4611686018427387904), ('changes', -2147483649)) AS s(name, start) LOOP
+        lo := source.start;
         LOOP
-            BEGIN
-                SELECT * INTO result FROM "public".course_enrollments_undo_batch(lo, size);
-                EXIT;
-            EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
-                attempt := attempt + 1;
-                IF clock_timestamp() - started > interval '600 s' THEN
-                    RAISE;
-                END IF;
-                RAISE WARNING 'backfill undo (downgrade of 0003): a batch failed (%), rolled back; retrying (attempt %)', SQLERRM, attempt;
-                PERFORM pg_sleep(least(5.0, random() * 0.1 * 2 ^ least(attempt, 6)));
-            END;
+            attempt := 0;
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+            PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
+            PERFORM pg_catalog.set_config('statement_timeout', '0', true);
+            IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+                RAISE EXCEPTION 'backfill undo (downgrade of 0003): another session took the enrollments lock between two batches; nothing of this batch was written'
+                    USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
+            END IF;
+            started := clock_timestamp();
+            LOOP
+                BEGIN
+                    SELECT * INTO result FROM "public".course_enrollments_undo_batch(source.name, lo, size);
+                    EXIT;
+                EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
+                    attempt := attempt + 1;
+                    IF clock_timestamp() - started > interval '600 s' THEN
+                        RAISE;
+                    END IF;
+                    RAISE WARNING 'backfill undo (downgrade of 0003): a batch failed (%), rolled back; retrying (attempt %)', SQLERRM, attempt;
+                    PERFORM pg_sleep(least(5.0, random() * 0.1 * 2 ^ least(attempt, 6)));
+                END;
+            END LOOP;
+            EXIT WHEN result.records = 0;
+            done_deleted := done_deleted + result.deleted_rows;
+            done_deactivated := done_deactivated + result.deactivated_rows;
+            done_referenced := done_referenced + result.referenced_rows;
+            done_claimed := done_claimed + result.claimed_rows;
+            done_changed := done_changed + result.changed_rows;
+            tally := tally || coalesce((
+                SELECT jsonb_object_agg(j.key, coalesce((tally ->> j.key)::bigint, 0) + j.value::bigint)
+                FROM jsonb_each_text(result.by_table) AS j), '{}');
+            lo := result.last_id;
+            COMMIT;
         END LOOP;
-        EXIT WHEN result.records = 0;
-        done_deleted := done_deleted + result.deleted_rows;
-        done_deactivated := done_deactivated + result.deactivated_rows;
-        done_referenced := done_referenced + result.referenced_rows;
-        done_claimed := done_claimed + result.claimed_rows;
-        done_changed := done_changed + result.changed_rows;
-        tally := tally || coalesce((
-            SELECT jsonb_object_agg(j.key, coalesce((tally ->> j.key)::bigint, 0) + j.value::bigint)
-            FROM jsonb_each_text(result.by_table) AS j), '{}');
-        lo := result.last_id;
         COMMIT;
     END LOOP;
     RAISE NOTICE 'backfill undo (downgrade of 0003): % enrollments deleted, % deactivated', done_deleted, done_deactivated;
@@ -394,12 +543,14 @@ $where$;
 -- Stop before recording the downgrade of 0003 unless the undo above went through the whole record.
 DO $verify$
 BEGIN
-    IF NOT (SELECT NOT EXISTS (SELECT 1 FROM "public".enrollment_backfill_changes)) THEN
-        RAISE EXCEPTION 'the downgrade of 0003 is not recorded: enrollment_backfill_changes still holds records the undo did not reach'
+    IF NOT (SELECT NOT EXISTS (SELECT 1 FROM "public".enrollment_backfill_changes) AND NOT EXISTS (SELECT 1 FROM "public".enrollment_backfill_batches)) THEN
+        RAISE EXCEPTION 'the downgrade of 0003 is not recorded: the backfill record still holds records the undo did not reach'
             USING HINT = 'fix what failed above, then run the downgrade again: it goes on from where it stopped';
     END IF;
 END
 $verify$;
+
+DELETE FROM "public".enrollment_backfill_claims;
 
 -- dropping the sync triggers: each attempt waits at most lock_timeout (500ms) for the tables, so the
 -- application's writes never queue behind it for longer; retried until 10min.
@@ -448,7 +599,15 @@ BEGIN
 END
 $ddl$;
 
+DROP FUNCTION IF EXISTS "public".course_enrollments_undo_batch(text, bigint, integer);
+
 DROP FUNCTION IF EXISTS "public".course_enrollments_undo_batch(bigint, integer);
+
+DROP TABLE "public".enrollment_backfill_candidates;
+
+DROP TABLE "public".enrollment_backfill_claims;
+
+DROP TABLE "public".enrollment_backfill_batches;
 
 DROP TABLE "public".enrollment_backfill_runs;
 

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0007; digest c4f783bd6c43.
+-- Pinned offline SQL of revision 0007; digest aebda9e4b2b9.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -87,12 +87,55 @@ BEGIN
             batches integer DEFAULT 0 NOT NULL,
             created bigint DEFAULT 0 NOT NULL,
             reactivated bigint DEFAULT 0 NOT NULL,
+            pass integer,
+            candidates bigint,
             CONSTRAINT enrollment_backfill_runs_pkey PRIMARY KEY (id)
         );
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                   WHERE attrelid = pg_catalog.to_regclass('"public".enrollment_backfill_runs') AND attname = 'pass'
+                     AND NOT attisdropped) THEN
+        -- Since 1.3: a run goes in passes over its candidates.
+        ALTER TABLE "public".enrollment_backfill_runs ADD COLUMN pass integer, ADD COLUMN candidates bigint;
+    END IF;
+    IF pg_catalog.to_regclass('"public".enrollment_backfill_batches') IS NULL THEN
+        -- Since 1.3: the record one row per batch, the claims, the candidates.
+        -- What each batch of a backfill created and reactivated, and the row version it wrote.
+        CREATE TABLE "public".enrollment_backfill_batches (
+            id bigserial NOT NULL,
+            run_id integer NOT NULL,
+            pass integer NOT NULL,
+            last_student_id integer NOT NULL,
+            last_course_id integer NOT NULL,
+            xid xid8 NOT NULL,
+            row_xmin bigint NOT NULL,
+            created integer[] NOT NULL,
+            reactivated integer[] NOT NULL,
+            written_at timestamp with time zone DEFAULT now() NOT NULL,
+            CONSTRAINT enrollment_backfill_batches_pkey PRIMARY KEY (id)
+        );
+        CREATE INDEX ix_enrollment_backfill_batches_row_xmin ON "public".enrollment_backfill_batches (row_xmin);
+        -- Enrollments the application made its own while still as a backfill wrote them.
+        CREATE TABLE "public".enrollment_backfill_claims (
+            enrollment_id integer NOT NULL,
+            claimed_at timestamp with time zone DEFAULT now() NOT NULL,
+            CONSTRAINT enrollment_backfill_claims_pkey PRIMARY KEY (enrollment_id)
+        );
+        -- The pass in progress: the pairs to create or reactivate, in (student, course) order.
+        CREATE UNLOGGED TABLE "public".enrollment_backfill_candidates (
+            n bigint NOT NULL,
+            student_id integer NOT NULL,
+            course_id integer NOT NULL,
+            memberships integer[] NOT NULL,
+            CONSTRAINT enrollment_backfill_candidates_pkey PRIMARY KEY (n)
+        );
+    END IF;
     -- Nothing for PUBLIC (a default privilege may have given it some; 1.1 did not revoke).
-    REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs FROM PUBLIC;
-    REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq FROM PUBLIC;
+    REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs,
+        "public".enrollment_backfill_batches, "public".enrollment_backfill_claims,
+        "public".enrollment_backfill_candidates FROM PUBLIC;
+    REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq,
+        "public".enrollment_backfill_batches_id_seq FROM PUBLIC;
 END
 $ensure$;
 
@@ -560,12 +603,18 @@ BEGIN
         WITH met AS MATERIALIZED (
             SELECT e.id
             FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS p(course_id, student_id)
-            CROSS JOIN LATERAL (SELECT e.id FROM "public".course_enrollments AS e WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active OFFSET 0) AS e
-            CROSS JOIN LATERAL (SELECT r.enrollment_id FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id OPERATOR(pg_catalog.=) e.id AND r.claimed_at IS NULL OFFSET 0) AS r
-            CROSS JOIN LATERAL (SELECT l.id FROM "public".course_enrollments AS l WHERE l.id OPERATOR(pg_catalog.=) e.id AND l.active OFFSET 0 FOR SHARE) AS l
+            CROSS JOIN LATERAL (SELECT e.id, e.xmin FROM "public".course_enrollments AS e WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active OFFSET 0) AS e
+            LEFT JOIN LATERAL (SELECT true AS found FROM "public".enrollment_backfill_batches AS b WHERE b.row_xmin OPERATOR(pg_catalog.=) e.xmin::pg_catalog.text::pg_catalog.int8 LIMIT 1 OFFSET 0) AS b ON true
+            LEFT JOIN LATERAL (SELECT true AS found FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id OPERATOR(pg_catalog.=) e.id AND r.claimed_at IS NULL LIMIT 1 OFFSET 0) AS r ON true
+            WHERE b.found OR r.found
+        ),
+        locked AS MATERIALIZED (
+            SELECT l.id FROM met
+            CROSS JOIN LATERAL (SELECT l.id FROM "public".course_enrollments AS l WHERE l.id OPERATOR(pg_catalog.=) met.id AND l.active OFFSET 0 FOR SHARE) AS l
         )
-        UPDATE "public".enrollment_backfill_changes AS r SET claimed_at = pg_catalog.now()
-        WHERE r.enrollment_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT met.id FROM met)) AND r.claimed_at IS NULL;
+        INSERT INTO "public".enrollment_backfill_claims (enrollment_id)
+        SELECT locked.id FROM locked ORDER BY locked.id
+        ON CONFLICT (enrollment_id) DO NOTHING;
         INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
         SELECT p.course_id, p.student_id, true
         FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS p(course_id, student_id)
@@ -582,12 +631,18 @@ BEGIN
         WITH met AS MATERIALIZED (
             SELECT e.id
             FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS p(course_id, student_id)
-            CROSS JOIN LATERAL (SELECT e.id FROM "public".course_enrollments AS e WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active OFFSET 0) AS e
-            CROSS JOIN LATERAL (SELECT r.enrollment_id FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id OPERATOR(pg_catalog.=) e.id AND r.claimed_at IS NULL OFFSET 0) AS r
-            CROSS JOIN LATERAL (SELECT l.id FROM "public".course_enrollments AS l WHERE l.id OPERATOR(pg_catalog.=) e.id AND l.active OFFSET 0 FOR SHARE) AS l
+            CROSS JOIN LATERAL (SELECT e.id, e.xmin FROM "public".course_enrollments AS e WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active OFFSET 0) AS e
+            LEFT JOIN LATERAL (SELECT true AS found FROM "public".enrollment_backfill_batches AS b WHERE b.row_xmin OPERATOR(pg_catalog.=) e.xmin::pg_catalog.text::pg_catalog.int8 LIMIT 1 OFFSET 0) AS b ON true
+            LEFT JOIN LATERAL (SELECT true AS found FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id OPERATOR(pg_catalog.=) e.id AND r.claimed_at IS NULL LIMIT 1 OFFSET 0) AS r ON true
+            WHERE b.found OR r.found
+        ),
+        locked AS MATERIALIZED (
+            SELECT l.id FROM met
+            CROSS JOIN LATERAL (SELECT l.id FROM "public".course_enrollments AS l WHERE l.id OPERATOR(pg_catalog.=) met.id AND l.active OFFSET 0 FOR SHARE) AS l
         )
-        UPDATE "public".enrollment_backfill_changes AS r SET claimed_at = pg_catalog.now()
-        WHERE r.enrollment_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT met.id FROM met)) AND r.claimed_at IS NULL;
+        INSERT INTO "public".enrollment_backfill_claims (enrollment_id)
+        SELECT locked.id FROM locked ORDER BY locked.id
+        ON CONFLICT (enrollment_id) DO NOTHING;
         INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
         SELECT p.course_id, p.student_id, true
         FROM ROWS FROM (pg_catalog.unnest(courses), pg_catalog.unnest(students)) AS p(course_id, student_id)
@@ -609,12 +664,18 @@ BEGIN
                 WITH met AS MATERIALIZED (
                     SELECT e.id
                     FROM ROWS FROM (pg_catalog.unnest(one_course), pg_catalog.unnest(one_student)) AS p(course_id, student_id)
-                    CROSS JOIN LATERAL (SELECT e.id FROM "public".course_enrollments AS e WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active OFFSET 0) AS e
-                    CROSS JOIN LATERAL (SELECT r.enrollment_id FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id OPERATOR(pg_catalog.=) e.id AND r.claimed_at IS NULL OFFSET 0) AS r
-                    CROSS JOIN LATERAL (SELECT l.id FROM "public".course_enrollments AS l WHERE l.id OPERATOR(pg_catalog.=) e.id AND l.active OFFSET 0 FOR SHARE) AS l
+                    CROSS JOIN LATERAL (SELECT e.id, e.xmin FROM "public".course_enrollments AS e WHERE e.course_id OPERATOR(pg_catalog.=) p.course_id AND e.student_id OPERATOR(pg_catalog.=) p.student_id AND e.active OFFSET 0) AS e
+                    LEFT JOIN LATERAL (SELECT true AS found FROM "public".enrollment_backfill_batches AS b WHERE b.row_xmin OPERATOR(pg_catalog.=) e.xmin::pg_catalog.text::pg_catalog.int8 LIMIT 1 OFFSET 0) AS b ON true
+                    LEFT JOIN LATERAL (SELECT true AS found FROM "public".enrollment_backfill_changes AS r WHERE r.enrollment_id OPERATOR(pg_catalog.=) e.id AND r.claimed_at IS NULL LIMIT 1 OFFSET 0) AS r ON true
+                    WHERE b.found OR r.found
+                ),
+                locked AS MATERIALIZED (
+                    SELECT l.id FROM met
+                    CROSS JOIN LATERAL (SELECT l.id FROM "public".course_enrollments AS l WHERE l.id OPERATOR(pg_catalog.=) met.id AND l.active OFFSET 0 FOR SHARE) AS l
                 )
-                UPDATE "public".enrollment_backfill_changes AS r SET claimed_at = pg_catalog.now()
-                WHERE r.enrollment_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT met.id FROM met)) AND r.claimed_at IS NULL;
+                INSERT INTO "public".enrollment_backfill_claims (enrollment_id)
+                SELECT locked.id FROM locked ORDER BY locked.id
+                ON CONFLICT (enrollment_id) DO NOTHING;
                 INSERT INTO "public".course_enrollments AS ce (course_id, student_id, active)
                 SELECT p.course_id, p.student_id, true
                 FROM ROWS FROM (pg_catalog.unnest(one_course), pg_catalog.unnest(one_student)) AS p(course_id, student_id)

@@ -1,28 +1,46 @@
-"""The backfill of the revisions on helpers v4: batched, race-free, resumable.
+"""The backfill of the revisions on helpers v4 (1.3): candidates once, batches in storage
+order, a compact record. The command runs the same statements.
 
-One statement per batch takes the next slice of ``group_members`` by primary key
-(``id > lo``, at most ``size`` rows) and, in one transaction:
+A run goes in **passes**. Each pass:
 
-1. finds the slice's active memberships of eligible pairs that lack an active enrollment,
-   and locks them ``FOR SHARE``, in id order: an application transaction deactivating one
-   of them waits for this batch and then sees its enrollment; one that deactivated it
-   first makes the row drop out here (PostgreSQL re-reads a row it locks);
-2. reactivates those pairs' inactive enrollments (locked ``FOR UPDATE`` in id order) and
-   creates the missing ones in (course, student) order, ``ON CONFLICT DO NOTHING`` for a
-   pair the application enrolled meanwhile;
-3. records each change with the row version it wrote (``xmin``), and moves the run's
-   checkpoint to the end of the slice.
+1. **Candidates, once.** One statement computes, by hash joins over the whole tables, the
+   eligible pairs that lack an active enrollment, each with the ids of the active
+   memberships behind it, into ``enrollment_backfill_candidates`` (UNLOGGED), numbered in
+   (student, course) order. It holds no row lock and writes only that table.
+2. **Batches in that order**, one transaction each, a few thousand pairs (sized toward a
+   target duration): the pairs' memberships are locked ``FOR SHARE`` by primary key in id
+   order and the pair re-checked on the current rows (active, still the student's and in a
+   group of the course; the user a student of the course's school; no active enrollment).
+   An application transaction deactivating one waits for the batch and then sees its
+   enrollment; one that came first makes the pair drop out: no resurrection. Then the
+   inactive enrollments are reactivated (locked ``FOR UPDATE`` in (course, student)
+   order, as the sync trigger locks them) and the missing ones created, ``ON CONFLICT DO
+   NOTHING``. The enrollments, their indexes and ``users`` are student-major on real data:
+   each page is written about once.
+3. **A compact record**: one row of ``enrollment_backfill_batches`` per batch (chunks of
+   at most :data:`RECORD_CHUNK` ids), holding the run, pass, the batch's last pair, its
+   transaction, the ``xmin`` its rows carry and the arrays of ids created and
+   reactivated; a batch clears the claims of the enrollments it reactivates (a claim from
+   an earlier life). The run's checkpoint (the last candidate number) moves with it.
 
-Every table is read by index in a batch, in the order written, whatever the statistics:
-each lookup is a ``LATERAL ... OFFSET 0`` subquery (which the planner can neither pull up
-nor put on the outer side of its join), and locks go by primary key (``id = ANY``). Left
-to the planner, a hash join over all of ``users`` won above about a million users, and on
-tables without statistics it drove the join from ``users`` and ``courses``.
+**Passes until none.** A pass computed while the sync trigger keeps coverage is the last:
+every membership committed after its snapshot was enrolled in its own transaction. Without
+the trigger (the command at revision 0003) the run computes the candidates again, and
+again, until a pass finds none or :data:`MAX_PASSES` were run: each finds only what the
+application wrote meanwhile. A database already covered costs one candidates statement.
 
-Online, ``enrollments_phase1.batching`` runs the batches: sized toward a target duration, paced on the
-replicas, retried, split on a statement timeout. Offline, a PL/pgSQL loop in the script
-does the same (a ``COMMIT`` per batch inside ``DO``). ``-x backfill_one_statement=yes``
-(online and offline) runs it as one statement over every membership instead.
+**Resume.** A cut run goes on from its checkpoint while its candidates are there; when
+they are gone (a crash empties an UNLOGGED table) or the pass was done, it computes a new
+pass: what was done is no longer a candidate.
+
+Every table is read by index in a batch, in the order written, whatever the statistics
+(each lookup a ``LATERAL ... OFFSET 0`` subquery; locks by primary key).
+
+Online, ``enrollments_phase1.batching`` runs the batches: sized toward a target duration,
+paced on the replicas, retried, split on a statement timeout. Offline, a PL/pgSQL loop in
+the script does the same (a ``COMMIT`` per batch inside ``DO``).
+``-x backfill_one_statement=yes`` (online and offline) runs it as one statement over every
+membership instead, recorded in the same chunks.
 
 The undo is :mod:`.undo`'s.
 """
@@ -30,11 +48,13 @@ The undo is :mod:`.undo`'s.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection
 
 from enrollments_phase1.batching import (
+    BatchSettings,
     Progress,
     StepResult,
     run_batches,
@@ -46,8 +66,11 @@ from enrollments_phase1.migration_env import MigrationSettings
 from enrollments_phase1.migrations.shared.v4.definition import (
     ACTIVE_MEMBERSHIP,
     ELIGIBLE,
+    IS_STUDENT,
+    SAME_SCHOOL,
     Tables,
     indent,
+    quote_literal,
 )
 from enrollments_phase1.migrations.shared.v4.sync import keeping_sql
 
@@ -75,62 +98,83 @@ class ScriptBatches:
         return cls(fixed_size=size, first_size=size) if size else cls(fixed_size=None)
 
 
-# The slice's memberships, each looked up by primary key. LATERAL ... OFFSET 0 keeps every
-# lookup a parameterized index scan in the order written, whatever the statistics say
-# (the planner can neither pull such a subquery up nor swap it to the outer side).
-def lookups(t: Tables) -> str:
-    return f"""CROSS JOIN LATERAL (
-    SELECT x.course_id FROM {t.groups} AS x WHERE x.id = gm.group_id OFFSET 0
-) AS g
-CROSS JOIN LATERAL (
-    SELECT x.school_id FROM {t.courses} AS x WHERE x.id = g.course_id OFFSET 0
-) AS c
-CROSS JOIN LATERAL (
-    SELECT x.role, x.school_id FROM {t.users} AS x WHERE x.id = gm.user_id OFFSET 0
-) AS u
-LEFT JOIN LATERAL (
-    SELECT x.id, x.active FROM {t.course_enrollments} AS x
-    WHERE x.course_id = g.course_id AND x.student_id = gm.user_id OFFSET 0
-) AS ce ON true"""
+RECORD_CHUNK = 10_000  # enrollment ids per record row at most
+MAX_PASSES = 5  # candidates computed again at most this many times without the trigger
 
 
-def _writes(t: Tables, run: str, source: str, checkpoint: str, which: str | None) -> str:
-    """From ``candidates`` on: lock, reactivate, create, record, move the checkpoint.
-
-    ``which`` selects the candidates' memberships to lock by primary key; ``None`` when
-    the candidates were locked as they were read (one statement: no second scan)."""
-    if which is None:
-        pairs = """pairs AS (
-    SELECT DISTINCT k.student_id, k.course_id, k.enrollment_id FROM candidates AS k
-),"""
-    else:
-        pairs = f"""locked AS MATERIALIZED (
-    -- the candidates' memberships, locked until this transaction ends, in id order: a
-    -- deactivation by the application waits for this batch, or came first and makes the
-    -- row drop out here (PostgreSQL re-reads a row it locks)
-    SELECT gm.id, gm.user_id, gm.group_id
-    FROM {t.group_members} AS gm
-    WHERE {which} AND {ACTIVE_MEMBERSHIP}
-    ORDER BY gm.id
-    FOR SHARE
-),
-pairs AS (
-    -- still as read: active (the lock re-read it), same user, same group
-    SELECT DISTINCT k.student_id, k.course_id, k.enrollment_id
-    FROM locked AS l
-    JOIN candidates AS k ON k.id = l.id AND k.student_id = l.user_id AND k.group_id = l.group_id
-),"""
+def _lookup(alias: str, columns: str, table: str, where: str) -> str:
+    """A read of ``table`` (as x) by key for each row before it (``OFFSET 0``: never
+    flattened, never turned around, whatever the statistics)."""
     return (
-        pairs
-        + f"""
+        f"CROSS JOIN LATERAL (SELECT {columns} FROM {table} AS x WHERE {where} OFFSET 0) AS {alias}"
+    )
+
+
+# --- a pass's candidates ------------------------------------------------------------------
+def candidates_sql(t: Tables) -> list[str]:
+    """The pass's candidates, in one transaction: the table emptied, then filled by one
+    statement of hash joins with the eligible pairs lacking an active enrollment and their
+    active memberships, numbered in (student, course) order. :func:`next_pass_sql`
+    follows in the same transaction."""
+    return [
+        f"TRUNCATE {t.enrollment_backfill_candidates}",
+        f"""INSERT INTO {t.enrollment_backfill_candidates} (n, student_id, course_id, memberships)
+SELECT pg_catalog.row_number() OVER (ORDER BY p.student_id, p.course_id),
+    p.student_id, p.course_id, p.memberships
+FROM (
+    SELECT gm.user_id AS student_id, g.course_id,
+        pg_catalog.array_agg(gm.id ORDER BY gm.id) AS memberships
+    FROM {t.group_members} AS gm
+    JOIN {t.groups} AS g ON g.id = gm.group_id
+    JOIN {t.courses} AS c ON c.id = g.course_id
+    JOIN {t.users} AS u ON u.id = gm.user_id
+    WHERE {ELIGIBLE}
+      AND NOT EXISTS (
+        SELECT 1 FROM {t.course_enrollments} AS ce
+        WHERE ce.course_id = g.course_id AND ce.student_id = gm.user_id AND ce.active
+      )
+    GROUP BY gm.user_id, g.course_id
+) AS p""",
+    ]
+
+
+def next_pass_sql(t: Tables, run: str) -> str:
+    """After the candidates: the run's next pass starts at candidate 0. One row back: the
+    pass, its candidates, and whether the sync trigger keeps coverage (then this pass is
+    the last: every membership committed after its snapshot was enrolled in its own
+    transaction)."""
+    return f"""WITH trigger_now AS (
+{indent(keeping_sql(t).replace(" AS keeping", " AS installed"))}
+)
+UPDATE {t.enrollment_backfill_runs} AS r
+SET pass = coalesce(r.pass, 0) + 1, checkpoint = 0,
+    candidates = (SELECT coalesce(pg_catalog.max(k.n), 0) FROM {t.enrollment_backfill_candidates} AS k),
+    sync_trigger = tn.installed
+FROM trigger_now AS tn
+WHERE r.id = {run}
+RETURNING r.pass AS pass_number, r.candidates, r.sync_trigger"""
+
+
+# --- the writes of a batch ----------------------------------------------------------------
+def _writes(t: Tables, run: str, checkpoint: str, moved: str) -> str:
+    """From ``verified`` (pairs still eligible, their memberships locked) on: reactivate,
+    create, record, clear the claims of what was reactivated, and, where ``moved`` (SQL)
+    holds, count the batch and move the checkpoint."""
+    return f"""current AS MATERIALIZED (
+    SELECT v.student_id, v.course_id, ce.id AS enrollment_id, ce.active
+    FROM verified AS v
+    LEFT JOIN LATERAL (
+        SELECT x.id, x.active FROM {t.course_enrollments} AS x
+        WHERE x.course_id = v.course_id AND x.student_id = v.student_id OFFSET 0
+    ) AS ce ON true
+),
 to_reactivate AS MATERIALIZED (
+    -- in (course, student) order, as the sync trigger and the undo lock them
     SELECT e.id
     FROM {t.course_enrollments} AS e
-    WHERE e.id = ANY (ARRAY(
-            SELECT p.enrollment_id FROM pairs AS p WHERE p.enrollment_id IS NOT NULL
-        ))
+    WHERE e.id = ANY (ARRAY(SELECT k.enrollment_id FROM current AS k WHERE NOT k.active))
       AND NOT e.active
-    ORDER BY e.id
+    ORDER BY e.course_id, e.student_id
     FOR UPDATE
 ),
 reactivated AS (
@@ -141,19 +185,38 @@ reactivated AS (
 ),
 created AS (
     INSERT INTO {t.course_enrollments} (course_id, student_id, active)
-    SELECT p.course_id, p.student_id, true
-    FROM pairs AS p
-    WHERE p.enrollment_id IS NULL
-    ORDER BY p.course_id, p.student_id
+    SELECT k.course_id, k.student_id, true
+    FROM current AS k
+    WHERE k.enrollment_id IS NULL
+    ORDER BY k.course_id, k.student_id
     ON CONFLICT (course_id, student_id) DO NOTHING
     RETURNING id, course_id, student_id, xmin::text::bigint AS row_xmin
 ),
+changed AS (
+    SELECT x.id, x.student_id, x.course_id, x.row_xmin, x.created,
+        (pg_catalog.row_number() OVER (ORDER BY x.student_id, x.course_id) - 1) / {RECORD_CHUNK} AS chunk
+    FROM (
+        SELECT id, student_id, course_id, row_xmin, true AS created FROM created
+        UNION ALL
+        SELECT id, student_id, course_id, row_xmin, false FROM reactivated
+    ) AS x
+),
 recorded AS (
-    INSERT INTO {t.enrollment_backfill_changes} (revision, enrollment_id, course_id, student_id, action, row_xmin)
-    SELECT {source}, id, course_id, student_id, 'reactivated', row_xmin FROM reactivated
-    UNION ALL
-    SELECT {source}, id, course_id, student_id, 'created', row_xmin FROM created
-    ON CONFLICT DO NOTHING
+    INSERT INTO {t.enrollment_backfill_batches}
+        (run_id, pass, last_student_id, last_course_id, xid, row_xmin, created, reactivated)
+    SELECT {run}, (SELECT r.pass FROM {t.enrollment_backfill_runs} AS r WHERE r.id = {run}),
+        (pg_catalog.max(ARRAY[x.student_id, x.course_id]))[1],
+        (pg_catalog.max(ARRAY[x.student_id, x.course_id]))[2],
+        pg_catalog.pg_current_xact_id(), pg_catalog.min(x.row_xmin),
+        coalesce(pg_catalog.array_agg(x.id ORDER BY x.id) FILTER (WHERE x.created), '{{}}'),
+        coalesce(pg_catalog.array_agg(x.id ORDER BY x.id) FILTER (WHERE NOT x.created), '{{}}')
+    FROM changed AS x
+    GROUP BY x.chunk
+),
+unclaimed AS (
+    -- a claim from an earlier life of an enrollment this batch reactivates
+    DELETE FROM {t.enrollment_backfill_claims} AS k
+    WHERE k.enrollment_id = ANY (ARRAY(SELECT r.id FROM reactivated AS r))
 ),
 progress AS (
     UPDATE {t.enrollment_backfill_runs}
@@ -161,108 +224,115 @@ progress AS (
         batches = batches + 1,
         created = created + (SELECT count(*) FROM created),
         reactivated = reactivated + (SELECT count(*) FROM reactivated)
-    WHERE id = {run}
-)"""
-    )
-
-
-BY_ID = "gm.id = ANY (ARRAY(SELECT k.id FROM candidates AS k))"  # a batch: by primary key
-
-CANDIDATES = """candidates AS MATERIALIZED (
-    -- active memberships of eligible pairs that lack an active enrollment
-    SELECT gm.id, gm.user_id AS student_id, gm.group_id, g.course_id, ce.id AS enrollment_id
-    FROM {source}
-{lookups}
-    WHERE {eligible} AND ce.active IS NOT TRUE{locking}
+    WHERE id = {run} AND {moved}
 )"""
 
 
-def batch_sql(t: Tables, lo: str, size: str, run: str, source: str) -> str:
-    """One batch: the slice of at most ``size`` memberships after id ``lo``.
+COUNTS = """(SELECT count(*) FROM created) AS created,
+    (SELECT count(*) FROM reactivated) AS reactivated"""
+
+
+def batch_sql(t: Tables, lo: str, size: str, run: str) -> str:
+    """One batch: at most ``size`` candidates numbered above ``lo``.
 
     ``lo``, ``size`` and ``run`` are SQL expressions: literals online, PL/pgSQL variables
-    offline; ``source`` a quoted literal. One row back: the slice's last id and size, and
-    what the batch created and reactivated. Every table is read by index: the slice by
-    primary key, each lookup by primary or unique key.
-    """
-    candidates = CANDIDATES.format(
-        source="slice AS gm",  # the slice carries the memberships' columns
-        lookups=indent(lookups(t)),
-        eligible=ELIGIBLE,
-        locking="",
-    )
-    return f"""WITH slice AS MATERIALIZED (
-    SELECT id, user_id, group_id, active FROM {t.group_members}
-    WHERE id > {lo} ORDER BY id LIMIT {size}
+    offline. One row back: the batch's last candidate number and size, and what it created
+    and reactivated. Every table is read by index."""
+    return f"""WITH pairs AS MATERIALIZED (
+    SELECT k.n, k.student_id, k.course_id, k.memberships
+    FROM {t.enrollment_backfill_candidates} AS k
+    WHERE k.n > {lo} ORDER BY k.n LIMIT {size}
 ),
-{candidates},
-{_writes(t, run, source, "(SELECT max(id) FROM slice)", BY_ID)}
-SELECT (SELECT max(id) FROM slice) AS last_id,
-    (SELECT count(*) FROM slice) AS memberships,
-    (SELECT count(*) FROM created) AS created,
-    (SELECT count(*) FROM reactivated) AS reactivated"""
+locked AS MATERIALIZED (
+    -- locked until this transaction ends, in id order: a deactivation by the application
+    -- waits for it, or came first and makes the row drop out here (PostgreSQL re-reads a
+    -- row it locks)
+    SELECT gm.id, gm.user_id, gm.group_id
+    FROM {t.group_members} AS gm
+    WHERE gm.id = ANY (ARRAY(SELECT pg_catalog.unnest(p.memberships) FROM pairs AS p))
+      AND {ACTIVE_MEMBERSHIP}
+    ORDER BY gm.id
+    FOR SHARE
+),
+verified AS MATERIALIZED (
+    -- still eligible on the current rows: an active membership of the student in a group
+    -- of the course, the user a student of the course's school
+    SELECT DISTINCT p.student_id, p.course_id
+    FROM pairs AS p
+    CROSS JOIN LATERAL pg_catalog.unnest(p.memberships) AS m(id)
+    JOIN locked AS l ON l.id = m.id AND l.user_id = p.student_id
+    {_lookup("g", "x.course_id", t.groups, "x.id = l.group_id")}
+    {_lookup("c", "x.school_id", t.courses, "x.id = p.course_id")}
+    {_lookup("u", "x.role, x.school_id", t.users, "x.id = p.student_id")}
+    WHERE g.course_id = p.course_id AND {IS_STUDENT} AND {SAME_SCHOOL}
+),
+{_writes(t, run, "(SELECT max(p.n) FROM pairs AS p)", "EXISTS (SELECT 1 FROM pairs)")}
+SELECT (SELECT max(p.n) FROM pairs AS p) AS last_n,
+    (SELECT count(*) FROM pairs) AS pairs,
+    {COUNTS}"""
 
 
-def one_statement_sql(t: Tables, run: str, source: str) -> str:
+def one_statement_sql(t: Tables, run: str) -> str:
     """The whole backfill in one statement (``-x backfill_one_statement=yes``): plain
-    joins, for the planner to hash over the whole tables."""
-    candidates = CANDIDATES.format(
-        source=f"{t.group_members} AS gm",
-        lookups=indent(
-            f"""JOIN {t.groups} AS g ON g.id = gm.group_id
-JOIN {t.courses} AS c ON c.id = g.course_id
-JOIN {t.users} AS u ON u.id = gm.user_id
-LEFT JOIN {t.course_enrollments} AS ce
-    ON ce.course_id = g.course_id AND ce.student_id = gm.user_id"""
-        ),
-        eligible=ELIGIBLE,
-        # locked as read, in id order (PostgreSQL re-reads a row it locks): one scan
-        locking="\n    ORDER BY gm.id\n    FOR SHARE OF gm",
-    )
-    return f"""WITH {candidates},
-{_writes(t, run, source, f"(SELECT max(id) FROM {t.group_members})", None)}
-SELECT (SELECT max(id) FROM {t.group_members}) AS last_id,
-    NULL::bigint AS memberships,
-    (SELECT count(*) FROM created) AS created,
-    (SELECT count(*) FROM reactivated) AS reactivated"""
+    joins, for the planner to hash over the whole tables; the memberships locked as they
+    are read (PostgreSQL re-reads a row it locks), in id order."""
+    return f"""WITH found AS MATERIALIZED (
+    SELECT gm.user_id AS student_id, g.course_id
+    FROM {t.group_members} AS gm
+    JOIN {t.groups} AS g ON g.id = gm.group_id
+    JOIN {t.courses} AS c ON c.id = g.course_id
+    JOIN {t.users} AS u ON u.id = gm.user_id
+    WHERE {ELIGIBLE}
+      AND NOT EXISTS (
+        SELECT 1 FROM {t.course_enrollments} AS ce
+        WHERE ce.course_id = g.course_id AND ce.student_id = gm.user_id AND ce.active
+      )
+    ORDER BY gm.id
+    FOR SHARE OF gm
+),
+verified AS (
+    SELECT DISTINCT f.student_id, f.course_id FROM found AS f
+),
+{_writes(t, run, "NULL", "true")}
+SELECT NULL::bigint AS last_n, (SELECT count(*) FROM verified) AS pairs,
+    {COUNTS}"""
 
 
-# --- runs: start or resume, finish ----------------------------------------------------
+# --- runs: start or resume, finish --------------------------------------------------------
 def start_run_sql(t: Tables, source: str) -> str:
-    """One row: the run id, the membership id to start after, whether it resumes.
+    """One row: the run, whether it resumes, and the checkpoint to go on from (NULL: the
+    run computes a new pass; its candidates are gone, or its pass was done).
 
-    The newest unfinished run is resumed from its checkpoint when that is sound: it
-    started with the sync trigger installed (every change below its checkpoint since then
-    was kept by the trigger), or the trigger is still missing (a sweep without it, resumed
-    by another). Otherwise the walk starts over and the old run is closed.
-    """
+    The newest unfinished run of this release (one with a pass) is resumed: whatever its
+    candidates missed, a later pass or the trigger covers. A 1.2 run (no pass: it walked
+    memberships) is closed; what it wrote stays in its record."""
+    runs = t.enrollment_backfill_runs
     return f"""WITH trigger_now AS (
 {indent(keeping_sql(t).replace(" AS keeping", " AS installed"))}
 ),
-unfinished AS (
-    SELECT r.id, r.checkpoint, r.sync_trigger
-    FROM {t.enrollment_backfill_runs} AS r
-    WHERE r.finished_at IS NULL
+resumable AS (
+    SELECT r.id, r.pass, r.checkpoint, r.sync_trigger FROM {runs} AS r
+    WHERE r.finished_at IS NULL AND r.pass IS NOT NULL
     ORDER BY r.id DESC
     LIMIT 1
 ),
-resumable AS (
-    SELECT u.id, u.checkpoint FROM unfinished AS u, trigger_now AS t
-    WHERE u.sync_trigger OR NOT t.installed
-),
 closed AS (
-    UPDATE {t.enrollment_backfill_runs} SET finished_at = now()
+    UPDATE {runs} SET finished_at = now()
     WHERE finished_at IS NULL AND id NOT IN (SELECT id FROM resumable)
 ),
 started AS (
-    INSERT INTO {t.enrollment_backfill_runs} (source, sync_trigger)
-    SELECT {source}, t.installed FROM trigger_now AS t
+    INSERT INTO {runs} (source, sync_trigger, pass)
+    SELECT {source}, t.installed, 0 FROM trigger_now AS t
     WHERE NOT EXISTS (SELECT 1 FROM resumable)
     RETURNING id
 )
-SELECT id, coalesce(checkpoint, {BEFORE_ANY_ID}) AS after, true AS resumed FROM resumable
+SELECT r.id, true AS resumed, r.pass AS pass_number, r.sync_trigger,
+    CASE WHEN EXISTS (
+        SELECT 1 FROM {t.enrollment_backfill_candidates} AS k WHERE k.n > r.checkpoint
+    ) THEN r.checkpoint END AS checkpoint
+FROM resumable AS r
 UNION ALL
-SELECT id, {BEFORE_ANY_ID}, false FROM started"""
+SELECT s.id, false, 0, false, NULL FROM started AS s"""
 
 
 def finish_run_sql(t: Tables, run: str) -> str:
@@ -353,23 +423,53 @@ def _adapt(batch: ScriptBatches, rows: str) -> str:
 
 
 def offline_backfill_sql(t: Tables, source: str, settings: MigrationSettings) -> str:
-    """The backfill as a DO block for psql, outside a transaction block: a ``COMMIT`` per
-    batch, sized toward the online target, retried with backoff; a cut script goes on from
-    the checkpoint when run again. Each transaction sets the run's settings and takes the
+    """The backfill as a DO block for psql, outside a transaction block: the candidates in
+    a transaction of their own, then a ``COMMIT`` per batch, sized toward the online
+    target, retried with backoff; passes as online. A cut script goes on from the
+    checkpoint when run again. Each transaction sets the run's settings and takes the
     enrollments lock first."""
     what = f"backfill {source}"
-    one_statement = settings.backfill_one_statement
     batch = ScriptBatches.of(settings)
-    if one_statement:
-        statement = one_statement_sql(t, "run.id", f"'{source}'")
-    else:
-        statement = batch_sql(t, "lo", "size", "run.id", f"'{source}'")
-    return f"""-- The backfill, {"in one statement" if one_statement else "one batch per transaction"}.
+    start = f"""{transaction_start_sql(settings, what, "    ")}
+{indent(start_run_sql(t, f"'{source}'"))}
+    INTO run;
+    IF run.resumed THEN
+        RAISE NOTICE '{what}: resuming run % in pass % after candidate %', run.id, run.pass_number, coalesce(run.checkpoint::text, '(its candidates are gone: computing them again)');
+    END IF;
+    COMMIT;"""
+    if settings.backfill_one_statement:
+        return f"""-- The backfill, in one statement.
 DO $backfill$
 DECLARE
     run record;
     result record;
+    attempt integer := 0;
+    started timestamptz := clock_timestamp();
+BEGIN
+{start}
+    LOOP
+{transaction_start_sql(settings, what, "        ")}
+        BEGIN
+{indent(one_statement_sql(t, "run.id"), "            ")}
+            INTO result;
+            EXIT;
+{retry_sql(settings, what).replace(chr(10) + "    ", chr(10))}
+    END LOOP;
+    {finish_run_sql(t, "run.id")};
+    RAISE NOTICE '{what}: % enrollments created, % reactivated (one statement)', result.created, result.reactivated;
+    COMMIT;
+END
+$backfill$"""
+    fill = indent(";\n".join(candidates_sql(t)), "            ")
+    return f"""-- The backfill: candidates once per pass, then one batch per transaction.
+DO $backfill$
+DECLARE
+    run record;
+    found_pass record;
+    result record;
     lo bigint;
+    last_pass boolean;
+    passes integer := 0;
     size integer := {batch.first_size};
     attempt integer;
     started timestamptz;
@@ -382,33 +482,54 @@ DECLARE
     waited_at timestamptz;
     told boolean := false;
 BEGIN
-{transaction_start_sql(settings, what, "    ")}
-{indent(start_run_sql(t, f"'{source}'"))}
-    INTO run;
-    lo := run.after;
-    IF run.resumed THEN
-        RAISE NOTICE '{what}: resuming run % after membership id %', run.id, lo;
-    END IF;
-    COMMIT;
+{start}
+    lo := run.checkpoint;
+    last_pass := run.sync_trigger;
     LOOP
-        attempt := 0;
-{transaction_start_sql(settings, what, "        ")}{"" if one_statement else _pace(settings, what)}
-        started := clock_timestamp();
+        IF lo IS NULL THEN
+            -- A new pass: the candidates, computed once (a read; it writes only its table).
+            EXIT WHEN passes >= {MAX_PASSES};
+{transaction_start_sql(settings, what, "            ")}
+            started := clock_timestamp();
+{fill};
+{indent(next_pass_sql(t, "run.id"), "            ")}
+            INTO found_pass;
+            RAISE NOTICE '{what}: pass %: % pairs to create or reactivate (candidates in % s)',
+                found_pass.pass_number, found_pass.candidates, round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
+            COMMIT;
+            passes := passes + 1;
+            EXIT WHEN found_pass.candidates = 0;
+            lo := 0;
+            last_pass := found_pass.sync_trigger;
+        END IF;
         LOOP
-            BEGIN
-{indent(statement, "                ")}
-                INTO result;
+            attempt := 0;
+{transaction_start_sql(settings, what, "            ")}{indent(_pace(settings, what), "    ")}
+            started := clock_timestamp();
+            LOOP
+                BEGIN
+{indent(batch_sql(t, "lo", "size", "run.id"), "                    ")}
+                    INTO result;
+                    EXIT;
+{indent(retry_sql(settings, what), "    ")}
+            END LOOP;
+            IF result.pairs = 0 THEN
+                COMMIT;
                 EXIT;
-{retry_sql(settings, what)}
+            END IF;
+            done_batches := done_batches + 1;
+            done_created := done_created + result.created;
+            done_reactivated := done_reactivated + result.reactivated;
+            lo := result.last_n;
+            COMMIT;{indent(_adapt(batch, "result.pairs"), "    ")}
         END LOOP;
-        EXIT WHEN result.memberships = 0;
-        done_batches := done_batches + 1;
-        done_created := done_created + result.created;
-        done_reactivated := done_reactivated + result.reactivated;
-        lo := result.last_id;
-        COMMIT;{"" if one_statement else _adapt(batch, "result.memberships")}
-        EXIT WHEN {"true" if one_statement else "false"};
+        -- The sync trigger kept coverage since this pass's candidates: nothing more to find.
+        EXIT WHEN last_pass;
+        lo := NULL;
     END LOOP;
+    IF passes >= {MAX_PASSES} AND NOT last_pass THEN
+        RAISE WARNING '{what}: still finding pairs after {MAX_PASSES} passes (the application keeps writing memberships and no sync trigger is installed); the audit or the gate counts what is left';
+    END IF;
 {transaction_start_sql(settings, what, "    ")}
     {finish_run_sql(t, "run.id")};
     RAISE NOTICE '{what}: % enrollments created, % reactivated (% batches)', done_created, done_reactivated, done_batches;
@@ -423,44 +544,119 @@ class Outcome:
     created: int
     reactivated: int
     batches: int
-    memberships: int
+    pairs: int
+    passes: int
+    resumed: bool = False
 
 
 def _row(connection: Connection, sql: str):
     return connection.exec_driver_sql(sql, execution_options={"no_parameters": True}).one()
 
 
-def backfill_online(
-    connection: Connection, t: Tables, source: str, settings: MigrationSettings
+def run_backfill(
+    connection: Connection,
+    t: Tables,
+    source: str,
+    batch: BatchSettings,
+    what: str,
+    one_statement: bool = False,
+    progress_stream=None,
 ) -> Outcome:
-    """The backfill on ``connection``: outside a transaction (Alembic's autocommit block),
-    or in the caller's (then each batch is a savepoint and nothing commits)."""
+    """The backfill on ``connection``: outside a transaction (Alembic's autocommit block,
+    or a command's connection), or in the caller's (then each transaction is a savepoint
+    and nothing commits). The command and the revisions both run it."""
     with transaction(connection):
-        run = _row(connection, start_run_sql(t, f"'{source}'"))
+        run = _row(connection, start_run_sql(t, quote_literal(source)))
     if run.resumed:
-        log.info("backfill %s: resuming run %d after membership id %d", source, run.id, run.after)
-    if settings.backfill_one_statement:
+        log.info(
+            "%s: resuming run %d in pass %d %s",
+            what,
+            run.id,
+            run.pass_number,
+            "(its candidates are gone: computing them again)"
+            if run.checkpoint is None
+            else f"after candidate {run.checkpoint:,}",
+        )
+    if one_statement:
         with transaction(connection):
-            row = _row(connection, one_statement_sql(t, str(run.id), f"'{source}'"))
+            row = _row(connection, one_statement_sql(t, str(run.id)))
             connection.exec_driver_sql(finish_run_sql(t, str(run.id)))
-        return Outcome(int(row.created), int(row.reactivated), 1, 0)
+        return Outcome(int(row.created), int(row.reactivated), 1, int(row.pairs), 0)
 
     def step(conn: Connection, after: int, size: int) -> StepResult:
-        row = _row(conn, batch_sql(t, str(after), str(size), str(run.id), f"'{source}'"))
+        row = _row(conn, batch_sql(t, str(after), str(size), str(run.id)))
         return StepResult(
-            last_key=row.last_id,
-            rows=int(row.memberships),
+            last_key=row.last_n,
+            rows=int(row.pairs),
             counts={"created": int(row.created), "reactivated": int(row.reactivated)},
         )
 
-    with transaction(connection):
-        total = connection.exec_driver_sql(
-            f"SELECT count(*) FROM {t.group_members} WHERE id > {int(run.after)}"
-        ).scalar_one()
-    progress = Progress(f"backfill {source}", total, unit="memberships")
-    totals = run_batches(connection, step, int(run.after), settings.batch, progress)
+    checkpoint, last_pass, pass_number = (
+        run.checkpoint,
+        bool(run.sync_trigger),
+        int(run.pass_number),
+    )
+    left = None
+    if checkpoint is not None:
+        with transaction(connection):
+            left = connection.exec_driver_sql(
+                f"SELECT count(*) FROM {t.enrollment_backfill_candidates} WHERE n > {int(checkpoint)}"
+            ).scalar_one()
+    created = reactivated = batches = pairs = passes = 0
+    while True:
+        if checkpoint is None:
+            if passes >= MAX_PASSES:
+                log.warning(
+                    "%s: still finding pairs after %d passes (the application keeps writing "
+                    "memberships and no sync trigger is installed); the audit or the gate "
+                    "counts what is left",
+                    what,
+                    MAX_PASSES,
+                )
+                break
+            started = time.monotonic()
+            with transaction(connection):
+                for statement in candidates_sql(t):
+                    connection.exec_driver_sql(statement)
+                found = _row(connection, next_pass_sql(t, str(run.id)))
+            passes += 1
+            pass_number = int(found.pass_number)
+            log.info(
+                "%s: pass %d: %s pairs to create or reactivate (candidates in %.1f s)",
+                what,
+                pass_number,
+                f"{found.candidates:,}",
+                time.monotonic() - started,
+            )
+            if not found.candidates:
+                break
+            checkpoint, last_pass, left = 0, bool(found.sync_trigger), int(found.candidates)
+        progress = Progress(f"{what}: pass {pass_number}", left or 0, "pairs", progress_stream)
+        totals = run_batches(connection, step, int(checkpoint), batch, progress)
+        done_created = totals.counts.get("created", 0)
+        done_reactivated = totals.counts.get("reactivated", 0)
+        progress.close(f"{done_created:,} created, {done_reactivated:,} reactivated")
+        created += done_created
+        reactivated += done_reactivated
+        batches += totals.batches
+        pairs += totals.rows
+        if last_pass:  # the trigger kept coverage since this pass's candidates
+            break
+        checkpoint = None
     with transaction(connection):
         connection.exec_driver_sql(finish_run_sql(t, str(run.id)))
-    created, reactivated = totals.counts.get("created", 0), totals.counts.get("reactivated", 0)
-    progress.close(f"{created:,} created, {reactivated:,} reactivated")
-    return Outcome(created, reactivated, totals.batches, totals.rows)
+    return Outcome(created, reactivated, batches, pairs, passes, bool(run.resumed))
+
+
+def backfill_online(
+    connection: Connection, t: Tables, source: str, settings: MigrationSettings
+) -> Outcome:
+    """A revision's backfill, recorded as ``source`` (the revision)."""
+    return run_backfill(
+        connection,
+        t,
+        source,
+        settings.batch,
+        f"backfill {source}",
+        one_statement=settings.backfill_one_statement,
+    )

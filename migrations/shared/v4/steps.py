@@ -51,10 +51,14 @@ def _verify_undone(revision: str, t: Tables) -> None:
     _verify_in_revision(
         f"the downgrade of {revision}",
         "the undo above went through the whole record",
-        f"SELECT NOT EXISTS (SELECT 1 FROM {t.enrollment_backfill_changes})",
-        f"{bookkeeping.CHANGES} still holds records the undo did not reach",
+        f"SELECT NOT EXISTS (SELECT 1 FROM {t.enrollment_backfill_changes})"
+        f" AND NOT EXISTS (SELECT 1 FROM {t.enrollment_backfill_batches})",
+        "the backfill record still holds records the undo did not reach",
         "downgrade",
     )
+    # A claim can only be of a recorded enrollment: with the record empty, none is left
+    # that means anything.
+    run_sql(f"DELETE FROM {t.enrollment_backfill_claims}")
 
 
 def _verify_kept(revision: str, t: Tables) -> None:
@@ -92,12 +96,13 @@ def _backfill(connection, t: Tables, source: str, settings: MigrationSettings) -
         return
     outcome = backfill.backfill_online(connection, t, source, settings)
     log.info(
-        "backfill %s: %s enrollments created, %s reactivated (%s over %s memberships)",
+        "backfill %s: %s enrollments created, %s reactivated (%s over %s pairs, %s)",
         source,
         f"{outcome.created:,}",
         f"{outcome.reactivated:,}",
         f"{outcome.batches:,} batch" + ("" if outcome.batches == 1 else "es"),
-        f"{outcome.memberships:,}",
+        f"{outcome.pairs:,}",
+        f"{outcome.passes} pass" + ("" if outcome.passes == 1 else "es"),
     )
 
 
@@ -134,7 +139,8 @@ def undo_backfill_revision(revision: str) -> None:
         undo.undo(connection, t, what, settings)
     _verify_undone(revision, t)
     sync.drop(_connection_in_revision(), t, settings)
-    run_sql(undo.drop_function_sql(t))
+    for statement in undo.drop_function_sql(t):
+        run_sql(statement)
 
 
 def drop_bookkeeping(revision: str) -> None:
@@ -151,7 +157,8 @@ def drop_bookkeeping(revision: str) -> None:
         undo.undo(connection, t, what, settings)
     _verify_undone(revision, t)
     sync.drop(_connection_in_revision(), t, settings)
-    run_sql(undo.drop_function_sql(t))
+    for statement in undo.drop_function_sql(t):
+        run_sql(statement)
     for statement in bookkeeping.drop_sql(t):
         run_sql(statement)
 

@@ -162,21 +162,39 @@ def _pairs(courses: str, students: str) -> str:
 
 
 def _claim_statement(tables: Tables, courses: str = "courses", students: str = "students") -> str:
-    """The enrollments a backfill recorded for these pairs are the application's now: the
-    undo keeps them. Each is locked (FOR SHARE) as it is read, in the pairs' order
-    (course, student), as the undo locks them: an undo that got there first has removed
-    the row, and the enrolling below makes it anew; one that comes later finds the claim.
-    Every read is by key: the pair's unique index, the record's enrollment_id."""
-    enrollments, record = tables.course_enrollments, tables.enrollment_backfill_changes
+    """The enrollments of these pairs still as a backfill wrote them are the
+    application's now: the undo keeps them. Still as written: the row's ``xmin`` is a
+    recorded batch's (1.3's record, by its ``row_xmin`` index), or 1.2's record holds it
+    unclaimed (by its ``enrollment_id`` index). Each is locked (FOR SHARE) as it is read,
+    in the pairs' order (course, student), as the undo locks them: an undo that got there
+    first has removed or changed the row, and the enrolling below makes it anew; one that
+    comes later finds the claim. Every read is by key."""
+    enrollments = tables.course_enrollments
+    batches, record = tables.enrollment_backfill_batches, tables.enrollment_backfill_changes
     return f"""WITH met AS MATERIALIZED (
     SELECT e.id
     FROM {_pairs(courses, students)}
-    {_by_key("e", "e.id", enrollments, f"e.course_id {EQ} p.course_id AND e.student_id {EQ} p.student_id AND e.active")}
-    {_by_key("r", "r.enrollment_id", record, f"r.enrollment_id {EQ} e.id AND r.claimed_at IS NULL")}
-    {_by_key("l", "l.id", enrollments, f"l.id {EQ} e.id AND l.active", " FOR SHARE")}
+    {_by_key("e", "e.id, e.xmin", enrollments, f"e.course_id {EQ} p.course_id AND e.student_id {EQ} p.student_id AND e.active")}
+    {_maybe_by_key("b", batches, f"b.row_xmin {EQ} e.xmin::pg_catalog.text::pg_catalog.int8")}
+    {_maybe_by_key("r", record, f"r.enrollment_id {EQ} e.id AND r.claimed_at IS NULL")}
+    WHERE b.found OR r.found
+),
+locked AS MATERIALIZED (
+    SELECT l.id FROM met
+    {_by_key("l", "l.id", enrollments, f"l.id {EQ} met.id AND l.active", " FOR SHARE")}
 )
-UPDATE {record} AS r SET claimed_at = pg_catalog.now()
-WHERE r.enrollment_id {EQ} ANY (ARRAY(SELECT met.id FROM met)) AND r.claimed_at IS NULL"""
+INSERT INTO {tables.enrollment_backfill_claims} (enrollment_id)
+SELECT locked.id FROM locked ORDER BY locked.id
+ON CONFLICT (enrollment_id) DO NOTHING"""
+
+
+def _maybe_by_key(alias: str, table: str, where: str) -> str:
+    """Whether ``table`` holds a row ``where`` says, for each row before it: ``alias``.found
+    (NULL when not), read by key as :func:`_by_key` reads."""
+    return (
+        f"LEFT JOIN LATERAL (SELECT true AS found FROM {table} AS {alias}"
+        f" WHERE {where} LIMIT 1 OFFSET 0) AS {alias} ON true"
+    )
 
 
 def _enroll_statement(tables: Tables, courses: str = "courses", students: str = "students") -> str:

@@ -36,7 +36,7 @@ from enrollments_phase1.migrations.shared.v4.backfill import (
     retry_sql,
     transaction_start_sql,
 )
-from enrollments_phase1.migrations.shared.v4.definition import Tables, indent
+from enrollments_phase1.migrations.shared.v4.definition import Tables, indent, quote_literal
 from enrollments_phase1.migrations.shared.v4.run import execute_block, in_transaction, run_block
 
 log = logging.getLogger("migrations")
@@ -61,6 +61,10 @@ WHERE c.contype = 'f' AND c.confrelid = {t.regclass("course_enrollments")} AND c
 ORDER BY 1"""
 
 
+# Where each record is walked from: the batches newest first, then 1.2's record by id.
+SOURCES = {"batches": 2**62, "changes": BEFORE_ANY_ID}
+
+
 def function_sql(t: Tables) -> list[str]:
     """The batch function (run by the role that migrates: SECURITY INVOKER), and its
     privileges: nobody else may call it."""
@@ -73,7 +77,7 @@ def function_sql(t: Tables) -> list[str]:
     return [
         f"""-- One batch of the undo (see migrations/shared/v4/undo.py): installed for the undo and
 -- dropped with it.
-CREATE OR REPLACE FUNCTION {getattr(t, FUNCTION)}(lo bigint, size integer)
+CREATE OR REPLACE FUNCTION {getattr(t, FUNCTION)}(source text, lo bigint, size integer)
 RETURNS TABLE (last_id bigint, records bigint, deleted_rows bigint, deactivated_rows bigint,
                referenced_rows bigint, claimed_rows bigint, changed_rows bigint, by_table jsonb)
 LANGUAGE plpgsql
@@ -81,22 +85,67 @@ SET search_path = pg_catalog, pg_temp
 AS $undo$
 #variable_conflict use_column
 DECLARE
+    picked bigint[];  -- the record rows of this batch (batches: ids; changes: enrollment ids)
+    last_key bigint;
+    e_ids integer[];
+    e_actions text[];
+    e_xmins bigint[];
+    e_courses integer[];
+    e_students integer[];
+    e_claimed boolean[];
     ids integer[];
     kept integer[] := '{{}}';
     found integer[];
     fk record;
     tally jsonb := '{{}}';
 BEGIN
-    SELECT pg_catalog.array_agg(x.enrollment_id ORDER BY x.enrollment_id) INTO ids
-    FROM (
-        SELECT r.enrollment_id FROM {t.enrollment_backfill_changes} AS r
-        WHERE r.enrollment_id > lo ORDER BY r.enrollment_id LIMIT size
-    ) AS x;
-    IF ids IS NULL THEN
+    IF source = 'batches' THEN
+        -- 1.3's record, newest first: whole rows, up to about size enrollments.
+        WITH rows_in_order AS (
+            SELECT b.id, b.row_xmin, b.created, b.reactivated,
+                pg_catalog.sum(pg_catalog.cardinality(b.created) + pg_catalog.cardinality(b.reactivated))
+                    OVER (ORDER BY b.id DESC) AS running,
+                pg_catalog.cardinality(b.created) + pg_catalog.cardinality(b.reactivated) AS own
+            FROM {t.enrollment_backfill_batches} AS b
+            WHERE b.id < lo ORDER BY b.id DESC LIMIT size
+        ),
+        chosen AS (
+            SELECT * FROM rows_in_order AS r WHERE r.running - r.own < size OR r.running = r.own
+        ),
+        entries AS (
+            SELECT x.id AS enrollment_id, 'created' AS action, c.row_xmin
+            FROM chosen AS c CROSS JOIN LATERAL pg_catalog.unnest(c.created) AS x(id)
+            UNION ALL
+            SELECT x.id, 'reactivated', c.row_xmin
+            FROM chosen AS c CROSS JOIN LATERAL pg_catalog.unnest(c.reactivated) AS x(id)
+        )
+        SELECT (SELECT pg_catalog.array_agg(c.id) FROM chosen AS c),
+            (SELECT pg_catalog.min(c.id) FROM chosen AS c),
+            pg_catalog.array_agg(x.enrollment_id), pg_catalog.array_agg(x.action),
+            pg_catalog.array_agg(x.row_xmin), pg_catalog.array_agg(NULL::integer),
+            pg_catalog.array_agg(NULL::integer), pg_catalog.array_agg(false)
+        INTO picked, last_key, e_ids, e_actions, e_xmins, e_courses, e_students, e_claimed
+        FROM entries AS x;
+    ELSE
+        -- 1.0 to 1.2's record, by enrollment id.
+        SELECT pg_catalog.array_agg(x.enrollment_id::bigint), pg_catalog.max(x.enrollment_id),
+            pg_catalog.array_agg(x.enrollment_id), pg_catalog.array_agg(x.action::text),
+            pg_catalog.array_agg(x.row_xmin), pg_catalog.array_agg(x.course_id),
+            pg_catalog.array_agg(x.student_id), pg_catalog.array_agg(x.claimed_at IS NOT NULL)
+        INTO picked, last_key, e_ids, e_actions, e_xmins, e_courses, e_students, e_claimed
+        FROM (
+            SELECT r.enrollment_id, r.action, r.row_xmin, r.course_id, r.student_id, r.claimed_at
+            FROM {t.enrollment_backfill_changes} AS r
+            WHERE r.enrollment_id > lo ORDER BY r.enrollment_id LIMIT size
+        ) AS x;
+    END IF;
+    IF picked IS NULL THEN
         RETURN QUERY SELECT NULL::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint,
             0::bigint, '{{}}'::jsonb;
         RETURN;
     END IF;
+    SELECT pg_catalog.array_agg(DISTINCT i.id) INTO ids FROM pg_catalog.unnest(e_ids) AS i(id);
+    ids := coalesce(ids, '{{}}');
     -- 1. The batch's rows, locked in (course, student) order as the sync trigger locks them.
     PERFORM 1 FROM {t.course_enrollments} AS e
     WHERE e.id = ANY (ids) ORDER BY e.course_id, e.student_id FOR UPDATE;
@@ -111,11 +160,19 @@ BEGIN
             kept := kept || found;
         END IF;
     END LOOP;
-    -- 3. Undo what is still as the backfill left it, unreferenced and unclaimed.
+    -- 3. Undo what is still as the backfill left it (its version: the row's xmin is the
+    --    batch's), unreferenced and unclaimed; forget the batch's records and claims.
     RETURN QUERY
     WITH batch AS MATERIALIZED (
-        SELECT r.enrollment_id, r.course_id, r.student_id, r.action, r.row_xmin, r.claimed_at
-        FROM {t.enrollment_backfill_changes} AS r WHERE r.enrollment_id = ANY (ids)
+        SELECT b.enrollment_id, b.action, b.row_xmin, b.course_id, b.student_id, b.claimed
+        FROM ROWS FROM (pg_catalog.unnest(e_ids), pg_catalog.unnest(e_actions),
+            pg_catalog.unnest(e_xmins), pg_catalog.unnest(e_courses),
+            pg_catalog.unnest(e_students), pg_catalog.unnest(e_claimed))
+            AS b(enrollment_id, action, row_xmin, course_id, student_id, claimed)
+    ),
+    claims AS MATERIALIZED (
+        SELECT k.enrollment_id FROM {t.enrollment_backfill_claims} AS k
+        WHERE k.enrollment_id = ANY (ids)
     ),
     now_rows AS MATERIALIZED (
         SELECT e.id, e.course_id, e.student_id, e.active, e.xmin::text::bigint AS row_xmin
@@ -125,9 +182,11 @@ BEGIN
         SELECT b.enrollment_id, b.action,
             CASE
                 WHEN b.enrollment_id = ANY (kept) THEN 'referenced'
-                WHEN b.claimed_at IS NOT NULL THEN 'claimed'
-                WHEN n.id IS NOT NULL AND n.course_id = b.course_id
-                     AND n.student_id = b.student_id AND n.active
+                WHEN b.claimed OR b.enrollment_id IN (SELECT k.enrollment_id FROM claims AS k)
+                    THEN 'claimed'
+                WHEN n.id IS NOT NULL AND n.active
+                     AND (b.course_id IS NULL
+                          OR (n.course_id = b.course_id AND n.student_id = b.student_id))
                      AND (b.row_xmin IS NULL OR n.row_xmin = b.row_xmin) THEN 'as left'
                 ELSE 'changed'
             END AS state
@@ -145,10 +204,18 @@ BEGIN
                        WHERE c.state = 'as left' AND c.action = 'reactivated')
         RETURNING e.id
     ),
-    forgotten AS (
-        DELETE FROM {t.enrollment_backfill_changes} AS r WHERE r.enrollment_id = ANY (ids)
+    forgotten_batches AS (
+        DELETE FROM {t.enrollment_backfill_batches} AS r
+        WHERE source = 'batches' AND r.id = ANY (picked)
+    ),
+    forgotten_changes AS (
+        DELETE FROM {t.enrollment_backfill_changes} AS r
+        WHERE source = 'changes' AND r.enrollment_id = ANY (ids)
+    ),
+    forgotten_claims AS (
+        DELETE FROM {t.enrollment_backfill_claims} AS k WHERE k.enrollment_id = ANY (ids)
     )
-    SELECT ids[pg_catalog.cardinality(ids)]::bigint, pg_catalog.cardinality(ids)::bigint,
+    SELECT last_key, pg_catalog.cardinality(e_ids)::bigint,
         (SELECT pg_catalog.count(*) FROM deleted), (SELECT pg_catalog.count(*) FROM deactivated),
         (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'referenced'),
         (SELECT pg_catalog.count(*) FROM classified AS c WHERE c.state = 'claimed'),
@@ -156,12 +223,17 @@ BEGIN
         tally;
 END
 $undo$""",
-        f"REVOKE ALL ON FUNCTION {getattr(t, FUNCTION)}(bigint, integer) FROM PUBLIC",
+        f"REVOKE ALL ON FUNCTION {getattr(t, FUNCTION)}(text, bigint, integer) FROM PUBLIC",
     ]
 
 
-def drop_function_sql(t: Tables) -> str:
-    return f"DROP FUNCTION IF EXISTS {getattr(t, FUNCTION)}(bigint, integer)"
+def drop_function_sql(t: Tables) -> list[str]:
+    """The function, and 1.2's (its arguments were (bigint, integer)) where a cut undo
+    left it."""
+    return [
+        f"DROP FUNCTION IF EXISTS {getattr(t, FUNCTION)}(text, bigint, integer)",
+        f"DROP FUNCTION IF EXISTS {getattr(t, FUNCTION)}(bigint, integer)",
+    ]
 
 
 def refuse_sql(t: Tables, what: str) -> str:
@@ -169,7 +241,9 @@ def refuse_sql(t: Tables, what: str) -> str:
     recorded enrollment is referenced by another table, naming the tables."""
     count = (
         "pg_catalog.format('SELECT pg_catalog.count(*) FROM "
-        f"{t.enrollment_backfill_changes.replace(chr(39), chr(39) * 2)} AS c JOIN "
+        f"(SELECT r.enrollment_id FROM {t.enrollment_backfill_changes.replace(chr(39), chr(39) * 2)} AS r "
+        f"UNION SELECT u.id FROM {t.enrollment_backfill_batches.replace(chr(39), chr(39) * 2)} AS b, "
+        "pg_catalog.unnest(b.created OPERATOR(pg_catalog.||) b.reactivated) AS u(id)) AS c JOIN "
         f"{t.course_enrollments.replace(chr(39), chr(39) * 2)} AS e ON e.id = c.enrollment_id "
         "WHERE EXISTS (SELECT 1 FROM %s AS r WHERE (%s) = (%s))', fk.referencing, "
         "fk.referencing_columns, fk.referenced_columns)"
@@ -217,41 +291,49 @@ def kept_line(what: str, referenced: int, claimed: int, changed: int, by_table: 
 
 
 def undo_online(connection: Connection, t: Tables, what: str, settings: MigrationSettings) -> None:
-    """The undo on ``connection`` (outside a transaction), batched; one warning line."""
+    """The undo on ``connection`` (outside a transaction), batched: 1.3's record newest
+    first, then 1.2's; one warning line."""
     if settings.undo_referenced == "refuse":
         run_block(connection, refuse_sql(t, what))
     with in_transaction(connection):
         for statement in function_sql(t):
             execute_block(connection, statement)
     by_table: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for source, start in SOURCES.items():
 
-    def step(conn: Connection, after: int, size: int) -> StepResult:
-        row = conn.exec_driver_sql(
-            f"SELECT * FROM {getattr(t, FUNCTION)}({int(after)}, {int(size)})"
-        ).one()
-        tally = row.by_table if isinstance(row.by_table, dict) else json.loads(row.by_table)
-        for name, count in tally.items():
-            by_table[name] = by_table.get(name, 0) + int(count)
-        return StepResult(
-            last_key=row.last_id,
-            rows=int(row.records),
-            counts={
-                "deleted": int(row.deleted_rows),
-                "deactivated": int(row.deactivated_rows),
-                "referenced": int(row.referenced_rows),
-                "claimed": int(row.claimed_rows),
-                "changed": int(row.changed_rows),
-            },
+        def step(conn: Connection, after: int, size: int, source: str = source) -> StepResult:
+            row = conn.exec_driver_sql(
+                f"SELECT * FROM {getattr(t, FUNCTION)}('{source}', {int(after)}, {int(size)})"
+            ).one()
+            tally = row.by_table if isinstance(row.by_table, dict) else json.loads(row.by_table)
+            for name, count in tally.items():
+                by_table[name] = by_table.get(name, 0) + int(count)
+            return StepResult(
+                last_key=row.last_id,
+                rows=int(row.records),
+                counts={
+                    "deleted": int(row.deleted_rows),
+                    "deactivated": int(row.deactivated_rows),
+                    "referenced": int(row.referenced_rows),
+                    "claimed": int(row.claimed_rows),
+                    "changed": int(row.changed_rows),
+                },
+            )
+
+        with transaction(connection):
+            total = connection.exec_driver_sql(RECORDS[source](t)).scalar_one()
+        if not total:
+            continue
+        progress = Progress("undo", total, unit="records")
+        totals = run_batches(connection, step, start, settings.batch, progress)
+        for name, value in totals.counts.items():
+            counts[name] = counts.get(name, 0) + value
+        progress.close(
+            f"{totals.counts.get('deleted', 0):,} deleted, "
+            f"{totals.counts.get('deactivated', 0):,} deactivated"
         )
-
-    with transaction(connection):
-        total = connection.exec_driver_sql(
-            f"SELECT count(*) FROM {t.enrollment_backfill_changes}"
-        ).scalar_one()
-    progress = Progress("undo", total, unit="records")
-    totals = run_batches(connection, step, BEFORE_ANY_ID, settings.batch, progress)
-    count = totals.counts.get
-    progress.close(f"{count('deleted', 0):,} deleted, {count('deactivated', 0):,} deactivated")
+    count = counts.get
     log.info(
         "%s: %s enrollments deleted, %s deactivated",
         what,
@@ -263,17 +345,30 @@ def undo_online(connection: Connection, t: Tables, what: str, settings: Migratio
         log.warning("%s", kept_line(what, referenced, claimed, changed, by_table))
 
 
+# How many records each holds (enrollments, for the progress).
+RECORDS = {
+    "batches": lambda t: (
+        "SELECT coalesce(sum(cardinality(created) + cardinality(reactivated)), 0) "
+        f"FROM {t.enrollment_backfill_batches}"
+    ),
+    "changes": lambda t: f"SELECT count(*) FROM {t.enrollment_backfill_changes}",
+}
+
+
 def offline_undo_sql(t: Tables, what: str, settings: MigrationSettings) -> str:
     """The undo as a DO block for psql (the function installed before it): a ``COMMIT``
-    per batch, the settings and the lock again after each; one warning line at the end."""
+    per batch, the settings and the lock again after each, 1.3's record newest first, then
+    1.2's; one warning line at the end."""
     batch = ScriptBatches.of(settings)
     function = getattr(t, FUNCTION)
+    starts = ", ".join(f"({quote_literal(k)}, {v})" for k, v in SOURCES.items())
     return f"""-- {what}: restore what the backfill changed, where it is still as the backfill left it,
 -- keeping what other tables reference and what the application made its own.
 DO $undo$
 DECLARE
     result record;
-    lo bigint := {BEFORE_ANY_ID};
+    source record;
+    lo bigint;
     size integer := {batch.first_size};
     attempt integer;
     started timestamptz;
@@ -285,26 +380,30 @@ DECLARE
     tally jsonb := '{{}}';
     parts text[] := '{{}}';
 BEGIN
-    LOOP
-        attempt := 0;
-{transaction_start_sql(settings, what, "        ")}
-        started := clock_timestamp();
+    FOR source IN SELECT s.name, s.start FROM (VALUES {starts}) AS s(name, start) LOOP
+        lo := source.start;
         LOOP
-            BEGIN
-                SELECT * INTO result FROM {function}(lo, size);
-                EXIT;
-{retry_sql(settings, what)}
+            attempt := 0;
+{transaction_start_sql(settings, what, "            ")}
+            started := clock_timestamp();
+            LOOP
+                BEGIN
+                    SELECT * INTO result FROM {function}(source.name, lo, size);
+                    EXIT;
+{indent(retry_sql(settings, what), "    ")}
+            END LOOP;
+            EXIT WHEN result.records = 0;
+            done_deleted := done_deleted + result.deleted_rows;
+            done_deactivated := done_deactivated + result.deactivated_rows;
+            done_referenced := done_referenced + result.referenced_rows;
+            done_claimed := done_claimed + result.claimed_rows;
+            done_changed := done_changed + result.changed_rows;
+            tally := tally || coalesce((
+                SELECT jsonb_object_agg(j.key, coalesce((tally ->> j.key)::bigint, 0) + j.value::bigint)
+                FROM jsonb_each_text(result.by_table) AS j), '{{}}');
+            lo := result.last_id;
+            COMMIT;
         END LOOP;
-        EXIT WHEN result.records = 0;
-        done_deleted := done_deleted + result.deleted_rows;
-        done_deactivated := done_deactivated + result.deactivated_rows;
-        done_referenced := done_referenced + result.referenced_rows;
-        done_claimed := done_claimed + result.claimed_rows;
-        done_changed := done_changed + result.changed_rows;
-        tally := tally || coalesce((
-            SELECT jsonb_object_agg(j.key, coalesce((tally ->> j.key)::bigint, 0) + j.value::bigint)
-            FROM jsonb_each_text(result.by_table) AS j), '{{}}');
-        lo := result.last_id;
         COMMIT;
     END LOOP;
     RAISE NOTICE '{what}: % enrollments deleted, % deactivated', done_deleted, done_deactivated;
