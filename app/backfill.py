@@ -237,6 +237,7 @@ class BackfillResult:
     batches: int
     seconds: float
     after: CoverageReport
+    longest_batch_seconds: float = 0.0
 
     def as_json(self) -> dict[str, object]:
         data: dict[str, object] = {
@@ -245,6 +246,7 @@ class BackfillResult:
             "reactivated": self.reactivated,
             "batches": self.batches,
             "seconds": round(self.seconds, 3),
+            "longest_batch_seconds": round(self.longest_batch_seconds, 3),
         }
         data.update(self.after.counts_json())
         return data
@@ -256,6 +258,7 @@ class Written:
     reactivated: int
     batches: int
     resumed: bool = False
+    longest: float = 0.0
 
 
 def backfill(
@@ -298,7 +301,9 @@ def backfill(
             one_statement=one_statement,
             progress_stream=progress_stream,
         )
-        return Written(outcome.created, outcome.reactivated, outcome.batches, outcome.resumed)
+        return Written(
+            outcome.created, outcome.reactivated, outcome.batches, outcome.resumed, outcome.longest
+        )
     finally:
         set_transaction_prelude(connection, prelude)
         holder.release()
@@ -335,4 +340,4 @@ def _unrecorded(
     totals = run_batches(connection, step, BEFORE_ANY_ID, settings, progress)
     created, reactivated = totals.counts.get("created", 0), totals.counts.get("reactivated", 0)
     progress.close(f"{created:,} created, {reactivated:,} reactivated")
-    return Written(created, reactivated, totals.batches)
+    return Written(created, reactivated, totals.batches, longest=totals.longest)

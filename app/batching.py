@@ -346,6 +346,7 @@ class Totals:
     batches: int = 0
     rows: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    longest: float = 0.0  # the longest batch's transaction, seconds
 
     def add(self, result: StepResult) -> None:
         self.batches += 1
@@ -379,6 +380,7 @@ def run_batches(
             if result.rows == 0 or result.last_key is None:
                 return totals
             totals.add(result)
+            totals.longest = max(totals.longest, seconds)
             sizer.record(seconds, result.rows)
             after = result.last_key
             if progress is not None:

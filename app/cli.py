@@ -332,6 +332,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 batches=written.batches,
                 seconds=seconds,
                 after=snapshot_audit(session, 0),
+                longest_batch_seconds=written.longest,
             )
             preview = None
         else:  # the dry run: what the audit counts missing is created, inactive reactivated

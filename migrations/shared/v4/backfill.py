@@ -547,6 +547,7 @@ class Outcome:
     pairs: int
     passes: int
     resumed: bool = False
+    longest: float = 0.0  # the longest batch's transaction, seconds
 
 
 def _row(connection: Connection, sql: str):
@@ -603,6 +604,7 @@ def run_backfill(
                 f"SELECT count(*) FROM {t.enrollment_backfill_candidates} WHERE n > {int(checkpoint)}"
             ).scalar_one()
     created = reactivated = batches = pairs = passes = 0
+    longest = 0.0
     while True:
         if checkpoint is None:
             if passes >= MAX_PASSES:
@@ -640,12 +642,13 @@ def run_backfill(
         reactivated += done_reactivated
         batches += totals.batches
         pairs += totals.rows
+        longest = max(longest, totals.longest)
         if last_pass:  # the trigger kept coverage since this pass's candidates
             break
         checkpoint = None
     with transaction(connection):
         connection.exec_driver_sql(finish_run_sql(t, str(run.id)))
-    return Outcome(created, reactivated, batches, pairs, passes, bool(run.resumed))
+    return Outcome(created, reactivated, batches, pairs, passes, bool(run.resumed), longest)
 
 
 def backfill_online(
