@@ -151,7 +151,7 @@ SETTINGS: dict[str, Setting] = {
             integer(1, MAX_BATCH),
             None,
             "N",
-            "a fixed number of memberships per batch of the backfill (and of its undo), "
+            "a fixed number of pairs per batch of the backfill (of records, for its undo), "
             "instead of sizes that follow a 100 ms target",
             commands=("backfill",),
             flag_name="batch_size",

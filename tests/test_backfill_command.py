@@ -136,3 +136,23 @@ def test_concurrent_application_insert_is_not_an_error(story, db, capsys):
     data = json.loads(out)
     assert (code, data["created"], data["missing"]) == (0, 2, 0)
     assert enrollments_rows(story) == sample_data.STORY_ENROLLMENTS_AFTER
+
+
+def test_a_recorded_run_reports_its_longest_batch_and_a_covered_database_costs_one_pass(
+    story, db, capsys
+):
+    upgrade(story, "0003")
+    code, out, err = cli(
+        capsys, "backfill", "--commit", "--json", "--batch-size", "2", "--database-url", db
+    )
+    data = json.loads(out)
+    assert (code, data["batches"], data["created"], data["reactivated"]) == (0, 3, 3, 2)
+    assert 0 < data["longest_batch_seconds"] < 1
+    # At 0003 no trigger: a second pass looks for what was written meanwhile.
+    assert "backfill: pass 2: 0 pairs to create or reactivate" in err
+
+    code, out, err = cli(capsys, "backfill", "--commit", "--json", "--database-url", db)
+
+    assert (code, json.loads(out)["batches"]) == (0, 0)
+    assert "backfill: pass 1: 0 pairs to create or reactivate" in err  # one statement
+    assert "pass 2" not in err

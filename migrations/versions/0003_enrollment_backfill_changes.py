@@ -26,7 +26,13 @@ what was claimed, dropping a sync trigger a cut 0004 left in the transaction tha
 0002.
 
 Fixed in 1.3 (helpers v4): the downgrade drops the sync trigger's guard table with its
-other objects (a cut 0004 of 1.3 leaves one).
+other objects (a cut 0004 of 1.3 leaves one). The record was a row per enrollment, which
+cost the backfill five times the WAL of its floor: since 1.3 every backfill records one
+row per batch in ``enrollment_backfill_batches`` (the ids it created and reactivated, and
+the ``xmin`` their rows carry), the sync trigger's claims go to
+``enrollment_backfill_claims``, a run's pass in progress to the UNLOGGED
+``enrollment_backfill_candidates``, and each run keeps its pass. 1.2's record stays where
+it is, and the downgrade undoes both, 1.3's newest first.
 """
 
 from collections.abc import Sequence
