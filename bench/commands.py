@@ -103,25 +103,33 @@ def _step(m: Measured) -> Step:
 
 
 def explain_batch(server: Server, template: str) -> str:
-    """EXPLAIN (ANALYZE, BUFFERS) of one backfill batch of the revision, at its mid-walk,
-    on a copy at 0003 (rolled back)."""
-    from enrollments_phase1.migrations.shared.v4.backfill import batch_sql
+    """EXPLAIN (ANALYZE, BUFFERS) of one backfill batch of the revision, 10,000 candidates
+    from the middle of its pass, on a copy at 0003 (rolled back)."""
+    from enrollments_phase1.migrations.shared.v4.backfill import (
+        batch_sql,
+        candidates_sql,
+        next_pass_sql,
+    )
     from enrollments_phase1.names import Tables
 
     db = server.copy(template, "bench_explain")
     _upgrade(server, db, "0003")
     engine = create_engine(server.url(db))
+    t = Tables()
     with engine.connect() as conn:
-        middle = conn.execute(text("SELECT (min(id) + max(id)) / 2 FROM group_members")).scalar()
         run = conn.execute(
             text(
-                "INSERT INTO enrollment_backfill_runs (source, sync_trigger)"
-                " VALUES ('bench', true) RETURNING id"
+                "INSERT INTO enrollment_backfill_runs (source, sync_trigger, pass)"
+                " VALUES ('bench', true, 0) RETURNING id"
             )
         ).scalar()
+        for statement in candidates_sql(t):
+            conn.exec_driver_sql(statement)
+        found = conn.exec_driver_sql(next_pass_sql(t, str(run))).one()
+        conn.commit()
         plan = conn.exec_driver_sql(
             "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "
-            + batch_sql(Tables(), str(middle), "10000", str(run), "'bench'"),
+            + batch_sql(t, str(int(found.candidates) // 2), "10000", str(run)),
             execution_options={"no_parameters": True},
         ).all()
         conn.rollback()

@@ -166,8 +166,9 @@ def server_section(result: dict) -> list[str]:
         out += [
             "",
             f"One batch of the backfill at {largest['counts']['group_members']:,} memberships "
-            "(revision 0004's statement, 10,000 memberships from the middle of the table, "
-            "`EXPLAIN (ANALYZE, BUFFERS)`): every table read by index, no sequential scan.",
+            "(revision 0004's statement of the release that measured it: 10,000 from the "
+            "middle of the walk, `EXPLAIN (ANALYZE, BUFFERS)`): every table read by index, no "
+            "sequential scan.",
             "",
             "```",
             largest["explain"],
@@ -422,8 +423,96 @@ def save_separate(kind: str, label: str, machine_line: str, figures: dict) -> Pa
     return path
 
 
+BACKFILL_GOALS = {
+    "batched": 1.2,
+    "batched_wal": 1.7,
+    "upgrade": 1.3,
+    "deploy_after_backfill": 1.5,
+    "audit": 1.1,
+    "fixed_cost": 0.5,
+    "longest_batch": 1.0,
+}
+
+
+def backfill_section(result: dict) -> list[str]:
+    """``python -m bench.backfill``: every figure of issue 27 beside its goal."""
+    f = result["figures"]
+    g = BACKFILL_GOALS
+    out = [
+        f"## The backfill at its floor (`python -m bench.backfill`): {result['server']}",
+        "",
+        result["machine"],
+        "",
+        "Each writing step on a fresh copy after a `CHECKPOINT`; WAL and full-page images "
+        "(FPI, `pg_stat_wal.wal_fpi`) for that step alone. The backfill's time is the "
+        "command's own (its JSON `seconds`: the writing, without Python's start or the audit "
+        "after); the other steps are whole commands.",
+        "",
+        "| shape | memberships | eligible pairs | `backfill --commit` / B2: time, WAL, FPI | "
+        "`upgrade head` from 0001 / (index + B2 + A3) | deploy after a backfill ahead of "
+        "time / (index + A3) | backfill at 100% | audit / A3 |",
+        "|---|---:|---:|---|---|---|---|---|",
+    ]
+    for shape in f["shapes"]:
+        s = shape["steps"]
+        b2, index, a3 = s["floor_backfill"], s["floor_index"], s["floor_audit"]["seconds"]
+        batched = s["batched"]["json"]["seconds"]
+        time_x = batched / b2["seconds"]
+        wal_x = s["batched"]["wal_mb"] / b2["wal_mb"]
+        fpi_x = s["batched"]["fpi"] / max(b2["fpi"], 1)
+        up_floor = index["seconds"] + b2["seconds"] + a3
+        up_x = s["upgrade"]["seconds"] / up_floor
+        ahead_floor = index["seconds"] + a3
+        ahead_x = s["deploy_after_backfill"]["seconds"] / ahead_floor
+        audit_x = s["audit"]["seconds"] / a3
+        out.append(
+            f"| {shape['shape']['name']} | {shape['counts']['group_members']:,} | "
+            f"{shape['eligible_pairs']:,} | {batched:.1f} / {b2['seconds']:.1f} s = "
+            f"**{time_x:.2f}x** ({verdict(time_x, g['batched'])}); "
+            f"{s['batched']['wal_mb']:,.0f} / {b2['wal_mb']:,.0f} MB = **{wal_x:.2f}x** "
+            f"({verdict(wal_x, g['batched_wal'])}); {s['batched']['fpi']:,} / {b2['fpi']:,} "
+            f"= {fpi_x:.2f}x | {s['upgrade']['seconds']:.1f} / {up_floor:.1f} s = "
+            f"**{up_x:.2f}x** ({verdict(up_x, g['upgrade'])}) | "
+            f"{s['deploy_after_backfill']['seconds']:.1f} / {ahead_floor:.1f} s = "
+            f"**{ahead_x:.2f}x** ({verdict(ahead_x, g['deploy_after_backfill'])}) | "
+            f"{s['backfill_at_100']['seconds']:.1f} s (candidates alone: "
+            f"{s['backfill_at_100']['json']['seconds']:.1f} s) | "
+            f"{s['audit']['seconds']:.2f} / {a3:.2f} s = **{audit_x:.2f}x** "
+            f"({verdict(audit_x, g['audit'])}) |"
+        )
+    fixed = f["fixed_audit_seconds"]
+    out += [
+        "",
+        f"The audit's fixed cost (a database of one student, Python's start included): "
+        f"{fixed:.2f} s (goal {g['fixed_cost']} s: {verdict(fixed, g['fixed_cost'])}).",
+        "",
+        f"The legacy application during `alembic upgrade head` ({f['rate']:.0f} new "
+        "memberships a second, each a commit; goals p99 10 ms, max 100 ms), the longest "
+        "write transaction of the backfill (goal 1 s), and the peak RSS of the commands "
+        "(goal: under 150 MB):",
+        "",
+        "| shape | commits | p99 ms | max ms | errors | longest batch s | peak MB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for shape in f["shapes"]:
+        s = shape["steps"]
+        w = s["upgrade"]["writer"]
+        longest = s["batched"]["json"]["longest_batch_seconds"]
+        peak = max(s[k]["peak_mb"] for k in ("audit", "batched", "upgrade", "backfill_at_100"))
+        out.append(
+            f"| {shape['shape']['name']} | {w['transactions']:,} | {w['p99_ms']:.1f} "
+            f"({verdict(w['p99_ms'], GOALS['writer_p99_ms'])}) | {w['max_ms']:.1f} "
+            f"({verdict(w['max_ms'], GOALS['writer_max_ms'])}) | {w['errors']} | "
+            f"{longest:.3f} ({verdict(longest, g['longest_batch'])}) | {peak:.0f} "
+            f"({verdict(peak, GOALS['peak_mb'])}) |"
+        )
+    return out
+
+
 def separate_section(result: dict) -> list[str]:
     f = result["figures"]
+    if result["kind"] == "backfill":
+        return backfill_section(result)
     if result["kind"] == "trigger":
         title = f"The sync trigger alone (`python -m bench.trigger`): {result['server']}"
         return [f"## {title}", "", result["machine"], "", *trigger_section(f)]

@@ -287,3 +287,51 @@ def test_pairs_the_application_wrote_since_the_deploy_keep_their_enrollments(
         "kept 3 recorded enrollments as they are: 3 the application made its own since the "
         "backfill (it wrote a membership of the pair)" in result.stderr
     )
+
+
+def test_the_script_cut_mid_undo_and_run_again_is_exact(pg_server, database_url, legacy, tmp_path):
+    """The DBA's downgrade script, cut while its undo waits on a row the walk reaches last
+    (the oldest batch: the undo goes newest first), keeps 0004 whole; the script written
+    from there finishes the undo exactly."""
+    with legacy.begin() as conn:
+        generate(conn, 1_500)
+    upgrade(legacy, "0003")
+    before = enrollments_by_id(legacy)
+    upgrade(legacy, "head", "backfill_batch_size=300")
+    with legacy.connect() as conn:
+        last = conn.execute(
+            text(
+                "SELECT (b.created || b.reactivated)[1] FROM enrollment_backfill_batches AS b"
+                " ORDER BY b.id LIMIT 1"
+            )
+        ).scalar_one()
+    assert alembic(database_url, "downgrade", "0004").returncode == 0
+    script = tmp_path / "downgrade.sql"
+    written = alembic(
+        None, "-x", "backfill_batch_size=300", "-x", "lock_timeout=60s",
+        "downgrade", "0004:0003", "--sql",
+    )  # fmt: skip
+    script.write_text(written.stdout)
+    holder = psycopg2.connect(libpq_url(database_url))
+    holder.cursor().execute("SELECT 1 FROM course_enrollments WHERE id = %s FOR UPDATE", (last,))
+    try:
+        psql_args = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", libpq_url(database_url)]
+        run = Background([pg_server.tool("psql"), *psql_args, "-f", str(script)], None)
+        pid = wait_until(legacy, WAITING_ON_LOCK, app="psql")
+        with legacy.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        cut = run.finish()
+    finally:
+        holder.rollback()
+        holder.close()
+    assert cut.returncode != 0
+    assert current(database_url) == "0004"
+    assert sync_objects_installed(legacy)
+    assert record_size(legacy) > 0  # the newer batches were undone and forgotten, not all
+
+    again = psql(pg_server, database_url, written.stdout)
+
+    assert again.returncode == 0, again.stderr
+    assert enrollments_by_id(legacy) == before
+    assert current(database_url) == "0003"
+    assert record_size(legacy) == 0
