@@ -157,6 +157,8 @@ SECURITY_SQL = """SELECT
           aclexplode(c.relacl) AS a
           WHERE c.relnamespace = {schema}::regnamespace
             AND c.relname IN ('enrollment_backfill_changes', 'enrollment_backfill_runs',
+                              'enrollment_backfill_batches', 'enrollment_backfill_claims',
+                              'enrollment_backfill_candidates',
                               'course_enrollments_sync_pending')
             AND a.grantee = 0 ORDER BY 1) AS public_tables,
     (SELECT r.rolname FROM pg_class AS c JOIN pg_roles AS r ON r.oid = c.relowner

@@ -139,6 +139,8 @@ def privileges(engine) -> dict[str, object]:
                 "SELECT c.relname FROM pg_class AS c, aclexplode(c.relacl) AS a"
                 " WHERE a.grantee = 0 AND c.relname IN ('enrollment_backfill_changes',"
                 " 'enrollment_backfill_runs', 'enrollment_backfill_runs_id_seq',"
+                " 'enrollment_backfill_batches', 'enrollment_backfill_batches_id_seq',"
+                " 'enrollment_backfill_claims', 'enrollment_backfill_candidates',"
                 " 'course_enrollments_sync_pending')"
             )
         ).all()

@@ -1,8 +1,10 @@
 """The undo of the backfill, below revision 0004: exact, and losing nothing of anyone's.
 
-It walks the record by enrollment id, in batches. Each batch is one call of
-``course_enrollments_undo_batch(lo, size)``, a function this module installs for the
-undo and drops with it, so that the online run and the script run the same SQL:
+It walks 1.3's record (``enrollment_backfill_batches``) newest first, whole record rows up
+to about ``size`` enrollments a batch, then 1.2's (``enrollment_backfill_changes``) by
+enrollment id. Each batch is one call of ``course_enrollments_undo_batch(source, lo,
+size)``, a function this module installs for the undo and drops with it, so that the
+online run and the script run the same SQL:
 
 1. it locks the batch's enrollments ``FOR UPDATE``, in (course, student) order (the order
    the sync trigger locks them in): a session that references, claims or changes one of
@@ -12,8 +14,11 @@ undo and drops with it, so that the online run and the script run the same SQL:
    later ones) which of the batch's rows another table references;
 3. it deletes what a backfill created and deactivates what it reactivated, where the row
    is still the version the backfill wrote, unless another table references it or the
-   application made the pair its own since (the sync trigger's claim: a membership it
-   wrote after the backfill); it forgets the batch's records either way.
+   application made the pair its own since (the sync trigger's claim in
+   ``enrollment_backfill_claims``, or 1.2's ``claimed_at``: a membership it wrote after
+   the backfill); it forgets the batch's records and claims either way. Still the version
+   the backfill wrote: the row's ``xmin`` is the one the record keeps (1.0.0's rows, which
+   keep none: same pair, still active).
 
 So it never deletes or changes a row of another table (no ``ON DELETE`` action can fire),
 and a referenced or claimed enrollment stays as it is, active: the application relies on
