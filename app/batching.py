@@ -12,7 +12,9 @@ transaction each, the way GitLab runs batched background migrations:
 - **paced on the database's health**: before each batch, the replication lag of every
   standby in ``pg_stat_replication``, in bytes and in time; while the worst is above the
   bound, it waits and says why (see :class:`ReplicaLag`);
-- **retried**: a batch that fails on a deadlock, a serialization failure or a lock timeout
+- **retried**: a batch that fails on a deadlock, a serialization failure, a lock timeout
+  or a unique violation (the backfill's plain INSERT meeting an enrollment the application
+  created meanwhile)
   is rolled back and retried with exponential backoff and jitter, a bounded number of
   times; one cut by ``statement_timeout`` is split in half and retried;
 - **resumable**: the step records its own checkpoint in its transaction, so a cut run goes
@@ -45,7 +47,14 @@ from enrollments_phase1.terminal import ProgressLine, clock, is_terminal
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = {"40P01": "deadlock", "40001": "serialization failure", "55P03": "lock timeout"}
+RETRYABLE = {
+    "40P01": "deadlock",
+    "40001": "serialization failure",
+    "55P03": "lock timeout",
+    # the backfill inserts without ON CONFLICT: a pair the application enrolled after the
+    # batch's snapshot; the retry finds its enrollment
+    "23505": "unique violation (an enrollment created meanwhile)",
+}
 STATEMENT_TIMEOUT = "57014"
 LAG_POLL_SECONDS = 1.0
 

@@ -177,7 +177,8 @@ def counts_sql(
     by: str | None = None,
     hi: int | None = None,
 ) -> str:
-    """One row per (status, bucket): pairs, and the active memberships behind them.
+    """One row per (status, bucket): pairs, the active memberships behind them, and the
+    bucket's first pair of that status (``first_pair``: [student_id, course_id]).
 
     Covered pairs are not bucketed; bucket b holds student ids [lo + b * width,
     lo + (b + 1) * width). With ``by`` (school or course), also one row per (status,
@@ -204,7 +205,8 @@ def counts_sql(
         per_part = f"GROUPING({part}) = 0"
     counted = "\nUNION ALL\n".join(
         f"""SELECT k.status, {bucket} AS bucket, {part} AS part, {per_part} AS per_part,
-    count(*) AS pairs, sum(k.memberships) AS memberships
+    count(*) AS pairs, sum(k.memberships) AS memberships,
+    min(ARRAY[k.student_id, k.course_id]) FILTER (WHERE k.status <> 'covered') AS first_pair
 FROM (
 {indent(classified_pairs_sql(t, within))}
 ) AS k
@@ -212,7 +214,8 @@ FROM (
         for within in halves(lo, hi)
     )
     return f"""SELECT h.status, h.bucket, h.part, h.per_part,
-    sum(h.pairs)::bigint AS pairs, sum(h.memberships)::bigint AS memberships
+    sum(h.pairs)::bigint AS pairs, sum(h.memberships)::bigint AS memberships,
+    min(h.first_pair) AS first_pair
 FROM (
 {indent(counted)}
 ) AS h
@@ -220,12 +223,13 @@ GROUP BY 1, 2, 3, 4"""
 
 
 def samples_sql(
-    ranges: list[tuple[int, int, tuple[str, ...]]], limit: int, t: Tables = PUBLIC
+    ranges: list[tuple[int, int, tuple[str, ...], int | None]], limit: int, t: Tables = PUBLIC
 ) -> str:
     """The first ``limit`` pairs of each status, by (student, course), with names and the
-    memberships behind each, from the students of ``ranges``: (lo, hi, statuses), student
-    ids [lo, hi) and the statuses wanted there. One statement, whatever the number of
-    ranges.
+    memberships behind each, from the students of ``ranges``: (lo, hi, statuses, course),
+    student ids [lo, hi), the statuses wanted there and, where not None, the one course
+    (a single pair: its student's memberships alone are read). One statement, whatever the
+    number of ranges.
 
     Each range's memberships are read through ``ix_member_user``, and each lookup is a
     ``LATERAL ... OFFSET 0`` subquery: an index scan per pair, whatever the statistics. An
@@ -234,8 +238,9 @@ def samples_sql(
     """
     values = ",\n".join(
         f"({int(lo)}, {int(hi)}, ARRAY[{', '.join(quote_literal(s) for s in statuses)}]::text[],"
-        f" {'false' if set(statuses) <= set(ANOMALY_KINDS) else 'true'})"
-        for lo, hi, statuses in ranges
+        f" {'false' if set(statuses) <= set(ANOMALY_KINDS) else 'true'},"
+        f" CAST({'NULL' if course is None else int(course)} AS integer))"
+        for lo, hi, statuses, course in ranges
     )
     return f"""SELECT * FROM (
     SELECT k.*, row_number() OVER (PARTITION BY k.status ORDER BY k.student_id, k.course_id) AS n
@@ -248,7 +253,7 @@ def samples_sql(
                 r.wanted, r.enrollments
             FROM (VALUES
 {indent(values, "                ")}
-            ) AS r(lo, hi, wanted, enrollments)
+            ) AS r(lo, hi, wanted, enrollments, course)
             CROSS JOIN LATERAL (
                 SELECT x.user_id, x.group_id FROM {t.group_members} AS x
                 WHERE x.user_id >= r.lo AND x.user_id < r.hi AND x.active IS TRUE OFFSET 0
@@ -256,6 +261,7 @@ def samples_sql(
             CROSS JOIN LATERAL (
                 SELECT x.course_id FROM {t.groups} AS x WHERE x.id = gm.group_id OFFSET 0
             ) AS g
+            WHERE r.course IS NULL OR g.course_id = r.course
             GROUP BY gm.user_id, g.course_id, r.wanted, r.enrollments
         ) AS p
         CROSS JOIN LATERAL (
@@ -398,7 +404,7 @@ def audit(
     """
     pairs = dict.fromkeys(STATUSES, 0)
     memberships = 0
-    buckets: dict[int, dict[str, int]] = {}
+    buckets: dict[int, dict[str, tuple[int, list[int]]]] = {}
     parts: dict[int, dict[str, int]] = {}
     lo, hi = connection.execute(text(bounds_sql(t))).one()
     width = bucket_width(lo, hi)
@@ -412,7 +418,10 @@ def audit(
         pairs[row.status] += int(row.pairs)
         memberships += int(row.memberships)
         if row.bucket is not None:
-            buckets.setdefault(int(row.bucket), {})[row.status] = int(row.pairs)
+            buckets.setdefault(int(row.bucket), {})[row.status] = (
+                int(row.pairs),
+                row.first_pair,
+            )
     report = CoverageReport(
         active_memberships=memberships,
         eligible_pairs=pairs["covered"] + pairs["inactive"] + pairs["missing"],
@@ -464,29 +473,37 @@ def _breakdown_names(
 
 def _samples(
     connection: Connection,
-    buckets: dict[int, dict[str, int]],
+    buckets: dict[int, dict[str, tuple[int, list[int]]]],
     lo: int,
     width: int,
     limit: int,
     t: Tables,
 ) -> dict[str, list[PairSample]]:
-    """The first ``limit`` pairs of each sampled status: from the counts per bucket, the
-    first buckets that hold ``limit`` of each, read in one statement."""
+    """The first ``limit`` pairs of each sampled status, in one statement: from the counts
+    per bucket, the first buckets that hold ``limit`` of each; a bucket that holds one
+    pair of a status is that pair (the counts name it), read alone; the others are read
+    whole. A sparse kind costs a few pairs' lookups, a dense one its first bucket."""
     found: dict[str, list[PairSample]] = {status: [] for status in SAMPLED_STATUSES}
     wanted: dict[int, list[str]] = {}
+    single: list[tuple[int, int, tuple[str, ...], int | None]] = []
     for status in SAMPLED_STATUSES:
         have = 0
-        for bucket in sorted(b for b, counts in buckets.items() if counts.get(status)):
+        for bucket in sorted(b for b, counts in buckets.items() if status in counts):
             if have >= limit:
                 break
-            wanted.setdefault(bucket, []).append(status)
-            have += buckets[bucket][status]
-    if not wanted:
-        return found
-    ranges = [
-        (lo + bucket * width, lo + (bucket + 1) * width, tuple(statuses))
+            pairs, first = buckets[bucket][status]
+            if pairs == 1:
+                student, course = int(first[0]), int(first[1])
+                single.append((student, student + 1, (status,), course))
+            else:
+                wanted.setdefault(bucket, []).append(status)
+            have += pairs
+    ranges = single + [
+        (lo + bucket * width, lo + (bucket + 1) * width, tuple(statuses), None)
         for bucket, statuses in sorted(wanted.items())
     ]
+    if not ranges:
+        return found
     for row in connection.execute(text(samples_sql(ranges, limit, t))):
         found[row.status].append(
             PairSample(

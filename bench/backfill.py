@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import sys
 import time
 
@@ -62,6 +63,9 @@ FROM users AS u WHERE u.email LIKE 'deploy-writer-%' ORDER BY u.id"""
 INSERT_MEMBERSHIP = """INSERT INTO group_members (school_id, group_id, user_id)
 VALUES (%(school)s, %(group)s, %(user)s)"""
 
+PASS = re.compile(
+    r"pass (\d+): ([\d,]+) pairs to create or reactivate \(candidates in ([\d.]+) s\)"
+)
 COUNTERS = """SELECT pg_current_wal_lsn() - '0/0'::pg_lsn AS wal,
     (SELECT wal_fpi FROM pg_stat_wal) AS fpi"""
 OTHERS = """SELECT count(*) FROM pg_stat_activity
@@ -103,6 +107,10 @@ def timed(server: Server, db: str, command: list[str], what: str, ok=(0,)) -> di
     }
     with contextlib.suppress(ValueError):
         step["json"] = json.loads(m.stdout)
+    step["passes"] = [
+        {"pass": int(p), "pairs": int(n.replace(",", "")), "candidates_seconds": float(s)}
+        for p, n, s in PASS.findall(m.stdout + m.stderr)
+    ]
     return step
 
 

@@ -434,6 +434,17 @@ BACKFILL_GOALS = {
 }
 
 
+def _passes(step: dict) -> str:
+    """The candidates statement of each pass, as the command logged it."""
+    passes = step.get("passes") or []
+    if not passes:
+        return ""
+    each = ", ".join(
+        f"pass {p['pass']} {p['pairs']:,} pairs in {p['candidates_seconds']:.1f} s" for p in passes
+    )
+    return f"; candidates: {each}"
+
+
 def backfill_section(result: dict) -> list[str]:
     """``python -m bench.backfill``: every figure of issue 27 beside its goal."""
     f = result["figures"]
@@ -471,7 +482,8 @@ def backfill_section(result: dict) -> list[str]:
             f"**{time_x:.2f}x** ({verdict(time_x, g['batched'])}); "
             f"{s['batched']['wal_mb']:,.0f} / {b2['wal_mb']:,.0f} MB = **{wal_x:.2f}x** "
             f"({verdict(wal_x, g['batched_wal'])}); {s['batched']['fpi']:,} / {b2['fpi']:,} "
-            f"= {fpi_x:.2f}x | {s['upgrade']['seconds']:.1f} / {up_floor:.1f} s = "
+            f"= {fpi_x:.2f}x{_passes(s['batched'])} | {s['upgrade']['seconds']:.1f} / "
+            f"{up_floor:.1f} s = "
             f"**{up_x:.2f}x** ({verdict(up_x, g['upgrade'])}) | "
             f"{s['deploy_after_backfill']['seconds']:.1f} / {ahead_floor:.1f} s = "
             f"**{ahead_x:.2f}x** ({verdict(ahead_x, g['deploy_after_backfill'])}) | "

@@ -106,7 +106,7 @@ def test_coverage_percent_never_rounds_up_to_100(covered, eligible, percent):
 def test_statements_have_no_bind_markers_or_percent_signs():
     for sql in (
         coverage.counts_sql(),
-        coverage.samples_sql([(-2147483648, 2147483647, coverage.SAMPLED_STATUSES)], 10),
+        coverage.samples_sql([(-2147483648, 2147483647, coverage.SAMPLED_STATUSES, None)], 10),
         coverage.eligible_pairs_sql(),
     ):
         assert "%" not in sql and ":" not in sql.replace("::", "")

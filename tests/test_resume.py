@@ -8,9 +8,10 @@ import re
 
 import psycopg2
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from bench.generate import generate
+from tests.cluster import Cluster, remove, workspace
 from tests.helpers import (
     HEAD,
     LATE_INACTIVE,
@@ -205,3 +206,52 @@ def test_a_second_pass_finds_exactly_the_late_gaps(database_url, at_0003):
         ).all()
     assert {tuple(r) for r in second} == late and len(late) == 3
     assert covered(database_url)
+
+
+def test_after_a_server_crash_the_run_computes_its_candidates_again(pg_server):
+    """A real crash (``pg_ctl stop -m immediate``) while a batch waits: crash recovery
+    empties the UNLOGGED candidates table; the run resumes with a new pass, which finds
+    exactly what the cut run had not done."""
+    root = workspace()
+    cluster = Cluster(pg_server.bin_dir, root, "crash", 55436).initdb().start()
+    try:
+        admin = create_engine(cluster.url(), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql("CREATE DATABASE school")
+        admin.dispose()
+        url = cluster.url("school")
+        engine = create_engine(url)
+        upgrade(engine, "0001")
+        with engine.begin() as conn:
+            generate(conn, 1_500)
+        upgrade(engine, "0003")
+        with engine.connect() as conn:
+            target = conn.execute(text(LATE_INACTIVE)).scalar_one()
+        holder = psycopg2.connect(libpq_url(url))
+        holder.cursor().execute(
+            "SELECT 1 FROM course_enrollments WHERE id = %s FOR UPDATE", (target,)
+        )
+        run = Background(COMMAND, url)
+        wait_until(engine, WAITING_ON_LOCK, app="enrollments")
+        engine.dispose()
+        cluster.stop()  # immediate: a crash
+        assert run.finish().returncode != 0
+        holder.close()
+        cluster.start()
+        engine = create_engine(url)
+        run_id, checkpoint, candidates = unfinished(engine)
+        with engine.connect() as conn:
+            left = conn.execute(text("SELECT count(*) FROM enrollment_backfill_candidates"))
+            assert left.scalar_one() == 0  # crash recovery emptied it
+        assert 0 < checkpoint < candidates
+
+        again = enrollments(url, "backfill", "--commit", "--batch-size", "500")
+
+        assert again.returncode == 0, again.stderr
+        assert f"resuming run {run_id} in pass 1 (its candidates are gone" in again.stderr
+        assert walked(again.stderr) == [(2, candidates - checkpoint)]
+        assert covered(url)
+        engine.dispose()
+    finally:
+        cluster.stop()
+        remove(root)

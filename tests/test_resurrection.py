@@ -98,3 +98,37 @@ def test_the_application_left_before_the_batch_read_it(database_url, ready, name
         app.close()
     assert result.returncode == 0, result.stdout + result.stderr
     assert ada_physics(ready) is None  # never created
+
+
+def test_an_enrollment_the_application_commits_meanwhile_is_its_own(database_url, ready):
+    """The application enrolls Ada in Physics while a batch inserts that pair: the batch
+    waits for it, meets a unique violation when it commits, and is retried; the retry finds
+    the application's enrollment, which the record does not hold (an undo keeps it)."""
+    app, app_cur = session(database_url, "application")
+    app_cur.execute("INSERT INTO course_enrollments (course_id, student_id) VALUES (2, 1)")
+    try:
+        run = Background(
+            ["enrollments", "backfill", "--commit", "--lock-timeout", "60s"], database_url
+        )
+        wait_until(ready, WAITING_ON_LOCK, app="enrollments")  # its insert waits for ours
+        app_cur.execute("SELECT id FROM course_enrollments WHERE course_id = 2 AND student_id = 1")
+        mine = app_cur.fetchone()[0]
+        app.commit()
+        result = run.finish()
+    finally:
+        app.close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "a batch failed on a unique violation" in result.stderr
+    assert ada_physics(ready) is True
+    with ready.connect() as conn:
+        recorded_ids = (
+            conn.execute(
+                text(
+                    "SELECT u.id FROM enrollment_backfill_batches AS b,"
+                    " unnest(b.created || b.reactivated) AS u(id)"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert mine not in recorded_ids and len(recorded_ids) == 4  # 2 created, 2 reactivated

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0003; digest b10bc9022b20.
+-- Pinned offline SQL of revision 0003; digest 7bb9717c722f.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -454,7 +454,8 @@ BEGIN
                 BEGIN
                     SELECT * INTO result FROM "public".course_enrollments_undo_batch(source.name, lo, size);
                     EXIT;
-                EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
+                EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available
+                    OR unique_violation THEN
                     attempt := attempt + 1;
                     IF clock_timestamp() - started > interval '600 s' THEN
                         RAISE;
