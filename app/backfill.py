@@ -40,8 +40,6 @@ from enrollments_phase1.batching import (
 from enrollments_phase1.coverage import ACTIVE_MEMBERSHIP, ELIGIBLE, CoverageReport, indent
 from enrollments_phase1.db import POOLER_NOTE, behind_pooler, set_transaction_prelude
 from enrollments_phase1.errors import SchemaError
-from enrollments_phase1.migrations.shared.v4 import bookkeeping
-from enrollments_phase1.migrations.shared.v4.backfill import run_backfill
 from enrollments_phase1.names import Tables
 
 log = logging.getLogger(__name__)
@@ -287,6 +285,11 @@ def backfill(
                 raise SchemaError(REFUSED_BELOW_0003)
             log.warning("%s", NOT_UNDOABLE)
             return _unrecorded(connection, settings, t, one_statement, progress_stream)
+        # The newest helper version's statements (imported here: the audit, which imports
+        # this module, does not pay for Alembic's import).
+        from enrollments_phase1.migrations.shared.v4 import bookkeeping
+        from enrollments_phase1.migrations.shared.v4.backfill import run_backfill
+
         if not books.batches:
             log.info("%s", ADDING_BOOKKEEPING)
             with transaction(connection):

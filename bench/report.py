@@ -460,20 +460,21 @@ def backfill_section(result: dict) -> list[str]:
         "after); the other steps are whole commands.",
         "",
         "| shape | memberships | eligible pairs | `backfill --commit` / B2: time, WAL, FPI | "
-        "`upgrade head` from 0001 / (index + B2 + A3) | deploy after a backfill ahead of "
-        "time / (index + A3) | backfill at 100% | audit / A3 |",
+        "`upgrade head` from 0001 / (index + B2 + A3 after B2) | deploy after a backfill "
+        "ahead of time / (index + A3 after B2) | backfill at 100% | audit / A3 |",
         "|---|---:|---:|---|---|---|---|---|",
     ]
     for shape in f["shapes"]:
         s = shape["steps"]
         b2, index, a3 = s["floor_backfill"], s["floor_index"], s["floor_audit"]["seconds"]
+        a3_after = s.get("floor_audit_after", s["floor_audit"])["seconds"]
         batched = s["batched"]["json"]["seconds"]
         time_x = batched / b2["seconds"]
         wal_x = s["batched"]["wal_mb"] / b2["wal_mb"]
         fpi_x = s["batched"]["fpi"] / max(b2["fpi"], 1)
-        up_floor = index["seconds"] + b2["seconds"] + a3
+        up_floor = index["seconds"] + b2["seconds"] + a3_after
         up_x = s["upgrade"]["seconds"] / up_floor
-        ahead_floor = index["seconds"] + a3
+        ahead_floor = index["seconds"] + a3_after
         ahead_x = s["deploy_after_backfill"]["seconds"] / ahead_floor
         audit_x = s["audit"]["seconds"] / a3
         out.append(
