@@ -48,13 +48,6 @@ CHANGES = "enrollment_backfill_changes"
 RUNS = "enrollment_backfill_runs"
 SOURCE = "enrollments backfill"  # the runs' source
 BEFORE_ANY_ID = -2147483649  # below every int4 id
-SYNC_TRIGGERS = {
-    "course_enrollments_sync_on_insert": "group_members",
-    "course_enrollments_sync_on_update": "group_members",
-    "course_enrollments_sync_on_user": "users",
-    "course_enrollments_sync_on_group": "groups",
-    "course_enrollments_sync_on_course": "courses",
-}
 NOT_UNDOABLE = (
     "no enrollment_backfill_changes table (the database is below revision 0003): these "
     "changes cannot be undone by a downgrade, and a cut run starts over; alembic upgrade "
@@ -74,35 +67,22 @@ REFUSED_BELOW_0003 = (
 
 @dataclass(frozen=True)
 class Bookkeeping:
-    """What of the backfill's own tables this database has, and their names."""
+    """What of the backfill's own tables this database has."""
 
-    tables: Tables
-    record: bool  # enrollment_backfill_changes
-    row_xmin: bool  # ... with the row version column (1.1)
-    runs: bool  # enrollment_backfill_runs
-    sync_trigger: bool
-    batches: bool  # 1.3's record: enrollment_backfill_batches and the rest
+    record: bool  # enrollment_backfill_changes: revision 0003 or later
+    batches: bool  # 1.3's record (enrollment_backfill_batches, the runs' pass, and the rest)
 
     @classmethod
     def of(cls, connection: Connection, t: Tables) -> Bookkeeping:
-        triggers = " AND ".join(
-            f"EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = {t.regclass(table)}"
-            f" AND tgname = '{name}' AND NOT tgisinternal)"
-            for name, table in SYNC_TRIGGERS.items()
-        )
         row = connection.execute(
             text(
                 f"""SELECT {t.regclass(CHANGES)} IS NOT NULL AS record,
-    EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {t.regclass(CHANGES)}
-            AND attname = 'row_xmin' AND NOT attisdropped) AS row_xmin,
-    {t.regclass(RUNS)} IS NOT NULL AS runs,
-    {triggers} AS sync_trigger,
     EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {t.regclass(RUNS)}
             AND attname = 'pass' AND NOT attisdropped)
         AND {t.regclass("enrollment_backfill_batches")} IS NOT NULL AS batches"""
             )
         ).one()
-        return cls(t, row.record, row.row_xmin, row.runs, row.sync_trigger, row.batches)
+        return cls(row.record, row.batches)
 
 
 # --- the statements -------------------------------------------------------------------
@@ -255,7 +235,6 @@ class Written:
     created: int
     reactivated: int
     batches: int
-    resumed: bool = False
     longest: float = 0.0
 
 
@@ -304,9 +283,7 @@ def backfill(
             one_statement=one_statement,
             progress_stream=progress_stream,
         )
-        return Written(
-            outcome.created, outcome.reactivated, outcome.batches, outcome.resumed, outcome.longest
-        )
+        return Written(outcome.created, outcome.reactivated, outcome.batches, outcome.longest)
     finally:
         set_transaction_prelude(connection, prelude)
         holder.release()

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0004; digest 1d7a66954ea2.
+-- Pinned offline SQL of revision 0004; digest 0d5a4f7e82c9.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -995,7 +995,7 @@ BEGIN
            AND (pg_catalog.to_regclass('"public".course_enrollments_sync_pending') IS NULL OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = pg_catalog.to_regclass('"public".course_enrollments_sync_pending') AND t.tgname = 'course_enrollments_sync_apply' AND NOT t.tgisinternal)) AS installed
     ),
     resumable AS (
-        SELECT r.id, r.pass, r.checkpoint, r.sync_trigger FROM "public".enrollment_backfill_runs AS r
+        SELECT r.id, r.pass, r.checkpoint, r.sync_trigger, r.candidates FROM "public".enrollment_backfill_runs AS r
         WHERE r.finished_at IS NULL AND r.pass IS NOT NULL
         ORDER BY r.id DESC
         LIMIT 1
@@ -1011,12 +1011,13 @@ BEGIN
         RETURNING id
     )
     SELECT r.id, true AS resumed, r.pass AS pass_number, r.sync_trigger,
+        r.candidates - r.checkpoint AS left_over,
         CASE WHEN EXISTS (
             SELECT 1 FROM "public".enrollment_backfill_candidates AS k WHERE k.n > r.checkpoint
         ) THEN r.checkpoint END AS checkpoint
     FROM resumable AS r
     UNION ALL
-    SELECT s.id, false, 0, false, NULL FROM started AS s
+    SELECT s.id, false, 0, false, NULL, NULL FROM started AS s
     INTO run;
     IF run.resumed THEN
         RAISE NOTICE 'backfill 0004: resuming run % in pass % after candidate %', run.id, run.pass_number, coalesce(run.checkpoint::text, '(its candidates are gone: computing them again)');

@@ -76,8 +76,6 @@ from enrollments_phase1.migrations.shared.v4.sync import keeping_sql
 
 log = logging.getLogger("migrations")
 
-BEFORE_ANY_ID = -2147483649  # below every int4 id: where a walk starts
-
 
 @dataclass(frozen=True)
 class ScriptBatches:
@@ -323,7 +321,7 @@ def start_run_sql(t: Tables, source: str) -> str:
 {indent(keeping_sql(t).replace(" AS keeping", " AS installed"))}
 ),
 resumable AS (
-    SELECT r.id, r.pass, r.checkpoint, r.sync_trigger FROM {runs} AS r
+    SELECT r.id, r.pass, r.checkpoint, r.sync_trigger, r.candidates FROM {runs} AS r
     WHERE r.finished_at IS NULL AND r.pass IS NOT NULL
     ORDER BY r.id DESC
     LIMIT 1
@@ -339,12 +337,13 @@ started AS (
     RETURNING id
 )
 SELECT r.id, true AS resumed, r.pass AS pass_number, r.sync_trigger,
+    r.candidates - r.checkpoint AS left_over,
     CASE WHEN EXISTS (
         SELECT 1 FROM {t.enrollment_backfill_candidates} AS k WHERE k.n > r.checkpoint
     ) THEN r.checkpoint END AS checkpoint
 FROM resumable AS r
 UNION ALL
-SELECT s.id, false, 0, false, NULL FROM started AS s"""
+SELECT s.id, false, 0, false, NULL, NULL FROM started AS s"""
 
 
 def finish_run_sql(t: Tables, run: str) -> str:
@@ -559,7 +558,6 @@ class Outcome:
     batches: int
     pairs: int
     passes: int
-    resumed: bool = False
     longest: float = 0.0  # the longest batch's transaction, seconds
 
 
@@ -610,12 +608,7 @@ def run_backfill(
         bool(run.sync_trigger),
         int(run.pass_number),
     )
-    left = None
-    if checkpoint is not None:
-        with transaction(connection):
-            left = connection.exec_driver_sql(
-                f"SELECT count(*) FROM {t.enrollment_backfill_candidates} WHERE n > {int(checkpoint)}"
-            ).scalar_one()
+    left = run.left_over  # the candidates are numbered 1 to candidates, without gaps
     created = reactivated = batches = pairs = passes = 0
     longest = 0.0
     while True:
@@ -661,7 +654,7 @@ def run_backfill(
         checkpoint = None
     with transaction(connection):
         connection.exec_driver_sql(finish_run_sql(t, str(run.id)))
-    return Outcome(created, reactivated, batches, pairs, passes, bool(run.resumed), longest)
+    return Outcome(created, reactivated, batches, pairs, passes, longest)
 
 
 def backfill_online(

@@ -36,7 +36,6 @@ from sqlalchemy.engine import Connection
 from enrollments_phase1.batching import Progress, StepResult, run_batches, transaction
 from enrollments_phase1.migration_env import MigrationSettings
 from enrollments_phase1.migrations.shared.v4.backfill import (
-    BEFORE_ANY_ID,
     ScriptBatches,
     retry_sql,
     transaction_start_sql,
@@ -65,6 +64,8 @@ FROM pg_catalog.pg_constraint AS c
 WHERE c.contype = 'f' AND c.confrelid = {t.regclass("course_enrollments")} AND c.conparentid = 0
 ORDER BY 1"""
 
+
+BEFORE_ANY_ID = -2147483649  # below every int4 id
 
 # Where each record is walked from: the batches newest first, then 1.2's record by id.
 SOURCES = {"batches": 2**62, "changes": BEFORE_ANY_ID}
