@@ -88,11 +88,18 @@ class Terminal:
         written = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", written)
         return [line.split("\r")[-1] for line in written.split("\r\n") if line.split("\r")[-1]]
 
-    def wait_for(self, pattern: re.Pattern, timeout: float = 60) -> list[str]:
+    def wait_for(
+        self, pattern: re.Pattern, last: re.Pattern | None = None, timeout: float = 60
+    ) -> list[str]:
+        """The screen once ``pattern`` is shown and, if given, ``last`` matches its last line
+        (a log record is written between erasing the progress line and drawing it again: a
+        screen read in between shows neither)."""
         deadline = time.monotonic() + timeout
         while True:
             lines = self.screen()
-            if any(pattern.search(line) for line in lines):
+            if any(pattern.search(line) for line in lines) and (
+                last is None or (lines and last.match(lines[-1]))
+            ):
                 return lines
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise AssertionError(f"never shown {pattern.pattern!r}:\n" + "\n".join(lines))
@@ -128,7 +135,7 @@ def test_the_backfill_on_a_terminal_then_ctrl_c(database_url, at_0003_with_data,
         command = ["enrollments", "backfill", "--commit", "--batch-size", "200"]
         terminal = Terminal(command, url_string(database_url), columns)
         during = terminal.wait_for(
-            re.compile(r"WARNING enrollments_phase1\.batching: a batch failed")
+            re.compile(r"WARNING enrollments_phase1\.batching: a batch failed"), last=BAR
         )
         terminal.type_ctrl_c()
         code = terminal.finish()
