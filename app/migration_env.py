@@ -75,6 +75,7 @@ class MigrationSettings:
     drop_legacy_schema: bool
     legacy_schema: str | None
     undo_referenced: str
+    undo_after_move: str
 
     @classmethod
     def options(cls) -> tuple[str, ...]:

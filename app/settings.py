@@ -203,6 +203,15 @@ SETTINGS: dict[str, Setting] = {
             "keep|refuse",
             "what the undo does with a recorded enrollment another table references",
         ),
+        Setting(
+            "undo_after_move",
+            one_of("refuse", "values"),
+            "refuse",
+            "refuse|values",
+            "what the undo does when the database was moved since the backfill (a dump and "
+            "restore, logical replication, a table rewrite): refuse keeps the record and "
+            "changes nothing; values undoes what is still active for its pair",
+        ),
     )
 }
 

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0003; digest 7bb9717c722f.
+-- Pinned offline SQL of revision 0003; digest b5853ca572f0.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -256,6 +256,68 @@ BEGIN
 END
 $where$;
 
+-- Was the database moved since the backfill (dump and restore, logical replication)?
+-- Then stop, keeping the record: nothing tells any more what the application changed.
+DO $moved$
+DECLARE
+    moved bigint;
+BEGIN
+    SELECT (SELECT coalesce(pg_catalog.sum(pg_catalog.cardinality(b.created)
+                                                      + pg_catalog.cardinality(b.reactivated)), 0)
+            FROM "public".enrollment_backfill_batches AS b
+            WHERE b.xmin::text::bigint <> b.row_xmin)
+        + (SELECT pg_catalog.count(*) FROM "public".enrollment_backfill_changes AS r
+           WHERE r.claimed_at IS NULL AND r.xmin::text::bigint <> r.row_xmin)
+    INTO moved;
+    IF moved > 0 THEN
+        RAISE EXCEPTION 'backfill undo (downgrade of 0003): the database was moved since the backfill (a dump and restore, logical replication or a table rewrite gave the record of % enrollments new transaction ids), so it cannot tell what the application changed since; nothing was changed and the record is kept (-x undo_after_move=values undoes what is still active for its pair, unreferenced and unclaimed)',
+            pg_catalog.to_char(moved, 'FM999,999,999,999,990')
+            USING HINT = 'docs/commands.md, "Rolling back after a move", says what -x undo_after_move=values cannot see';
+    END IF;
+END
+$moved$;
+
+COMMIT;
+
+BEGIN;
+
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+SET LOCAL lock_timeout = '500ms';
+
+SET LOCAL statement_timeout = '0';
+
+DO $lock$
+BEGIN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0002 --sql was changed',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
+            a.pid, a.application_name, a.backend_start), ', ')
+         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                               WHERE d.datname = pg_catalog.current_database())
+             AND l.classid = (28550410422479921 >> 32)::oid
+             AND l.objid = (28550410422479921 & 4294967295)::oid)
+            USING HINT = 'run this script again when that session has finished';
+    END IF;
+END
+$lock$;
+
+DO $where$
+DECLARE
+    found text := '';
+BEGIN
+    IF pg_catalog.to_regclass('"public".alembic_version') IS NOT NULL THEN
+        SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') INTO found FROM "public".alembic_version;
+    END IF;
+    IF found IS DISTINCT FROM '0003' THEN
+        RAISE EXCEPTION 'this step expects the database at 0003, but it is at %: a step before it failed; nothing more of this script is applied', coalesce(nullif(found, ''), 'base')
+            USING HINT = 'fix what failed first, then write the script again from where the database stands: ' || replace('alembic downgrade {found}:0002 --sql', '{found}', coalesce(nullif(found, ''), 'base'));
+    END IF;
+END
+$where$;
+
 -- One batch of the undo (see migrations/shared/v4/undo.py): installed for the undo and
 -- dropped with it.
 CREATE OR REPLACE FUNCTION "public".course_enrollments_undo_batch(source text, lo bigint, size integer)
@@ -279,11 +341,14 @@ DECLARE
     found integer[];
     fk record;
     tally jsonb := '{}';
+    by_values constant boolean := false;
 BEGIN
     IF source = 'batches' THEN
         -- 1.3's record, newest first: whole rows, up to about size enrollments.
         WITH rows_in_order AS (
-            SELECT b.id, b.row_xmin, b.created, b.reactivated,
+            SELECT b.id, b.created, b.reactivated,
+                CASE WHEN by_values AND b.xmin::text::bigint <> b.row_xmin THEN NULL
+                     ELSE b.row_xmin END AS row_xmin,
                 pg_catalog.sum(pg_catalog.cardinality(b.created) + pg_catalog.cardinality(b.reactivated))
                     OVER (ORDER BY b.id DESC) AS running,
                 pg_catalog.cardinality(b.created) + pg_catalog.cardinality(b.reactivated) AS own
@@ -315,7 +380,10 @@ BEGIN
             pg_catalog.array_agg(x.student_id), pg_catalog.array_agg(x.claimed_at IS NOT NULL)
         INTO picked, last_key, e_ids, e_actions, e_xmins, e_courses, e_students, e_claimed
         FROM (
-            SELECT r.enrollment_id, r.action, r.row_xmin, r.course_id, r.student_id, r.claimed_at
+            SELECT r.enrollment_id, r.action, r.course_id, r.student_id, r.claimed_at,
+                CASE WHEN by_values AND r.claimed_at IS NULL
+                          AND r.xmin::text::bigint <> r.row_xmin THEN NULL
+                     ELSE r.row_xmin END AS row_xmin
             FROM "public".enrollment_backfill_changes AS r
             WHERE r.enrollment_id > lo ORDER BY r.enrollment_id LIMIT size
         ) AS x;
@@ -370,11 +438,22 @@ BEGIN
         SELECT e.id, e.course_id, e.student_id, e.active, e.xmin::text::bigint AS row_xmin
         FROM "public".course_enrollments AS e WHERE e.id = ANY (ids)
     ),
+    written_since AS MATERIALIZED (
+        -- pairs with an active membership written after the record (by xmin): the
+        -- application's too, where no claim marked it (1.1.0 had none; a backfill run
+        -- ahead of time at 0003 has no sync trigger until 0004)
+        SELECT n.id FROM batch AS b JOIN now_rows AS n ON n.id = b.enrollment_id
+        WHERE b.row_xmin IS NOT NULL AND EXISTS (
+            SELECT 1 FROM "public".group_members AS gm JOIN "public".groups AS g ON g.id = gm.group_id
+            WHERE gm.user_id = n.student_id AND g.course_id = n.course_id AND gm.active
+              AND pg_catalog.age(gm.xmin) < pg_catalog.age(b.row_xmin::text::xid))
+    ),
     classified AS MATERIALIZED (
         SELECT b.enrollment_id, b.action,
             CASE
                 WHEN b.enrollment_id = ANY (kept) THEN 'referenced'
                 WHEN b.claimed OR b.enrollment_id IN (SELECT k.enrollment_id FROM claims AS k)
+                     OR b.enrollment_id IN (SELECT w.id FROM written_since AS w)
                     THEN 'claimed'
                 WHEN n.id IS NOT NULL AND n.active
                      AND (b.course_id IS NULL

@@ -16,9 +16,14 @@ online run and the script run the same SQL:
    is still the version the backfill wrote, unless another table references it or the
    application made the pair its own since (the sync trigger's claim in
    ``enrollment_backfill_claims``, or 1.2's ``claimed_at``: a membership it wrote after
-   the backfill); it forgets the batch's records and claims either way. Still the version
+   the backfill; or, where no claim could be marked, an active membership of the pair
+   whose ``xmin`` is newer than the record's); it forgets the batch's records and claims either way. Still the version
    the backfill wrote: the row's ``xmin`` is the one the record keeps (1.0.0's rows, which
    keep none: same pair, still active).
+
+Before any batch, the undo stops, keeping the record, when the database was moved since the
+backfill (a dump and restore: every ``xmin`` is new, see :func:`moved_sql`); ``-x
+undo_after_move=values`` judges the moved rows by their values instead.
 
 So it never deletes or changes a row of another table (no ``ON DELETE`` action can fire),
 and a referenced or claimed enrollment stays as it is, active: the application relies on
@@ -71,9 +76,11 @@ BEFORE_ANY_ID = -2147483649  # below every int4 id
 SOURCES = {"batches": 2**62, "changes": BEFORE_ANY_ID}
 
 
-def function_sql(t: Tables) -> list[str]:
+def function_sql(t: Tables, by_values: bool = False) -> list[str]:
     """The batch function (run by the role that migrates: SECURITY INVOKER), and its
-    privileges: nobody else may call it."""
+    privileges: nobody else may call it. ``by_values`` (``-x undo_after_move=values``): a
+    record row written before the database was moved (its own ``xmin`` is no longer the
+    one it recorded) is judged by its values alone: still active, same pair."""
     fk_check = (
         "pg_catalog.format('SELECT coalesce(pg_catalog.array_agg(e.id), ''{}'') FROM "
         f"{t.course_enrollments.replace(chr(39), chr(39) * 2)} AS e WHERE e.id = ANY ($1) "
@@ -104,11 +111,14 @@ DECLARE
     found integer[];
     fk record;
     tally jsonb := '{{}}';
+    by_values constant boolean := {'true' if by_values else 'false'};
 BEGIN
     IF source = 'batches' THEN
         -- 1.3's record, newest first: whole rows, up to about size enrollments.
         WITH rows_in_order AS (
-            SELECT b.id, b.row_xmin, b.created, b.reactivated,
+            SELECT b.id, b.created, b.reactivated,
+                CASE WHEN by_values AND b.xmin::text::bigint <> b.row_xmin THEN NULL
+                     ELSE b.row_xmin END AS row_xmin,
                 pg_catalog.sum(pg_catalog.cardinality(b.created) + pg_catalog.cardinality(b.reactivated))
                     OVER (ORDER BY b.id DESC) AS running,
                 pg_catalog.cardinality(b.created) + pg_catalog.cardinality(b.reactivated) AS own
@@ -140,7 +150,10 @@ BEGIN
             pg_catalog.array_agg(x.student_id), pg_catalog.array_agg(x.claimed_at IS NOT NULL)
         INTO picked, last_key, e_ids, e_actions, e_xmins, e_courses, e_students, e_claimed
         FROM (
-            SELECT r.enrollment_id, r.action, r.row_xmin, r.course_id, r.student_id, r.claimed_at
+            SELECT r.enrollment_id, r.action, r.course_id, r.student_id, r.claimed_at,
+                CASE WHEN by_values AND r.claimed_at IS NULL
+                          AND r.xmin::text::bigint <> r.row_xmin THEN NULL
+                     ELSE r.row_xmin END AS row_xmin
             FROM {t.enrollment_backfill_changes} AS r
             WHERE r.enrollment_id > lo ORDER BY r.enrollment_id LIMIT size
         ) AS x;
@@ -184,11 +197,22 @@ BEGIN
         SELECT e.id, e.course_id, e.student_id, e.active, e.xmin::text::bigint AS row_xmin
         FROM {t.course_enrollments} AS e WHERE e.id = ANY (ids)
     ),
+    written_since AS MATERIALIZED (
+        -- pairs with an active membership written after the record (by xmin): the
+        -- application's too, where no claim marked it (1.1.0 had none; a backfill run
+        -- ahead of time at 0003 has no sync trigger until 0004)
+        SELECT n.id FROM batch AS b JOIN now_rows AS n ON n.id = b.enrollment_id
+        WHERE b.row_xmin IS NOT NULL AND EXISTS (
+            SELECT 1 FROM {t.group_members} AS gm JOIN {t.groups} AS g ON g.id = gm.group_id
+            WHERE gm.user_id = n.student_id AND g.course_id = n.course_id AND gm.active
+              AND pg_catalog.age(gm.xmin) < pg_catalog.age(b.row_xmin::text::xid))
+    ),
     classified AS MATERIALIZED (
         SELECT b.enrollment_id, b.action,
             CASE
                 WHEN b.enrollment_id = ANY (kept) THEN 'referenced'
                 WHEN b.claimed OR b.enrollment_id IN (SELECT k.enrollment_id FROM claims AS k)
+                     OR b.enrollment_id IN (SELECT w.id FROM written_since AS w)
                     THEN 'claimed'
                 WHEN n.id IS NOT NULL AND n.active
                      AND (b.course_id IS NULL
@@ -240,6 +264,37 @@ def drop_function_sql(t: Tables) -> list[str]:
         f"DROP FUNCTION IF EXISTS {getattr(t, FUNCTION)}(text, bigint, integer)",
         f"DROP FUNCTION IF EXISTS {getattr(t, FUNCTION)}(bigint, integer)",
     ]
+
+
+def moved_sql(t: Tables, what: str) -> str:
+    """A DO block that stops, before any change and keeping the record, when the database
+    was moved since the backfill: a record row's own ``xmin`` is no longer the ``xmin`` it
+    recorded for the rows it wrote in the same statement (a dump and restore, logical
+    replication to a new cluster or a tool's table rewrite writes every row again; ``VACUUM
+    FULL`` and ``CLUSTER`` keep it). Then no ``xmin`` tells what the application changed
+    since, and an undo by ``xmin`` would keep everything and forget the record. 1.2's
+    claimed rows (their ``claimed_at`` was written later) and 1.0.0's (no ``row_xmin``)
+    say nothing either way."""
+    return f"""-- Was the database moved since the backfill (dump and restore, logical replication)?
+-- Then stop, keeping the record: nothing tells any more what the application changed.
+DO $moved$
+DECLARE
+    moved bigint;
+BEGIN
+    SELECT (SELECT coalesce(pg_catalog.sum(pg_catalog.cardinality(b.created)
+                                                      + pg_catalog.cardinality(b.reactivated)), 0)
+            FROM {t.enrollment_backfill_batches} AS b
+            WHERE b.xmin::text::bigint <> b.row_xmin)
+        + (SELECT pg_catalog.count(*) FROM {t.enrollment_backfill_changes} AS r
+           WHERE r.claimed_at IS NULL AND r.xmin::text::bigint <> r.row_xmin)
+    INTO moved;
+    IF moved > 0 THEN
+        RAISE EXCEPTION '{what}: the database was moved since the backfill (a dump and restore, logical replication or a table rewrite gave the record of % enrollments new transaction ids), so it cannot tell what the application changed since; nothing was changed and the record is kept (-x undo_after_move=values undoes what is still active for its pair, unreferenced and unclaimed)',
+            pg_catalog.to_char(moved, 'FM999,999,999,999,990')
+            USING HINT = 'docs/commands.md, "Rolling back after a move", says what -x undo_after_move=values cannot see';
+    END IF;
+END
+$moved$"""
 
 
 def refuse_sql(t: Tables, what: str) -> str:
@@ -299,10 +354,12 @@ def kept_line(what: str, referenced: int, claimed: int, changed: int, by_table: 
 def undo_online(connection: Connection, t: Tables, what: str, settings: MigrationSettings) -> None:
     """The undo on ``connection`` (outside a transaction), batched: 1.3's record newest
     first, then 1.2's; one warning line."""
+    if settings.undo_after_move == "refuse":
+        run_block(connection, moved_sql(t, what))
     if settings.undo_referenced == "refuse":
         run_block(connection, refuse_sql(t, what))
     with in_transaction(connection):
-        for statement in function_sql(t):
+        for statement in function_sql(t, settings.undo_after_move == "values"):
             execute_block(connection, statement)
     by_table: dict[str, int] = {}
     counts: dict[str, int] = {}
@@ -439,9 +496,11 @@ def undo(connection: Connection | None, t: Tables, what: str, settings: Migratio
     if connection is not None:
         undo_online(connection, t, what, settings)
         return
+    if settings.undo_after_move == "refuse":
+        run_block(None, moved_sql(t, what))
     if settings.undo_referenced == "refuse":
         run_block(None, refuse_sql(t, what))
     with in_transaction(None):
-        for statement in function_sql(t):
+        for statement in function_sql(t, settings.undo_after_move == "values"):
             execute_block(None, statement)
     execute_block(None, offline_undo_sql(t, what, settings))
