@@ -59,14 +59,23 @@ WHERE_LOCK = f"""l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND l.classid = ({LOCK_KEY} >> 32)::oid
   AND l.objid = ({LOCK_KEY} & 4294967295)::oid"""
 
+# A prepared transaction holding a lock ``l`` (it has no pid): found through the lock on
+# its own xid, which it holds under the same virtual transaction.
+PREPARED_JOIN = """LEFT JOIN pg_catalog.pg_locks AS own_xid
+    ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
+   AND own_xid.virtualtransaction = l.virtualtransaction
+LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid"""
+
 # The holder of LOCK_KEY in this database, with the time its companion lock holds.
 HOLDER_SQL = f"""SELECT a.pid, a.application_name, a.backend_start,
     (SELECT pg_catalog.to_timestamp({EPOCH} + s.objid::bigint) FROM pg_catalog.pg_locks AS s
      WHERE s.locktype = 'advisory' AND s.pid = l.pid AND s.granted AND s.objsubid = 2
        AND s.classid = {SINCE_CLASS}::oid
-     LIMIT 1) AS since
+     LIMIT 1) AS since,
+    l.pid IS NULL AS prepared, px.gid, px.owner, px.prepared AS prepared_at
 FROM pg_catalog.pg_locks AS l
-JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+{PREPARED_JOIN}
 WHERE {WHERE_LOCK}"""
 
 
@@ -85,10 +94,22 @@ def describe_holder(connection: Connection) -> str:
     row = connection.execute(text(HOLDER_SQL)).first()
     if row is None:
         return "a session that has just released it"
+    if row.prepared:
+        return prepared_words(row.gid, row.owner, row.prepared_at)
     name = row.application_name or "no application_name"
     if row.since is not None:
         return f"pid {row.pid} ({name}) since {_clock(row.since)}"
     return f"pid {row.pid} ({name}), connected since {_clock(row.backend_start)}"
+
+
+def prepared_words(gid: str | None, owner: str | None, prepared_at: datetime | None) -> str:
+    """A prepared transaction, in words: it outlives every session, so name how it ends."""
+    if gid is None:
+        return "a prepared transaction (pg_prepared_xacts names it to a role that may read it)"
+    return (
+        f"prepared transaction '{gid}' (owner {owner}, prepared {_clock(prepared_at)}: "
+        f"COMMIT PREPARED or ROLLBACK PREPARED '{gid}' ends it)"
+    )
 
 
 def verify_sql(holder_pid: int, what: str) -> str:
@@ -104,9 +125,13 @@ END
 $verify$"""
 
 
-HOLDERS_TEXT = f"""(SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
-            a.pid, a.application_name, a.backend_start), ', ')
-         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+HOLDERS_TEXT = f"""(SELECT pg_catalog.string_agg(CASE WHEN l.pid IS NULL
+            THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
+            ELSE pg_catalog.format('pid %s (%s, connected since %s)',
+                a.pid, a.application_name, a.backend_start) END, ', ')
+         FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         {PREPARED_JOIN.replace(chr(10), chr(10) + "         ")}
          WHERE {WHERE_LOCK.replace(chr(10), chr(10) + "           ")})"""
 
 

@@ -56,8 +56,10 @@ class Cluster:
         )  # fmt: skip
         return self
 
-    def start(self) -> Cluster:
+    def start(self, *settings: str) -> Cluster:
+        """Start it; ``settings`` are ``name=value`` server settings (``-c``)."""
         options = f"-k {self.socket} -p {self.port} -c listen_addresses=''"
+        options += "".join(f" -c {setting}" for setting in settings)
         self.run(
             "pg_ctl",
             "-D",

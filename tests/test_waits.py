@@ -15,9 +15,20 @@ import time
 
 import psycopg2
 import pytest
+from sqlalchemy import create_engine
 
 from enrollments_phase1.errors import EX_UNAVAILABLE
-from tests.helpers import Background, alembic, enrollments, libpq_url, upgrade, wait_until
+from enrollments_phase1.lock import LOCK_KEY
+from tests.cluster import Cluster, remove, workspace
+from tests.helpers import (
+    Background,
+    alembic,
+    enrollments,
+    libpq_url,
+    load_story,
+    upgrade,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -172,3 +183,86 @@ def test_the_trigger_install_gives_up_after_its_patience(database_url, story):
     assert retries and all(" WARNI [migrations] " in line for line in retries)
     assert all(re.search(r"\(attempt \d+\); held by .*; retrying$", line) for line in retries)
     assert alembic(database_url, "current").stdout.strip() == "0003"
+
+
+def test_holders_are_named_in_this_database_only(pg_server, legacy_template):
+    # Two databases copied from one template: their group_members have the same oid. A
+    # session of the other database holds that oid's lock too; it is not named.
+    ours, other = (pg_server.create_database(template=legacy_template) for _ in range(2))
+    engine = create_engine(ours)
+    sessions = []
+    try:
+        upgrade(engine, "0003")
+        for url, name in ((ours, "this database"), (other, "another database")):
+            session = psycopg2.connect(libpq_url(url), application_name=name)
+            session.cursor().execute("UPDATE group_members SET role_in_team = 'x' WHERE id = 1")
+            sessions.append(session)
+        result = alembic(ours, "-x", "lock_patience=2s", "upgrade", "head")
+    finally:
+        for session in sessions:
+            session.rollback()
+            session.close()
+        engine.dispose()
+        pg_server.drop_database(ours)
+        pg_server.drop_database(other)
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1 and "the tables are held by pid" in failed[0]
+    assert "this database, idle in transaction" in failed[0]
+    assert "another database" not in result.stdout + result.stderr
+
+
+@pytest.fixture
+def prepared_cluster(pg_server):
+    """A cluster of the test's own that allows prepared transactions (CI's servers do not),
+    holding a database at 0003 with the story."""
+    root = workspace()
+    cluster = Cluster(pg_server.bin_dir, root, "prepared", 55437).initdb()
+    cluster.start("max_prepared_transactions=4")
+    try:
+        admin = create_engine(cluster.url(), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql("CREATE DATABASE school")
+        admin.dispose()
+        engine = create_engine(cluster.url("school"))
+        upgrade(engine, "0001")
+        load_story(engine)
+        upgrade(engine, "0003")
+        engine.dispose()
+        yield cluster.url("school")
+    finally:
+        cluster.stop()
+        remove(root)
+
+
+def prepare(url, gid: str, statement: str) -> None:
+    """A prepared transaction that ran ``statement``: it holds its locks with no session."""
+    session = psycopg2.connect(libpq_url(url))
+    cursor = session.cursor()
+    cursor.execute(statement)
+    cursor.execute(f"PREPARE TRANSACTION '{gid}'")
+    session.close()
+
+
+def test_a_prepared_transaction_holding_a_table_is_named_by_its_gid(prepared_cluster):
+    prepare(
+        prepared_cluster, "orphan-42", "UPDATE group_members SET role_in_team = 'x' WHERE id = 1"
+    )
+    result = alembic(prepared_cluster, "-x", "lock_patience=2s", "upgrade", "head")
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1
+    assert (
+        "the tables are held by prepared transaction 'orphan-42' (owner postgres, prepared "
+        in failed[0]
+    )
+    assert "COMMIT PREPARED or ROLLBACK PREPARED ends it" in failed[0]
+    assert "just let go" not in result.stdout + result.stderr
+    assert alembic(prepared_cluster, "current").stdout.strip() == "0003"
+
+
+def test_a_prepared_transaction_holding_the_enrollments_lock_is_named(prepared_cluster):
+    prepare(prepared_cluster, "deploy-7", f"SELECT pg_advisory_xact_lock({LOCK_KEY})")
+    result = alembic(prepared_cluster, "-x", "lock_patience=1s", "upgrade", "head")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "held by prepared transaction 'deploy-7' (owner postgres, prepared " in output
+    assert "COMMIT PREPARED or ROLLBACK PREPARED 'deploy-7' ends it" in output

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0002; digest 48b0fd30ec31.
+-- Pinned offline SQL of revision 0002; digest 280f4f0bd25f.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -48,9 +48,16 @@ DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
         RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0001:0002 --sql was changed',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
-            a.pid, a.application_name, a.backend_start), ', ')
-         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            (SELECT pg_catalog.string_agg(CASE WHEN l.pid IS NULL
+            THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
+            ELSE pg_catalog.format('pid %s (%s, connected since %s)',
+                a.pid, a.application_name, a.backend_start) END, ', ')
+         FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         LEFT JOIN pg_catalog.pg_locks AS own_xid
+             ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
+            AND own_xid.virtualtransaction = l.virtualtransaction
+         LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
              AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
                                WHERE d.datname = pg_catalog.current_database())
@@ -116,9 +123,16 @@ DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
         RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0002:0001 --sql was changed',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
-            a.pid, a.application_name, a.backend_start), ', ')
-         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            (SELECT pg_catalog.string_agg(CASE WHEN l.pid IS NULL
+            THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
+            ELSE pg_catalog.format('pid %s (%s, connected since %s)',
+                a.pid, a.application_name, a.backend_start) END, ', ')
+         FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         LEFT JOIN pg_catalog.pg_locks AS own_xid
+             ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
+            AND own_xid.virtualtransaction = l.virtualtransaction
+         LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
              AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
                                WHERE d.datname = pg_catalog.current_database())

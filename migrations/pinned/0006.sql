@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0006; digest 36557bacb2de.
+-- Pinned offline SQL of revision 0006; digest 1ff8a667716b.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -29,9 +29,16 @@ DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
         RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0005:0006 --sql was changed',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
-            a.pid, a.application_name, a.backend_start), ', ')
-         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            (SELECT pg_catalog.string_agg(CASE WHEN l.pid IS NULL
+            THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
+            ELSE pg_catalog.format('pid %s (%s, connected since %s)',
+                a.pid, a.application_name, a.backend_start) END, ', ')
+         FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         LEFT JOIN pg_catalog.pg_locks AS own_xid
+             ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
+            AND own_xid.virtualtransaction = l.virtualtransaction
+         LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
              AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
                                WHERE d.datname = pg_catalog.current_database())
@@ -155,9 +162,16 @@ DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
         RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0005:0006 --sql was changed',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
-            a.pid, a.application_name, a.backend_start), ', ')
-         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            (SELECT pg_catalog.string_agg(CASE WHEN l.pid IS NULL
+            THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
+            ELSE pg_catalog.format('pid %s (%s, connected since %s)',
+                a.pid, a.application_name, a.backend_start) END, ', ')
+         FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         LEFT JOIN pg_catalog.pg_locks AS own_xid
+             ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
+            AND own_xid.virtualtransaction = l.virtualtransaction
+         LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
              AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
                                WHERE d.datname = pg_catalog.current_database())
@@ -208,9 +222,16 @@ DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
         RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0005:0006 --sql was changed',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
-            a.pid, a.application_name, a.backend_start), ', ')
-         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            (SELECT pg_catalog.string_agg(CASE WHEN l.pid IS NULL
+            THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
+            ELSE pg_catalog.format('pid %s (%s, connected since %s)',
+                a.pid, a.application_name, a.backend_start) END, ', ')
+         FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         LEFT JOIN pg_catalog.pg_locks AS own_xid
+             ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
+            AND own_xid.virtualtransaction = l.virtualtransaction
+         LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
              AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
                                WHERE d.datname = pg_catalog.current_database())
@@ -280,15 +301,28 @@ BEGIN
             EXIT;
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             attempt := attempt + 1;
-            SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('pid %s (%s, %s, transaction open for %s)',
-                       a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'),
-                       coalesce(a.state, 'state hidden: grant pg_monitor to see it'),
-                       coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - a.xact_start)::text, 'a time hidden')), '; ')
+            -- in this database only (another database's relation may have the same oid); a
+            -- prepared transaction (no pid) by its gid, found through its own xid's lock
+            SELECT pg_catalog.string_agg(DISTINCT CASE
+                       WHEN l.pid IS NULL THEN pg_catalog.format('prepared transaction %s (owner %s, prepared %s ago: COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                           coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'), coalesce(px.owner::text, '?'),
+                           coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - px.prepared)::text, '?'))
+                       ELSE pg_catalog.format('pid %s (%s, %s, transaction open for %s)',
+                           a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'),
+                           coalesce(a.state, 'state hidden: grant pg_monitor to see it'),
+                           coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - a.xact_start)::text, 'a time hidden'))
+                   END, '; ')
             INTO holders
             FROM pg_catalog.pg_locks AS l
-            JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            LEFT JOIN pg_catalog.pg_locks AS own_xid
+                ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
+               AND own_xid.virtualtransaction = l.virtualtransaction
+            LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
             WHERE l.granted AND l.relation IN (pg_catalog.to_regclass('"public".course_enrollments_sync_pending'))
-              AND l.mode IN ('RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') AND l.pid <> pg_catalog.pg_backend_pid();
+              AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                                WHERE d.datname = pg_catalog.current_database())
+              AND l.mode IN ('RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid();
             holders := coalesce(holders, 'a session that has just let go');
             IF pg_catalog.clock_timestamp() - started > interval '600 s' THEN
                 RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
@@ -316,9 +350,16 @@ DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
         RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0005:0006 --sql was changed',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
-            a.pid, a.application_name, a.backend_start), ', ')
-         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            (SELECT pg_catalog.string_agg(CASE WHEN l.pid IS NULL
+            THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
+            ELSE pg_catalog.format('pid %s (%s, connected since %s)',
+                a.pid, a.application_name, a.backend_start) END, ', ')
+         FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         LEFT JOIN pg_catalog.pg_locks AS own_xid
+             ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
+            AND own_xid.virtualtransaction = l.virtualtransaction
+         LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
              AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
                                WHERE d.datname = pg_catalog.current_database())
@@ -766,9 +807,16 @@ DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
         RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0005:0006 --sql was changed',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
-            a.pid, a.application_name, a.backend_start), ', ')
-         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            (SELECT pg_catalog.string_agg(CASE WHEN l.pid IS NULL
+            THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
+            ELSE pg_catalog.format('pid %s (%s, connected since %s)',
+                a.pid, a.application_name, a.backend_start) END, ', ')
+         FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         LEFT JOIN pg_catalog.pg_locks AS own_xid
+             ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
+            AND own_xid.virtualtransaction = l.virtualtransaction
+         LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
              AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
                                WHERE d.datname = pg_catalog.current_database())
@@ -813,15 +861,28 @@ BEGIN
             EXIT;
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             attempt := attempt + 1;
-            SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('pid %s (%s, %s, transaction open for %s)',
-                       a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'),
-                       coalesce(a.state, 'state hidden: grant pg_monitor to see it'),
-                       coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - a.xact_start)::text, 'a time hidden')), '; ')
+            -- in this database only (another database's relation may have the same oid); a
+            -- prepared transaction (no pid) by its gid, found through its own xid's lock
+            SELECT pg_catalog.string_agg(DISTINCT CASE
+                       WHEN l.pid IS NULL THEN pg_catalog.format('prepared transaction %s (owner %s, prepared %s ago: COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                           coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'), coalesce(px.owner::text, '?'),
+                           coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - px.prepared)::text, '?'))
+                       ELSE pg_catalog.format('pid %s (%s, %s, transaction open for %s)',
+                           a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'),
+                           coalesce(a.state, 'state hidden: grant pg_monitor to see it'),
+                           coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - a.xact_start)::text, 'a time hidden'))
+                   END, '; ')
             INTO holders
             FROM pg_catalog.pg_locks AS l
-            JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            LEFT JOIN pg_catalog.pg_locks AS own_xid
+                ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
+               AND own_xid.virtualtransaction = l.virtualtransaction
+            LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
             WHERE l.granted AND l.relation IN (pg_catalog.to_regclass('"public".course_enrollments_sync_pending'))
-              AND l.mode IN ('AccessShareLock', 'RowShareLock', 'RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') AND l.pid <> pg_catalog.pg_backend_pid();
+              AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                                WHERE d.datname = pg_catalog.current_database())
+              AND l.mode IN ('AccessShareLock', 'RowShareLock', 'RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid();
             holders := coalesce(holders, 'a session that has just let go');
             IF pg_catalog.clock_timestamp() - started > interval '600 s' THEN
                 RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
@@ -849,9 +910,16 @@ DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
         RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0005:0006 --sql was changed',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
-            a.pid, a.application_name, a.backend_start), ', ')
-         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            (SELECT pg_catalog.string_agg(CASE WHEN l.pid IS NULL
+            THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
+            ELSE pg_catalog.format('pid %s (%s, connected since %s)',
+                a.pid, a.application_name, a.backend_start) END, ', ')
+         FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         LEFT JOIN pg_catalog.pg_locks AS own_xid
+             ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
+            AND own_xid.virtualtransaction = l.virtualtransaction
+         LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
              AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
                                WHERE d.datname = pg_catalog.current_database())
@@ -929,15 +997,28 @@ BEGIN
             EXIT;
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             attempt := attempt + 1;
-            SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('pid %s (%s, %s, transaction open for %s)',
-                       a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'),
-                       coalesce(a.state, 'state hidden: grant pg_monitor to see it'),
-                       coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - a.xact_start)::text, 'a time hidden')), '; ')
+            -- in this database only (another database's relation may have the same oid); a
+            -- prepared transaction (no pid) by its gid, found through its own xid's lock
+            SELECT pg_catalog.string_agg(DISTINCT CASE
+                       WHEN l.pid IS NULL THEN pg_catalog.format('prepared transaction %s (owner %s, prepared %s ago: COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                           coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'), coalesce(px.owner::text, '?'),
+                           coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - px.prepared)::text, '?'))
+                       ELSE pg_catalog.format('pid %s (%s, %s, transaction open for %s)',
+                           a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'),
+                           coalesce(a.state, 'state hidden: grant pg_monitor to see it'),
+                           coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - a.xact_start)::text, 'a time hidden'))
+                   END, '; ')
             INTO holders
             FROM pg_catalog.pg_locks AS l
-            JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            LEFT JOIN pg_catalog.pg_locks AS own_xid
+                ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
+               AND own_xid.virtualtransaction = l.virtualtransaction
+            LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
             WHERE l.granted AND l.relation IN (pg_catalog.to_regclass('"public".group_members'), pg_catalog.to_regclass('"public".users'), pg_catalog.to_regclass('"public".groups'), pg_catalog.to_regclass('"public".courses'))
-              AND l.mode IN ('RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') AND l.pid <> pg_catalog.pg_backend_pid();
+              AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                                WHERE d.datname = pg_catalog.current_database())
+              AND l.mode IN ('RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid();
             holders := coalesce(holders, 'a session that has just let go');
             IF pg_catalog.clock_timestamp() - started > interval '600 s' THEN
                 RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
@@ -965,9 +1046,16 @@ DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
         RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0005:0006 --sql was changed',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
-            a.pid, a.application_name, a.backend_start), ', ')
-         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            (SELECT pg_catalog.string_agg(CASE WHEN l.pid IS NULL
+            THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
+            ELSE pg_catalog.format('pid %s (%s, connected since %s)',
+                a.pid, a.application_name, a.backend_start) END, ', ')
+         FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         LEFT JOIN pg_catalog.pg_locks AS own_xid
+             ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
+            AND own_xid.virtualtransaction = l.virtualtransaction
+         LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
              AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
                                WHERE d.datname = pg_catalog.current_database())
@@ -1346,9 +1434,16 @@ DO $lock$
 BEGIN
     IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
         RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0005:0006 --sql was changed',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, connected since %s)',
-            a.pid, a.application_name, a.backend_start), ', ')
-         FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            (SELECT pg_catalog.string_agg(CASE WHEN l.pid IS NULL
+            THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
+            ELSE pg_catalog.format('pid %s (%s, connected since %s)',
+                a.pid, a.application_name, a.backend_start) END, ', ')
+         FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+         LEFT JOIN pg_catalog.pg_locks AS own_xid
+             ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
+            AND own_xid.virtualtransaction = l.virtualtransaction
+         LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
              AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
                                WHERE d.datname = pg_catalog.current_database())

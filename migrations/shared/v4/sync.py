@@ -694,15 +694,28 @@ BEGIN
             EXIT;
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             attempt := attempt + 1;
-            SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('pid %s (%s, %s, transaction open for %s)',
-                       a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'),
-                       coalesce(a.state, 'state hidden: grant pg_monitor to see it'),
-                       coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - a.xact_start)::text, 'a time hidden')), '; ')
+            -- in this database only (another database's relation may have the same oid); a
+            -- prepared transaction (no pid) by its gid, found through its own xid's lock
+            SELECT pg_catalog.string_agg(DISTINCT CASE
+                       WHEN l.pid IS NULL THEN pg_catalog.format('prepared transaction %s (owner %s, prepared %s ago: COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                           coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'), coalesce(px.owner::text, '?'),
+                           coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - px.prepared)::text, '?'))
+                       ELSE pg_catalog.format('pid %s (%s, %s, transaction open for %s)',
+                           a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'),
+                           coalesce(a.state, 'state hidden: grant pg_monitor to see it'),
+                           coalesce(pg_catalog.date_trunc('second', pg_catalog.clock_timestamp() - a.xact_start)::text, 'a time hidden'))
+                   END, '; ')
             INTO holders
             FROM pg_catalog.pg_locks AS l
-            JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            LEFT JOIN pg_catalog.pg_locks AS own_xid
+                ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
+               AND own_xid.virtualtransaction = l.virtualtransaction
+            LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
             WHERE l.granted AND l.relation IN ({relations})
-              AND l.mode IN ({wanted}) AND l.pid <> pg_catalog.pg_backend_pid();
+              AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                                WHERE d.datname = pg_catalog.current_database())
+              AND l.mode IN ({wanted}) AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid();
             holders := coalesce(holders, 'a session that has just let go');
             IF pg_catalog.clock_timestamp() - started > interval '{duration_seconds(settings.lock_patience):g} s' THEN
                 RAISE EXCEPTION USING ERRCODE = 'lock_not_available',
