@@ -111,7 +111,7 @@ DECLARE
     found integer[];
     fk record;
     tally jsonb := '{{}}';
-    by_values constant boolean := {'true' if by_values else 'false'};
+    by_values constant boolean := {"true" if by_values else "false"};
 BEGIN
     IF source = 'batches' THEN
         -- 1.3's record, newest first: whole rows, up to about size enrollments.
