@@ -503,6 +503,17 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _failed(command: str, err: EnrollmentsError, cause: BaseException) -> int:
+    """The one error line. An error nobody foresaw (exit 70, a bug) says to run with ``-v``,
+    which then logs where it came from (the traceback) before the line."""
+    line = f"enrollments {command}: error: {err}"
+    if err.exit_code == EX_SOFTWARE:
+        log.debug("where the error came from", exc_info=cause)
+        line += " (a bug: run with -v for details, and report it)"
+    print(line, file=sys.stderr)
+    return err.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     logging.basicConfig(
@@ -524,16 +535,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"enrollments {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
     except EnrollmentsError as exc:
-        print(f"enrollments {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _failed(args.command, exc, exc)
     except SQLAlchemyError as exc:
         err = translate_db_error(exc)
         if isinstance(err, UserInterruptError):
             interrupted_line()
             print(f"enrollments {args.command}: {err}", file=sys.stderr)
             return err.exit_code
-        print(f"enrollments {args.command}: error: {err}", file=sys.stderr)
-        return err.exit_code
+        return _failed(args.command, err, exc)
     except KeyboardInterrupt:
         interrupted_line()
         print(

@@ -104,17 +104,17 @@ COUNTING_SETTINGS = {
 @contextlib.contextmanager
 def pinned_plan(connection: Connection) -> Iterator[None]:
     """:data:`COUNTING_SETTINGS` for the statements run inside, ``SET LOCAL`` (the caller's
-    transaction), then the settings as they were."""
+    transaction), then the settings as they were. After a failure inside nothing is put
+    back: the transaction is aborted (a statement run there would hide the error, a
+    statement timeout say, behind "current transaction is aborted"), and its rollback
+    undoes ``SET LOCAL``."""
     names = list(COUNTING_SETTINGS)
     before = connection.execute(
         text("SELECT " + ", ".join(f"pg_catalog.current_setting('{n}')" for n in names))
     ).one()
     _set_local(connection, COUNTING_SETTINGS)
-    try:
-        yield
-    finally:
-        if connection.in_transaction() and not connection.invalidated:
-            _set_local(connection, dict(zip(names, before, strict=True)))
+    yield
+    _set_local(connection, dict(zip(names, before, strict=True)))
 
 
 def _set_local(connection: Connection, settings: dict[str, str]) -> None:

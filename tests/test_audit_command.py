@@ -233,3 +233,43 @@ def test_verbose_is_taken_after_the_command_too(story, database_url):
     assert result.returncode == 2, result.stderr
     before = enrollments(database_url, "-v", "audit", "--limit", "0")
     assert before.returncode == 2, before.stderr
+
+
+def test_a_statement_timeout_is_exit_75_and_says_so(database_url, story, db):
+    # The counting statement waits on a lock past --statement-timeout: 1.2.0 put its plan's
+    # settings back on the aborted transaction and reported "current transaction is
+    # aborted", exit 70.
+    import psycopg2
+
+    from tests.helpers import libpq_url
+
+    holder = psycopg2.connect(libpq_url(database_url))
+    holder.cursor().execute("LOCK TABLE group_members IN ACCESS EXCLUSIVE MODE")
+    try:
+        result = enrollments(db, "audit", "--statement-timeout", "300ms")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.returncode == 75, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "statement timeout" in lines[0], result.stderr
+    assert "current transaction is aborted" not in result.stderr
+
+
+def test_verbose_shows_where_an_unforeseen_error_came_from(story, db, capsys, monkeypatch):
+    # An error nobody foresaw is exit 70 with one line that says to run with -v; with -v
+    # the traceback comes first.
+    from enrollments_phase1 import cli as cli_module
+
+    def broken(connection, **kwargs):
+        connection.execute(text("SELECT 1 / 0"))
+
+    monkeypatch.setattr(cli_module, "audit", broken)
+    code, _, err = cli(capsys, "audit", "--database-url", db)
+    assert code == 70
+    assert err.count("\n") == 1 and "run with -v for details" in err
+    assert "Traceback" not in err
+    code, _, err = cli(capsys, "-v", "audit", "--database-url", db)
+    assert code == 70
+    assert "Traceback (most recent call last)" in err and "DivisionByZero" in err
+    assert err.strip().splitlines()[-1].startswith("enrollments audit: error: database error:")
