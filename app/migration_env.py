@@ -51,9 +51,10 @@ from enrollments_phase1.db import (
     translate_db_error,
 )
 from enrollments_phase1.errors import ALEMBIC_ADVICE, EX_INTERRUPTED, EnrollmentsError
+from enrollments_phase1.names import Tables, resolve_schemas
 from enrollments_phase1.names import quote_literal as _literal
-from enrollments_phase1.names import resolve_schemas
 from enrollments_phase1.offline_script import OfflineScript
+from enrollments_phase1.schema import check_stamp_target
 from enrollments_phase1.settings import SETTINGS, X_OPTIONS, SettingError
 from enrollments_phase1.terminal import interrupted_line
 
@@ -387,9 +388,14 @@ def offline_run(settings: MigrationSettings) -> Iterator[MigrationRun]:
 
 def after_each_revision(ctx, step, heads, run_args) -> None:
     """``on_version_apply``: online, stop if Ctrl-C came while the revision ran (this
-    revision then rolls back); offline, check that the version moved before committing."""
-    script = current_run().script
+    revision then rolls back), and refuse a stamp onto a database without the legacy
+    tables (the stamp's transaction rolls back); offline, check that the version moved
+    before committing (the script's start check verifies the legacy tables)."""
+    run = current_run()
+    script = run.script
     if script is None:
         stop_if_interrupted()
+        if step.is_stamp and step.up_revision_ids:
+            check_stamp_target(ctx.connection, Tables(run.legacy_schema))
         return
     script.revision_applied(set(heads))

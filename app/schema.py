@@ -206,3 +206,32 @@ def security_warnings(connection: Connection, t: Tables) -> list[str]:
             "FROM PUBLIC"
         )
     return warnings
+
+
+def check_stamp_target(connection: Connection, t: Tables) -> None:
+    """Before ``alembic stamp`` records a revision: the legacy tables it stands for are
+    there, each with the legacy columns (an empty database, or one with an unrelated
+    ``group_members``, is refused: stamping it would let every later revision run on
+    tables that are not the legacy ones)."""
+    names = list(REQUIRED_COLUMNS)
+    rows = {
+        row.name: row
+        for row in connection.execute(
+            text(TABLES_SQL), {"names": names, "qualified": [getattr(t, n) for n in names]}
+        )
+    }
+    missing = [n for n in names if not rows[n].present]
+    if missing:
+        raise SchemaError(
+            f"stamp refused: the legacy tables revision 0001 stands for are not in schema "
+            f"{t.schema}: {', '.join(missing)} missing; nothing was stamped (on an empty "
+            "database, alembic upgrade head creates them; elsewhere name their schema with "
+            "-x legacy_schema=NAME)"
+        )
+    for table, columns in REQUIRED_COLUMNS.items():
+        lacking = [c for c in columns if c not in rows[table].columns]
+        if lacking:
+            raise SchemaError(
+                f"stamp refused: table {getattr(t, table)} is not the legacy one: it lacks "
+                f"column(s) {', '.join(lacking)}; nothing was stamped"
+            )

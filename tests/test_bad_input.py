@@ -554,3 +554,43 @@ def test_an_unstamped_legacy_database_is_told_to_stamp(database_url, story):
     assert snapshot(story) == before
     assert alembic(database_url, "stamp", "0001").returncode == 0
     assert alembic(database_url, "upgrade", "head").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        (
+            [],
+            "the legacy tables revision 0001 stands for are not in schema public: schools, "
+            "users, courses, groups, group_members, course_enrollments missing",
+        ),
+        (
+            ["CREATE TABLE group_members (id serial PRIMARY KEY, team text, person text)"],
+            "schools, users, courses, groups, course_enrollments missing",
+        ),
+    ],
+    ids=["empty", "unrelated group_members"],
+)
+def test_stamp_refuses_a_database_without_the_legacy_tables(database_url, engine, setup, expected):
+    with engine.begin() as conn:
+        for statement in setup:
+            conn.execute(text(statement))
+    line = alembic_failure(alembic(database_url, "stamp", "0001"))
+    assert "stamp refused: " in line and expected in line and "nothing was stamped" in line
+    with engine.connect() as conn:
+        stamped = conn.execute(text("SELECT to_regclass('alembic_version') IS NOT NULL")).scalar()
+        if stamped:
+            assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 0
+
+
+def test_stamp_refuses_legacy_named_tables_of_another_shape(database_url, story):
+    # All six names are there, but group_members is another table.
+    with story.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
+        conn.execute(text("ALTER TABLE group_members DROP COLUMN active"))
+    line = alembic_failure(alembic(database_url, "stamp", "0001"))
+    assert (
+        'stamp refused: table "public".group_members is not the legacy one: it lacks column(s) '
+        "active; nothing was stamped" in line
+    )
+    assert alembic(database_url, "current").stdout.strip() == ""
