@@ -239,8 +239,10 @@ def test_role_layout_runs_as_written(pg_server, database_url, engine):
 
 
 def test_the_readme_deploy_runs_as_written_and_is_undone(pg_server, database_url, engine, tmp_path):
-    """The README's deploy block, line by line on a legacy database (its export aside),
-    then alembic downgrade 0003: course_enrollments is exactly as before."""
+    """The README's deploy block, line by line on a legacy database (the test's own
+    DATABASE_URL for the placeholder; every other export as written, from a directory
+    that holds no alembic.ini), then alembic downgrade 0003: course_enrollments is exactly
+    as before."""
     from tests.helpers import enrollments_rows
 
     block = re.search(r"<!-- deploy -->\n```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
@@ -252,12 +254,21 @@ def test_the_readme_deploy_runs_as_written_and_is_undone(pg_server, database_url
         conn.commit()
     before = enrollments_rows(engine)
     env = dict(os.environ)
-    env.update(DATABASE_URL=libpq_url(database_url), ALEMBIC_CONFIG=str(ROOT / "alembic.ini"))
+    env.pop("ALEMBIC_CONFIG", None)
+    env.update(DATABASE_URL=libpq_url(database_url))
     env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
     ran = []
     for line in block.group(1).strip().splitlines():
         command = line.partition("#")[0].strip()
+        if command.startswith("export DATABASE_URL="):
+            continue
         if command.startswith("export "):
+            name = command.removeprefix("export ").partition("=")[0]
+            value = subprocess.run(
+                ["bash", "-c", f'{command}; printf %s "${name}"'],
+                cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            env[name] = value
             continue
         proc = subprocess.run(
             ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True

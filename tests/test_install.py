@@ -5,6 +5,7 @@ checkout (docs/commands.md, "Installing")."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,9 +18,20 @@ from tests.helpers import HEAD, ROOT, VENV_BIN, libpq_url
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    # Built from a copy: setuptools builds in the source's build/, which two test workers
+    # building at once would share.
+    source = tmp_path_factory.mktemp("source") / "checkout"
+    shutil.copytree(
+        ROOT,
+        source,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".venv*", ".git", "build", "*.egg-info", "__pycache__", ".*_cache", ".pgdata", "out"
+        ),
+    )
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)],
         check=True,
         capture_output=True,
     )
@@ -85,6 +97,12 @@ def test_the_installed_package_deploys_from_any_directory(site, database_url, en
     assert where.returncode == 0, where.stderr
     config = where.stdout.strip()
     assert Path(config) == site / "enrollments_phase1" / "alembic.ini"
+
+    # Without ALEMBIC_CONFIG (or -c), Alembic finds no configuration there: its own message,
+    # as docs/commands.md quotes it.
+    lost = installed(site, database_url, ["alembic", "current"], elsewhere)
+    assert lost.returncode != 0
+    assert "FAILED: No 'script_location' key found in configuration." in lost.stdout + lost.stderr
 
     upgraded = installed(
         site, database_url, ["alembic", "upgrade", "head"], elsewhere, ALEMBIC_CONFIG=config
