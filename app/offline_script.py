@@ -6,8 +6,9 @@ So the script checks where the database stands before it changes anything
 enrollments lock and a check on ``alembic_version`` (:func:`version_guard_sql`), runs what
 must run outside a transaction only inside psql's ``\\if`` on the same check
 (:meth:`OfflineScript.autocommit_guard`), and checks after each revision that the version
-moved (:func:`moved_check_sql`). Run without ``ON_ERROR_STOP``, a step past a failed one
-then changes nothing.
+moved (:func:`moved_check_sql`). Before each step it asks psql whether a statement failed so
+far, and if one did, stops psql (:data:`STOP_IF_FAILED`): run without ``ON_ERROR_STOP``,
+nothing after a failed step runs.
 
 :class:`OfflineScript` is one script being written: where it starts and where it stands at
 each point, given explicitly by the environment (``migrations/env.py``) that makes it.
@@ -137,9 +138,22 @@ $where$"""
 
 
 STOP_ON_ERROR = """\\set ON_ERROR_STOP on
+\\set enrollments_failed false
 -- psql stops at the first error, however it was started (the checks below rely on it).
 -- Every transaction below starts with the run's settings (SET LOCAL: nothing is left on
 -- the connection) and takes the enrollments lock for itself."""
+
+# Before each step (every transaction, every statement outside one): psql run without
+# ON_ERROR_STOP goes on after a failed statement, so the script asks psql whether any
+# statement of this session failed so far (LAST_ERROR_SQLSTATE), and then stops psql
+# itself (exit 3) before the step changes anything.
+STOP_IF_FAILED = """-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\\gset
+\\if :enrollments_failed
+\\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\\endif"""
 
 
 @dataclass
@@ -156,6 +170,18 @@ class OfflineScript:
     again: str
     expected: str | None
     in_autocommit: bool = field(default=False)
+    # What the script has made as this version makes it, unconditionally, at a point before
+    # the one being written ("bookkeeping", "sync trigger"): the steps after it that only
+    # repair what an older release left (1.0.0's missing trigger, 1.1.0's and 1.2.0's
+    # functions) write nothing, since they cannot find anything to repair.
+    installed: set[str] = field(default_factory=set)
+    in_transaction: bool = field(default=False)  # inside a BEGIN of its own, in autocommit
+
+    def step_starts(self) -> None:
+        """Before a statement that runs outside any transaction: the stop if one before it
+        failed (in a transaction, its ``BEGIN`` came with that check)."""
+        if self.in_autocommit and not self.in_transaction:
+            self.impl.static_output(STOP_IF_FAILED)
 
     @classmethod
     def start(
@@ -188,6 +214,7 @@ class OfflineScript:
         emit_begin = impl.emit_begin
 
         def begin_with_prelude() -> None:
+            impl.static_output(STOP_IF_FAILED)
             emit_begin()
             for statement in script.transaction_prelude():
                 impl.static_output(statement + ";")

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0002; digest 280f4f0bd25f.
+-- Pinned offline SQL of revision 0002; digest 38a170b352c5.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -10,6 +10,13 @@
 
 COMMIT;
 
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
 -- Only where the database stands at 0001: a step before this one failed otherwise.
 \unset enrollments_on_track
 SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0001' AS enrollments_on_track
@@ -27,6 +34,14 @@ JOIN pg_catalog.pg_namespace AS n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
 WHERE i.indexrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('"public".ix_course_enrollment_course_active') AND NOT i.indisvalid
 \gexec
 
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
+
 -- Build ix_course_enrollment_course_active without blocking writes to course_enrollments. The build waits for every
 -- older transaction, blocking nobody meanwhile; it runs with the server's
 -- lock_timeout (0 unless the role or the database sets one).
@@ -34,6 +49,14 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_course_enrollment_course_active ON "p
 
 \else
 \echo 'skipped: the database is not where this step expects (a step before it failed)'
+\endif
+
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
 
 BEGIN;
@@ -98,6 +121,13 @@ $valid$;
 
 COMMIT;
 
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
 -- Only where the database stands at 0002: a step before this one failed otherwise.
 \unset enrollments_on_track
 SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0002' AS enrollments_on_track
@@ -105,10 +135,26 @@ FROM "public".alembic_version
 \gset
 \if :enrollments_on_track
 
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
+
 DROP INDEX CONCURRENTLY IF EXISTS "public".ix_course_enrollment_course_active;
 
 \else
 \echo 'skipped: the database is not where this step expects (a step before it failed)'
+\endif
+
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
 
 BEGIN;

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0003; digest 3ec3ee013059.
+-- Pinned offline SQL of revision 0003; digest 64d70b1eecad.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -86,12 +86,27 @@ REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq,
 
 COMMIT;
 
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
 -- Only where the database stands at 0003: a step before this one failed otherwise.
 \unset enrollments_on_track
 SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0003' AS enrollments_on_track
 FROM "public".alembic_version
 \gset
 \if :enrollments_on_track
+
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
 
 BEGIN;
 
@@ -224,6 +239,14 @@ $ensure$;
 
 COMMIT;
 
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
+
 BEGIN;
 
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -292,6 +315,14 @@ END
 $moved$;
 
 COMMIT;
+
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
 
 BEGIN;
 
@@ -520,6 +551,14 @@ REVOKE ALL ON FUNCTION "public".course_enrollments_undo_batch(text, bigint, inte
 
 COMMIT;
 
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
+
 -- backfill undo (downgrade of 0003): restore what the backfill changed, where it is still as the backfill left it,
 -- keeping what other tables reference and what the application made its own.
 DO $undo$
@@ -558,7 +597,10 @@ BEGIN
                     OR unique_violation THEN
                     attempt := attempt + 1;
                     IF clock_timestamp() - started > interval '600 s' THEN
-                        RAISE;
+                        RAISE EXCEPTION USING ERRCODE = SQLSTATE,
+                            MESSAGE = format('backfill undo (downgrade of 0003): gave up after %s attempts over %s (lock_patience 10min): %s',
+                                attempt, date_trunc('second', clock_timestamp() - started), SQLERRM),
+                            HINT = 'run it again when the lock is free: it goes on from where it stopped';
                     END IF;
                     RAISE WARNING 'backfill undo (downgrade of 0003): a batch failed (%), rolled back; retrying (attempt %)', SQLERRM, attempt;
                     PERFORM pg_sleep(least(5.0, random() * 0.1 * 2 ^ least(attempt, 6)));
@@ -600,6 +642,14 @@ $undo$;
 
 \else
 \echo 'skipped: the database is not where this step expects (a step before it failed)'
+\endif
+
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
 
 BEGIN;

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0005; digest 35ff7874a29c.
+-- Pinned offline SQL of revision 0005; digest 9702b548519d.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -10,12 +10,27 @@
 
 COMMIT;
 
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
 -- Only where the database stands at 0004: a step before this one failed otherwise.
 \unset enrollments_on_track
 SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0004' AS enrollments_on_track
 FROM "public".alembic_version
 \gset
 \if :enrollments_on_track
+
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
 
 BEGIN;
 
@@ -150,6 +165,14 @@ COMMIT;
 
 \unset enrollments_sync_missing
 
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
+
 BEGIN;
 
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -209,6 +232,14 @@ SELECT NOT (EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = p
 COMMIT;
 
 \if :enrollments_sync_missing
+
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
 
 BEGIN;
 
@@ -337,6 +368,14 @@ END
 $ddl$;
 
 COMMIT;
+
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
 
 BEGIN;
 
@@ -795,6 +834,14 @@ REVOKE ALL ON FUNCTION "public".course_enrollments_sync_apply() FROM PUBLIC;
 
 COMMIT;
 
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
+
 BEGIN;
 
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -897,6 +944,14 @@ END
 $ddl$;
 
 COMMIT;
+
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
 
 BEGIN;
 
@@ -1034,6 +1089,14 @@ $ddl$;
 
 COMMIT;
 
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
+
 BEGIN;
 
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -1100,6 +1163,14 @@ END
 $strays$;
 
 COMMIT;
+
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
 
 -- The backfill: candidates once per pass, then one batch per transaction.
 DO $backfill$
@@ -1375,7 +1446,10 @@ BEGIN
                     OR unique_violation THEN
                     attempt := attempt + 1;
                     IF clock_timestamp() - started > interval '600 s' THEN
-                        RAISE;
+                        RAISE EXCEPTION USING ERRCODE = SQLSTATE,
+                            MESSAGE = format('backfill 0005: gave up after %s attempts over %s (lock_patience 10min): %s',
+                                attempt, date_trunc('second', clock_timestamp() - started), SQLERRM),
+                            HINT = 'run it again when the lock is free: it goes on from where it stopped';
                     END IF;
                     RAISE WARNING 'backfill 0005: a batch failed (%), rolled back; retrying (attempt %)', SQLERRM, attempt;
                     PERFORM pg_sleep(least(5.0, random() * 0.1 * 2 ^ least(attempt, 6)));
@@ -1420,6 +1494,14 @@ $backfill$;
 
 \else
 \echo 'skipped: the database is not where this step expects (a step before it failed)'
+\endif
+
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
 
 BEGIN;

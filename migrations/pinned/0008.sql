@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0008; digest 61b262ad1107.
+-- Pinned offline SQL of revision 0008; digest 0b4283f83355.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -10,12 +10,27 @@
 
 COMMIT;
 
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
 -- Only where the database stands at 0007: a step before this one failed otherwise.
 \unset enrollments_on_track
 SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0007' AS enrollments_on_track
 FROM "public".alembic_version
 \gset
 \if :enrollments_on_track
+
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
 
 BEGIN;
 
@@ -148,6 +163,14 @@ $ensure$;
 
 COMMIT;
 
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
+
 BEGIN;
 
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -275,6 +298,14 @@ END
 $ddl$;
 
 COMMIT;
+
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
 
 BEGIN;
 
@@ -733,6 +764,14 @@ REVOKE ALL ON FUNCTION "public".course_enrollments_sync_apply() FROM PUBLIC;
 
 COMMIT;
 
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
+
 BEGIN;
 
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -835,6 +874,14 @@ END
 $ddl$;
 
 COMMIT;
+
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
 
 BEGIN;
 
@@ -972,6 +1019,14 @@ $ddl$;
 
 COMMIT;
 
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
+\endif
+
 BEGIN;
 
 SET LOCAL search_path = pg_catalog, pg_temp;
@@ -1041,6 +1096,14 @@ COMMIT;
 
 \else
 \echo 'skipped: the database is not where this step expects (a step before it failed)'
+\endif
+
+-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
+SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
+\gset
+\if :enrollments_failed
+\set ON_ERROR_STOP on
+DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
 
 BEGIN;

@@ -371,7 +371,10 @@ def retry_sql(settings: MigrationSettings, what: str) -> str:
                 OR unique_violation THEN
                 attempt := attempt + 1;
                 IF clock_timestamp() - started > interval '{patience:g} s' THEN
-                    RAISE;
+                    RAISE EXCEPTION USING ERRCODE = SQLSTATE,
+                        MESSAGE = format('{what}: gave up after %s attempts over %s (lock_patience {settings.lock_patience}): %s',
+                            attempt, date_trunc('second', clock_timestamp() - started), SQLERRM),
+                        HINT = 'run it again when the lock is free: it goes on from where it stopped';
                 END IF;
                 RAISE WARNING '{what}: a batch failed (%), rolled back; retrying (attempt %)', SQLERRM, attempt;
                 PERFORM pg_sleep(least(5.0, random() * {ScriptBatches.backoff_seconds} * 2 ^ least(attempt, 6)));

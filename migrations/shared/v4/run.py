@@ -58,10 +58,15 @@ def in_transaction(connection: Connection | None, isolation: str | None = None) 
             yield
             return
         impl = op.get_context().impl
+        script.step_starts()
         impl.static_output(begin + ";")
         for statement in script.transaction_prelude():
             impl.static_output(statement + ";")
-        yield
+        script.in_transaction = True
+        try:
+            yield
+        finally:
+            script.in_transaction = False
         impl.emit_commit()
         return
     if isolation and connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
@@ -88,9 +93,16 @@ def execute_sql(connection: Connection, sql: str) -> int:
 def run_sql(sql: str) -> int | None:
     """Execute literal SQL: written to the script offline, run (rowcount back) online."""
     if is_offline():
+        _offline_step_starts()
         op.execute(sql)
         return None
     return execute_sql(op.get_bind(), sql)
+
+
+def _offline_step_starts() -> None:
+    script = current_run().script
+    if script is not None:
+        script.step_starts()
 
 
 def write_raw(text: str) -> None:
@@ -160,6 +172,7 @@ def execute_block(
 ) -> None:
     """A DO block in the transaction the caller holds (see :func:`run_block`)."""
     if connection is None:
+        _offline_step_starts()
         op.execute(sql)
         return
     raw = connection.connection.dbapi_connection

@@ -7,7 +7,7 @@ import logging
 
 from alembic import op
 
-from enrollments_phase1.migration_env import MigrationSettings
+from enrollments_phase1.migration_env import MigrationSettings, current_run
 from enrollments_phase1.migrations.shared.v4 import backfill, bookkeeping, sync, undo
 from enrollments_phase1.migrations.shared.v4.definition import Tables
 from enrollments_phase1.migrations.shared.v4.gate import gate_in_revision
@@ -77,14 +77,32 @@ def _verify_kept(revision: str, t: Tables) -> None:
     )
 
 
+def _made_earlier_in_this_script(what: str) -> bool:
+    """Offline: whether the script made ``what`` as this version makes it, unconditionally,
+    before this point (see ``OfflineScript.installed``). Online: never (the database says)."""
+    script = current_run().script
+    return script is not None and what in script.installed
+
+
+def _made_in_this_script(what: str) -> None:
+    script = current_run().script
+    if script is not None:
+        script.installed.add(what)
+
+
 def create_bookkeeping() -> None:
     """Revision 0003: the record of changes and the runs table."""
     for statement in bookkeeping.create_sql(tables()):
         run_sql(statement)
+    _made_in_this_script("bookkeeping")
 
 
 def _ensure_bookkeeping(connection, t: Tables) -> None:
-    """The bookkeeping a 1.0.0 migration left out, in a transaction of its own."""
+    """The bookkeeping a 1.0.0 migration left out, in a transaction of its own (not in a
+    script that made it already)."""
+    if connection is None and _made_earlier_in_this_script("bookkeeping"):
+        return
+    _made_in_this_script("bookkeeping")
     with in_transaction(connection):
         for statement in bookkeeping.ensure_sql(t):
             execute_block(connection, statement)
@@ -116,6 +134,7 @@ def backfill_revision(revision: str) -> None:
     with outside_transaction() as connection:
         _ensure_bookkeeping(connection, t)
         sync.install(connection, t, settings)
+        _made_in_this_script("sync trigger")
         _backfill(connection, t, revision, settings)
     _verify_kept(revision, t)
 
@@ -173,6 +192,11 @@ def keep_coverage(revision: str, gate: str) -> None:
     the transaction that records the revision.
     """
     settings, t = MigrationSettings.current(), tables()
+    if _made_earlier_in_this_script("sync trigger"):  # this script's 0004 installed it
+        _verify_kept(revision, t)
+        if gate == "always":
+            gate_in_revision(revision, settings.coverage_gate, t)
+        return
     repaired = False
     with outside_transaction() as connection:
         _ensure_bookkeeping(connection, t)
@@ -223,9 +247,10 @@ def reinstall_sync_trigger(revision: str, done: str) -> None:
     granting nothing to PUBLIC. Where they are installed already, nothing changes; the
     legacy tables are locked only where a trigger on them must be re-created."""
     settings, t = MigrationSettings.current(), tables()
-    with outside_transaction() as connection:
-        _ensure_bookkeeping(connection, t)
-        sync.install(connection, t, settings)
+    if not _made_earlier_in_this_script("sync trigger"):  # else this script's 0004 did
+        with outside_transaction() as connection:
+            _ensure_bookkeeping(connection, t)
+            sync.install(connection, t, settings)
     _verify_in_revision(
         f"revision {revision}",
         "every sync trigger of this version is installed",
