@@ -216,6 +216,7 @@ class BackfillResult:
     seconds: float
     after: CoverageReport
     longest_batch_seconds: float = 0.0
+    sync_trigger: bool | None = None  # after a committed run: whether one keeps coverage
 
     def as_json(self) -> dict[str, object]:
         data: dict[str, object] = {

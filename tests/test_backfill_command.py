@@ -156,3 +156,35 @@ def test_a_recorded_run_reports_its_longest_batch_and_a_covered_database_costs_o
     assert (code, json.loads(out)["batches"]) == (0, 0)
     assert "backfill: pass 1: 0 pairs to create or reactivate" in err  # one statement
     assert "pass 2" not in err
+
+
+def test_a_run_ahead_of_time_says_why_it_ends_below_100(story, db, capsys, monkeypatch):
+    # At 0003 no sync trigger enrolls what the application writes: a membership it commits
+    # after the run's last pass (here: just before the audit that follows it) is a gap
+    # again, and the summary says why and what closes it (1.2.0 ended at 99.99%, silent).
+    from enrollments_phase1 import cli as cli_module
+
+    upgrade(story, "0003")
+    real = cli_module.snapshot_audit
+
+    def the_application_writes_first(session, limit, by=None):
+        with story.begin() as conn:
+            conn.execute(
+                text(
+                    "WITH u AS (INSERT INTO users (school_id, email, name) VALUES"
+                    " (1, 'late@north.example', 'Late Student') RETURNING id)"
+                    " INSERT INTO group_members (school_id, group_id, user_id)"
+                    " SELECT 1, 3, id FROM u"
+                )
+            )
+        return real(session, limit, by)
+
+    monkeypatch.setattr(cli_module, "snapshot_audit", the_application_writes_first)
+    code, out, _ = cli(capsys, "backfill", "--commit", "--database-url", db)
+
+    assert code == 0
+    assert "missing enrollment                        1" in out
+    why = " ".join(out.split("Not 100%:")[1].split())
+    assert why.startswith("1 eligible pair lacks an active enrollment again.")
+    assert "alembic upgrade head installs it (revision 0004)" in why
+    assert all(len(line) <= 78 for line in out.splitlines())

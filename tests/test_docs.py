@@ -39,6 +39,22 @@ def test_every_option_is_documented():
             assert f"## `enrollments {command}`" in commands
 
 
+def test_every_synopsis_names_every_option():
+    """Each command's synopsis (the first code block of its section) names each of its
+    options but -h and -v (1.2.0's backfill synopsis lacked --lock-patience and
+    --unrecorded)."""
+    commands = (DOCS / "commands.md").read_text()
+    for command, options in cli_options().items():
+        if command == "enrollments":
+            continue
+        section = _section(commands, f"## `enrollments {command}`")
+        synopsis = re.search(r"```\n(enrollments .*?)```", section, re.S)
+        assert synopsis, command
+        named = set(re.findall(r"--[a-z-]+", synopsis.group(1)))
+        wanted = {o for o in options if o.startswith("--") and o not in ("--help", "--verbose")}
+        assert wanted - named == set(), command
+
+
 def _section(text: str, heading: str) -> str:
     start = text.index(heading)
     end = text.find("\n## ", start + len(heading))

@@ -87,6 +87,9 @@ def test_the_writers_leave_nothing_on_pooled_connections(pg_server, poolers, dat
         assert "connected through a connection pooler" in first.stderr
         command = enrollments(pooled, "backfill", "--commit", "--batch-size", "2")
         assert command.returncode == 0, command.stderr
+        assert "connected through a connection pooler" in command.stderr
+        for read_only in (enrollments(pooled, "audit"), alembic(pooled, "current")):
+            assert "connection pooler" not in read_only.stdout + read_only.stderr
         script = alembic(None, "upgrade", "0003:head", "--sql").stdout
         applied = psql(pg_server, pooled, script)
         assert applied.returncode == 0, applied.stderr
