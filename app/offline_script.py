@@ -138,19 +138,20 @@ $where$"""
 
 
 STOP_ON_ERROR = """\\set ON_ERROR_STOP on
-\\set enrollments_failed false
 -- psql stops at the first error, however it was started (the checks below rely on it).
 -- Every transaction below starts with the run's settings (SET LOCAL: nothing is left on
 -- the connection) and takes the enrollments lock for itself."""
 
 # Before each step (every transaction, every statement outside one): psql run without
 # ON_ERROR_STOP goes on after a failed statement, so the script asks psql whether any
-# statement of this session failed so far (LAST_ERROR_SQLSTATE), and then stops psql
-# itself (exit 3) before the step changes anything.
+# statement of this session failed so far, and then stops psql itself (exit 3) before the
+# step changes anything. psql alone answers (no query): the variable named after
+# LAST_ERROR_SQLSTATE exists as enrollments_ok_00000 only while no statement has failed.
 STOP_IF_FAILED = """-- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\\gset
-\\if :enrollments_failed
+\\unset enrollments_ok_00000
+\\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\\if :{?enrollments_ok_00000}
+\\else
 \\set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \\endif"""

@@ -123,7 +123,5 @@ def test_offline_script_keeps_sql_as_written():
         r"(?<![:\w]):[A-Za-z_]\w*",
         script.replace("::", "")
         .replace(":enrollments_sync_missing", "")
-        .replace(":enrollments_on_track", "")
-        .replace(":enrollments_failed", "")
-        .replace(":'LAST_ERROR_SQLSTATE'", ""),
+        .replace(":enrollments_on_track", ""),
     )

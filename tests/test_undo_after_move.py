@@ -11,6 +11,7 @@ unclaimed. ``VACUUM FULL`` keeps ``xmin``: no move, the undo is exact as ever.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -44,13 +45,27 @@ def deployed(pg_server, legacy_template):
         pg_server.drop_database(url)
 
 
+def tool(pg_server, engine, name: str) -> str:
+    """The server's own major version of ``name`` where this machine has it (a newer
+    pg_restore writes settings an older server does not know), else the embedded one."""
+    with engine.connect() as conn:
+        major = conn.execute(text("SHOW server_version_num")).scalar_one()[:-4]
+    own = Path(f"/usr/lib/postgresql/{major}/bin/{name}")
+    return str(own) if own.exists() else pg_server.tool(name)
+
+
 def move(pg_server, url):
     """``url``'s database dumped (``pg_dump -Fc``) and restored into a new one: its URL."""
+    engine = create_engine(url)
+    try:
+        dump_tool, restore_tool = (tool(pg_server, engine, n) for n in ("pg_dump", "pg_restore"))
+    finally:
+        engine.dispose()
     dump = subprocess.run(
-        [pg_server.tool("pg_dump"), "-Fc", "-d", libpq_url(url)], capture_output=True, check=True
+        [dump_tool, "-Fc", "-d", libpq_url(url)], capture_output=True, check=True
     ).stdout
     target = pg_server.create_database()
-    restore = [pg_server.tool("pg_restore"), "--no-owner", "--exit-on-error"]
+    restore = [restore_tool, "--no-owner", "--exit-on-error"]
     subprocess.run([*restore, "-d", libpq_url(target)], input=dump, capture_output=True, check=True)
     return target
 

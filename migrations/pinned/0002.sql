@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0002; digest 38a170b352c5.
+-- Pinned offline SQL of revision 0002; digest bd2fc49ee8cc.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -10,13 +10,6 @@
 
 COMMIT;
 
--- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
-\set ON_ERROR_STOP on
-DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
-\endif
 -- Only where the database stands at 0001: a step before this one failed otherwise.
 \unset enrollments_on_track
 SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0001' AS enrollments_on_track
@@ -35,9 +28,10 @@ WHERE i.indexrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('"public".ix_co
 \gexec
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -52,9 +46,10 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_course_enrollment_course_active ON "p
 \endif
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -121,13 +116,6 @@ $valid$;
 
 COMMIT;
 
--- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
-\set ON_ERROR_STOP on
-DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
-\endif
 -- Only where the database stands at 0002: a step before this one failed otherwise.
 \unset enrollments_on_track
 SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0002' AS enrollments_on_track
@@ -136,9 +124,10 @@ FROM "public".alembic_version
 \if :enrollments_on_track
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -150,9 +139,10 @@ DROP INDEX CONCURRENTLY IF EXISTS "public".ix_course_enrollment_course_active;
 \endif
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0003; digest 64d70b1eecad.
+-- Pinned offline SQL of revision 0003; digest ffdba23748c3.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -86,13 +86,6 @@ REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq,
 
 COMMIT;
 
--- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
-\set ON_ERROR_STOP on
-DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
-\endif
 -- Only where the database stands at 0003: a step before this one failed otherwise.
 \unset enrollments_on_track
 SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0003' AS enrollments_on_track
@@ -101,9 +94,10 @@ FROM "public".alembic_version
 \if :enrollments_on_track
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -240,9 +234,10 @@ $ensure$;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -317,9 +312,10 @@ $moved$;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -552,9 +548,10 @@ REVOKE ALL ON FUNCTION "public".course_enrollments_undo_batch(text, bigint, inte
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -645,9 +642,10 @@ $undo$;
 \endif
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0004; digest ca54f7258a22.
+-- Pinned offline SQL of revision 0004; digest f0cbffaea7be.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -10,13 +10,6 @@
 
 COMMIT;
 
--- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
-\set ON_ERROR_STOP on
-DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
-\endif
 -- Only where the database stands at 0003: a step before this one failed otherwise.
 \unset enrollments_on_track
 SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0003' AS enrollments_on_track
@@ -25,9 +18,10 @@ FROM "public".alembic_version
 \if :enrollments_on_track
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -164,9 +158,10 @@ $ensure$;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -300,9 +295,10 @@ $ddl$;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -765,9 +761,10 @@ REVOKE ALL ON FUNCTION "public".course_enrollments_sync_apply() FROM PUBLIC;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -876,9 +873,10 @@ $ddl$;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -1020,9 +1018,10 @@ $ddl$;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -1095,9 +1094,10 @@ $strays$;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -1425,9 +1425,10 @@ $backfill$;
 \endif
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -1509,13 +1510,6 @@ $verify$;
 
 COMMIT;
 
--- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
-\set ON_ERROR_STOP on
-DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
-\endif
 -- Only where the database stands at 0004: a step before this one failed otherwise.
 \unset enrollments_on_track
 SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0004' AS enrollments_on_track
@@ -1524,9 +1518,10 @@ FROM "public".alembic_version
 \if :enrollments_on_track
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -1663,9 +1658,10 @@ $ensure$;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -1740,9 +1736,10 @@ $moved$;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -1975,9 +1972,10 @@ REVOKE ALL ON FUNCTION "public".course_enrollments_undo_batch(text, bigint, inte
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -2068,9 +2066,10 @@ $undo$;
 \endif
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif

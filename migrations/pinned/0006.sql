@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0006; digest f77ebc95c8e1.
+-- Pinned offline SQL of revision 0006; digest 516039535c51.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -10,13 +10,6 @@
 
 COMMIT;
 
--- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
-\set ON_ERROR_STOP on
-DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
-\endif
 -- Only where the database stands at 0005: a step before this one failed otherwise.
 \unset enrollments_on_track
 SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0005' AS enrollments_on_track
@@ -25,9 +18,10 @@ FROM "public".alembic_version
 \if :enrollments_on_track
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -166,9 +160,10 @@ COMMIT;
 \unset enrollments_sync_missing
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -234,9 +229,10 @@ COMMIT;
 \if :enrollments_sync_missing
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -370,9 +366,10 @@ $ddl$;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -835,9 +832,10 @@ REVOKE ALL ON FUNCTION "public".course_enrollments_sync_apply() FROM PUBLIC;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -946,9 +944,10 @@ $ddl$;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -1090,9 +1089,10 @@ $ddl$;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -1165,9 +1165,10 @@ $strays$;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -1497,9 +1498,10 @@ $backfill$;
 \endif
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0007; digest 899cbad308ec.
+-- Pinned offline SQL of revision 0007; digest ce7e901f0d56.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -10,13 +10,6 @@
 
 COMMIT;
 
--- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
-\set ON_ERROR_STOP on
-DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
-\endif
 -- Only where the database stands at 0006: a step before this one failed otherwise.
 \unset enrollments_on_track
 SELECT coalesce(pg_catalog.string_agg(version_num, ', ' ORDER BY version_num), '') OPERATOR(pg_catalog.=) '0006' AS enrollments_on_track
@@ -25,9 +18,10 @@ FROM "public".alembic_version
 \if :enrollments_on_track
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -164,9 +158,10 @@ $ensure$;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -300,9 +295,10 @@ $ddl$;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -765,9 +761,10 @@ REVOKE ALL ON FUNCTION "public".course_enrollments_sync_apply() FROM PUBLIC;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -876,9 +873,10 @@ $ddl$;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -1020,9 +1018,10 @@ $ddl$;
 COMMIT;
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
@@ -1099,9 +1098,10 @@ COMMIT;
 \endif
 
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
-SELECT :'LAST_ERROR_SQLSTATE' OPERATOR(pg_catalog.<>) '00000' AS enrollments_failed
-\gset
-\if :enrollments_failed
+\unset enrollments_ok_00000
+\set enrollments_ok_:LAST_ERROR_SQLSTATE
+\if :{?enrollments_ok_00000}
+\else
 \set ON_ERROR_STOP on
 DO $stop$ BEGIN RAISE EXCEPTION 'a statement above failed: this script stops here, and nothing after it runs' USING HINT = 'fix what failed (the first ERROR above), then write the script again from where the database stands (alembic current)'; END $stop$;
 \endif
