@@ -245,6 +245,17 @@ def _named(orig: BaseException, detail: str) -> str:
     return f"{detail} ({', '.join(names)})" if names else detail
 
 
+# The lock session is idle in transaction for the whole run, by design (it sets
+# idle_in_transaction_session_timeout = 0 for its transaction): whatever ends such sessions
+# ends the run's lock.
+LOST_LOCK_WHY = (
+    "The lock session stays idle in transaction for the whole run, by design; something that "
+    "ends such sessions ended it: a connection pooler's idle_transaction_timeout (PgBouncer), "
+    "a job or a person running pg_terminate_backend on sessions idle in transaction. Exempt "
+    "this role or database from it (PgBouncer: idle_transaction_timeout = 0)"
+)
+
+
 def translate_db_error(exc: BaseException, advice: Advice = CLI_ADVICE) -> EnrollmentsError:
     """Map an error raised while working to an :class:`EnrollmentsError`, one line.
 
@@ -262,6 +273,10 @@ def translate_db_error(exc: BaseException, advice: Advice = CLI_ADVICE) -> Enrol
         return UserInterruptError(
             "interrupted: the running statement was cancelled on the server and its "
             "transaction rolled back"
+        )
+    if pgcode == "55000" and detail.startswith("lost the enrollments lock"):
+        return RetryableError(
+            f"{detail}. {LOST_LOCK_WHY}; {advice.rerun}: it goes on from where it stopped"
         )
     if pgcode == "55P03":
         return RetryableError(

@@ -119,7 +119,7 @@ def verify_sql(holder_pid: int, what: str) -> str:
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks AS l WHERE {WHERE_LOCK.replace(chr(10), " ")}
                    AND l.pid = {int(holder_pid)}) THEN
-        RAISE EXCEPTION USING ERRCODE = '55P03', MESSAGE = 'lost the enrollments lock: its session (pid {int(holder_pid)}) ended or was cut; nothing more of {what} was written';
+        RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = 'lost the enrollments lock: its session (pid {int(holder_pid)}) was ended while this run held it; nothing more of {what} was written';
     END IF;
 END
 $verify$"""
