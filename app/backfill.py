@@ -38,7 +38,12 @@ from enrollments_phase1.batching import (
     transaction,
 )
 from enrollments_phase1.coverage import ACTIVE_MEMBERSHIP, ELIGIBLE, CoverageReport, indent
-from enrollments_phase1.db import POOLER_NOTE, behind_pooler, set_transaction_prelude
+from enrollments_phase1.db import (
+    POOLER_NOTE,
+    behind_pooler,
+    check_pool_room,
+    set_transaction_prelude,
+)
 from enrollments_phase1.errors import SchemaError
 from enrollments_phase1.names import Tables
 
@@ -257,6 +262,13 @@ def backfill(
     holder = lock.LockSession(connection.engine, "enrollments backfill")
     try:
         pid = holder.acquire(patience=settings.patience_seconds)
+        if pooled:
+            check_pool_room(
+                connection,
+                2,
+                "enrollments backfill",
+                "the enrollments lock's session and the backfill's",
+            )
         set_transaction_prelude(connection, [*prelude, lock.verify_sql(pid, "this backfill")])
         with transaction(connection):
             books = Bookkeeping.of(connection, t)

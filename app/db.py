@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import select
 import signal
+import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import psycopg2
 import psycopg2.extensions
@@ -318,9 +321,34 @@ def translate_db_error(exc: BaseException, advice: Advice = CLI_ADVICE) -> Enrol
 # longer applies: so the callback bounds the connect phase itself (the connection's own
 # connect_timeout, from its DSN, seconds from the first wait), or a server that accepts the
 # connection and never answers would hang every command.
+#
+# Through a connection pooler, a query may wait in the pooler's queue for a server
+# connection: a cancel request never reaches it (the server does not know the query yet).
+# So after Ctrl-C the callback waits CANCEL_GRACE_SECONDS for the server's answer, and a
+# second Ctrl-C or the end of that grace closes the connection instead. The same closing
+# bounds a query run inside answered_within().
 _interrupted = False
 DEFAULT_CONNECT_TIMEOUT = 10.0
+CANCEL_GRACE_SECONDS = 3.0
 CONNECTING = {psycopg2.extensions.STATUS_SETUP, 20}  # 20: psycopg2's "connecting"
+_answer_by: tuple[float, str] | None = None  # (monotonic deadline, the error's message)
+CLOSED_AFTER_CANCEL = (
+    "the server did not answer the cancel request within {seconds:g} s (the query may be "
+    "queued in a connection pooler, waiting for a server connection): the connection was "
+    "closed instead"
+)
+
+
+@contextlib.contextmanager
+def answered_within(seconds: float, message: str) -> Iterator[None]:
+    """Statements run inside must be answered within ``seconds``; else their connection is
+    closed and psycopg2.OperationalError(``message``) raised."""
+    global _answer_by
+    _answer_by = (time.monotonic() + seconds, message)
+    try:
+        yield
+    finally:
+        _answer_by = None
 
 
 def _connect_seconds(conn) -> float:
@@ -343,35 +371,62 @@ def _select(conn, state: int, timeout: float | None) -> bool:
     raise conn.OperationalError(f"bad state from poll: {state}")
 
 
+def _close(conn) -> None:
+    """Close ``conn`` from inside its wait: while a query runs psycopg2 holds the
+    connection's lock (``close()`` would wait for itself), so shut its socket down; libpq
+    then finds it closed."""
+    if conn.status in CONNECTING:
+        conn.close()
+        return
+    with contextlib.suppress(OSError):
+        socket.socket(fileno=os.dup(conn.fileno())).shutdown(socket.SHUT_RDWR)
+
+
 def _wait_cancelling_on_interrupt(conn) -> None:
     global _interrupted
     # psycopg2 calls this once per wait, the whole connect included: the deadline lives
     # here (keyed on nothing that a later connection could reuse).
     deadline = seconds = None
+    cancelled_at: float | None = None
     while True:
         try:
             state = conn.poll()
             if state == psycopg2.extensions.POLL_OK:
                 return
-            timeout = None
+            timeout, why = None, ""
             if conn.status in CONNECTING:
                 seconds = seconds or _connect_seconds(conn)
                 deadline = deadline or time.monotonic() + seconds
                 timeout = max(0.0, deadline - time.monotonic())
-            if not _select(conn, state, timeout):
-                conn.close()
-                raise psycopg2.OperationalError(
-                    f"timeout expired: the server did not answer within "
-                    f"{seconds:g} s of connecting (connect_timeout)"
+                why = (
+                    f"timeout expired: the server did not answer within {seconds:g} s of "
+                    "connecting (connect_timeout)"
                 )
+            grace = cancelled_at and cancelled_at + CANCEL_GRACE_SECONDS
+            for until, message in (
+                (grace, CLOSED_AFTER_CANCEL.format(seconds=CANCEL_GRACE_SECONDS)),
+                _answer_by or (None, ""),
+            ):
+                if until is not None and (timeout is None or until - time.monotonic() < timeout):
+                    timeout = max(0.0, until - time.monotonic())
+                    why = message
+            if not _select(conn, state, timeout):
+                _close(conn)
+                raise psycopg2.OperationalError(why)
         except KeyboardInterrupt:
             _interrupted = True
             if conn.status in CONNECTING:  # nothing runs on the server yet
                 raise
+            if cancelled_at is not None:  # a second Ctrl-C: do not wait any longer
+                _close(conn)
+                raise psycopg2.OperationalError(
+                    "interrupted twice: the connection was closed without waiting"
+                ) from None
             try:
                 conn.cancel()
             except psycopg2.Error:  # not connected yet: nothing runs on the server
                 raise KeyboardInterrupt from None
+            cancelled_at = time.monotonic()
 
 
 def _note_interrupt(signum: int, frame: object) -> None:
@@ -422,6 +477,45 @@ def behind_pooler(connection: Connection) -> bool:
         actual = connection.exec_driver_sql("SELECT pg_catalog.pg_backend_pid()").scalar_one()
         found = connection.info[POOLED] = announced != actual
     return found
+
+
+POOL_PROBE_SECONDS = 5.0
+POOL_PROBE_TIMEOUT = "no server connection answered in time"
+
+
+def check_pool_room(connection: Connection, needed: int, who: str, uses: str) -> None:
+    """Through a pooler, once the lock session holds its server connection: ``needed``
+    server connections answer at once (the lock session's, ``connection``'s and more for
+    the run's watchers), each within POOL_PROBE_SECONDS; else stop before anything starts,
+    naming the pool size to set. With a pool of 1 every query of the run queued behind the
+    lock session for ever (or until PgBouncer's query_wait_timeout, on every re-run)."""
+    held: list[Connection] = []
+    got = 1  # the lock session's
+    try:
+        with answered_within(POOL_PROBE_SECONDS, POOL_PROBE_TIMEOUT):
+            while got < needed:
+                probe = connection if got == 1 else connection.engine.connect()
+                if probe is not connection:
+                    held.append(probe)
+                probe.exec_driver_sql("SELECT 1")  # in a transaction: it keeps its connection
+                got += 1
+    except DBAPIError as exc:
+        if POOL_PROBE_TIMEOUT not in str(exc.orig):
+            raise
+        raise ConfigError(
+            f"{who}: the connection pooler gives this run {got} server connection"
+            f"{'' if got == 1 else 's'} at once (the next one waited {POOL_PROBE_SECONDS:g} s "
+            f"in its queue), and it needs {needed}: {uses}. Set this database's pool to at "
+            f"least {needed} plus what the application holds at once (PgBouncer: "
+            "default_pool_size, or pool_size in [databases]), or connect directly; nothing "
+            "was changed"
+        ) from None
+    finally:
+        for probe in held:
+            with contextlib.suppress(Exception):
+                probe.close()
+        with contextlib.suppress(Exception):
+            connection.rollback()
 
 
 POOLER_NOTE = (

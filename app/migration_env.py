@@ -37,6 +37,7 @@ from enrollments_phase1.batching import BatchSettings
 from enrollments_phase1.db import (
     POOLER_NOTE,
     behind_pooler,
+    check_pool_room,
     clear_transaction_prelude,
     connect_error,
     duration_seconds,
@@ -340,8 +341,11 @@ def migration_session(connection: Connection, settings: MigrationSettings) -> It
         elif writing:
             if pooled:
                 log.info("%s", POOLER_NOTE)
+                room = _room_needed(connection, Tables(schemas.legacy))  # before the lock
             holder = lock.LockSession(connection.engine, "alembic")
             pid = holder.acquire(report=_report, patience=duration_seconds(settings.lock_patience))
+            if pooled:
+                check_pool_room(connection, *room)
             set_transaction_prelude(
                 connection,
                 [*settings.local_sql(), lock.verify_sql(pid, "this migration")],
@@ -362,6 +366,30 @@ def migration_session(connection: Connection, settings: MigrationSettings) -> It
         clear_transaction_prelude(connection)
         if holder is not None:
             holder.release()
+
+
+INDEX_BUILT_SQL = (
+    "SELECT coalesce((SELECT i.indisvalid FROM pg_catalog.pg_index AS i"
+    " WHERE i.indexrelid = {index}), false)"
+)
+
+
+def _room_needed(connection: Connection, t: Tables) -> tuple[int, str, str]:
+    """Through a pooler, what the run needs at once (see ``check_pool_room``): the lock
+    session, the migration and, while the index may still be built, the watcher that
+    reports what its build waits for. Asked before the lock session holds a connection."""
+    with connection.begin():
+        built = connection.exec_driver_sql(
+            INDEX_BUILT_SQL.format(index=t.regclass("ix_course_enrollment_course_active"))
+        ).scalar_one()
+    if built:
+        return 2, "alembic", "the enrollments lock's session and the migration's"
+    return (
+        3,
+        "alembic",
+        "the enrollments lock's session, the migration's, and one that reports what the "
+        "index build waits for",
+    )
 
 
 # --- offline --------------------------------------------------------------------------

@@ -105,7 +105,13 @@ class Pooler:
 
 
 def start(
-    binary: str, mode: str, upstream_host: str, upstream_port: int, users: list[str]
+    binary: str,
+    mode: str,
+    upstream_host: str,
+    upstream_port: int,
+    users: list[str],
+    pool_size: int = 4,
+    extra: str = "",
 ) -> Pooler:
     directory = Path(tempfile.mkdtemp(prefix=f"pgbouncer-{mode}-"))
     port = free_port()
@@ -121,12 +127,12 @@ unix_socket_dir =
 auth_type = trust
 auth_file = {directory}/users.txt
 pool_mode = {mode}
-default_pool_size = 4
+default_pool_size = {pool_size}
 max_client_conn = 200
 server_reset_query = DISCARD ALL
 ignore_startup_parameters = extra_float_digits,options
 logfile = {directory}/pgbouncer.log
-"""
+{extra}"""
     )
     os.chmod(directory, 0o777)
     for path in directory.iterdir():
@@ -160,12 +166,23 @@ class Poolers:
             self.forwarder.start()
             host, port = "127.0.0.1", self.forwarder.port
         users = [admin_url.username or "postgres"]
+        self.upstream = (binary, host, port, users)
         self.transaction = start(binary, "transaction", host, port, users)
         self.session = start(binary, "session", host, port, users)
         self.statement = start(binary, "statement", host, port, users)
+        self.others: dict[tuple[int, str], Pooler] = {}
+
+    def transaction_pool(self, size: int, extra: str = "") -> Pooler:
+        """A transaction pooler with a pool of ``size`` server connections per database and
+        user (and ``extra`` settings), started on first use."""
+        key = (size, extra)
+        if key not in self.others:
+            binary, host, port, users = self.upstream
+            self.others[key] = start(binary, "transaction", host, port, users, size, extra)
+        return self.others[key]
 
     def stop(self) -> None:
-        for pooler in (self.transaction, self.session, self.statement):
+        for pooler in (self.transaction, self.session, self.statement, *self.others.values()):
             pooler.stop()
         if self.forwarder is not None:
             self.forwarder.stop()

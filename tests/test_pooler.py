@@ -170,3 +170,98 @@ def test_a_statement_mode_pooler_is_refused_at_once(pg_server, poolers, database
     assert psql(pg_server, pooled, script).returncode != 0
     assert snapshot(story) == before
     assert alembic(database_url, "current").stdout.strip() == "0001"
+
+
+def test_a_pool_of_one_is_found_before_anything_starts(poolers, database_url, story):
+    # The lock session holds the only server connection: 1.2.0's every other query queued
+    # in PgBouncer (122 s to query_wait_timeout, on every re-run).
+    from enrollments_phase1.errors import EX_CONFIG
+    from tests.helpers import snapshot
+
+    before = snapshot(story)
+    pooled = poolers.transaction_pool(1).url(database_url)
+    upgraded = alembic(pooled, "upgrade", "head")
+    line = [x for x in (upgraded.stdout + upgraded.stderr).splitlines() if "FAILED" in x]
+    assert upgraded.returncode != 0 and len(line) == 1, upgraded.stdout + upgraded.stderr
+    assert "the connection pooler gives this run 1 server connection at once" in line[0]
+    assert "it needs 3: the enrollments lock's session, the migration's, and one" in line[0]
+    assert "Set this database's pool to at least 3" in line[0]
+    upgrade(story, "0003")
+    backfilled = enrollments(pooled, "backfill", "--commit")
+    assert backfilled.returncode == EX_CONFIG, backfilled.stderr
+    assert "gives this run 1 server connection at once" in backfilled.stderr
+    assert "it needs 2: the enrollments lock's session and the backfill's" in backfilled.stderr
+    assert snapshot(story) == before
+    assert alembic(database_url, "current").stdout.strip() == "0003"
+    assert no_advisory_lock_left(story)
+
+
+def test_a_pool_of_two_builds_no_index_but_backfills(poolers, database_url, story):
+    # Two server connections: the index build's watcher would queue (1.2.0 printed no
+    # waiting report, and the application stalled); the backfill needs only two.
+    pooled = poolers.transaction_pool(2).url(database_url)
+    upgraded = alembic(pooled, "upgrade", "head")
+    assert upgraded.returncode != 0
+    assert "gives this run 2 server connections at once" in upgraded.stdout + upgraded.stderr
+    assert "at least 3" in upgraded.stdout + upgraded.stderr
+    assert alembic(database_url, "current").stdout.strip() == "0001"
+    assert alembic(database_url, "upgrade", "0002").returncode == 0  # the index, directly
+    assert alembic(pooled, "upgrade", "0003").returncode == 0  # built: two are enough
+    backfilled = enrollments(pooled, "backfill", "--commit")
+    assert backfilled.returncode == 0, backfilled.stderr
+    assert alembic(pooled, "upgrade", "head").returncode == 0
+    assert alembic(database_url, "current").stdout.strip() == f"{HEAD} (head)"
+
+
+def test_ctrl_c_ends_a_query_queued_in_the_pooler(poolers, database_url, legacy):
+    # A pool of 2: the lock session holds one server connection, the backfill's batches the
+    # other between their transactions, until the application takes it and keeps it (an
+    # idle transaction). The next batch then queues in PgBouncer, where no cancel request
+    # reaches it: 1.2.0 ignored two Ctrl-C and needed kill -9.
+    import time
+
+    with legacy.begin() as conn:
+        generate(conn, 400)
+    upgrade(legacy, "0003")
+    pool = poolers.transaction_pool(2, "admin_users = postgres")
+    console = psycopg2.connect(libpq_url(pool.url(database_url).set(database="pgbouncer")))
+    console.autocommit = True
+    run = Background(
+        ["enrollments", "backfill", "--commit", "--batch-size", "2"],
+        url_string(pool.url(database_url)),
+    )
+    idle = None
+    try:
+        wait_until(  # a batch has committed; hundreds are left
+            legacy, "SELECT checkpoint > 0 FROM enrollment_backfill_runs ORDER BY id DESC LIMIT 1"
+        )
+        idle = psycopg2.connect(libpq_url(pool.url(database_url)), application_name="idle app")
+        idle.cursor().execute("SELECT 1")  # in a transaction: it keeps its server connection
+        deadline = time.monotonic() + 60
+        while waiting_in_pooler(console, database_url.database) == 0:  # PgBouncer's count
+            assert time.monotonic() < deadline and run.proc.poll() is None
+            time.sleep(0.05)  # a poll interval, not an ordering
+        sent = time.monotonic()
+        run.proc.send_signal(signal.SIGINT)
+        result = run.finish(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if idle is not None:
+            idle.rollback()
+            idle.close()
+        console.close()
+        if run.proc.poll() is None:
+            run.proc.kill()
+    assert result.returncode == EX_INTERRUPTED, result.stdout + result.stderr
+    assert took < 6, took
+    assert no_advisory_lock_left(legacy)
+
+
+def waiting_in_pooler(console, database: str) -> int:
+    """Clients of ``database`` waiting in PgBouncer's queue for a server connection (its
+    admin console's SHOW POOLS): what pg_stat_activity cannot show."""
+    cursor = console.cursor()
+    cursor.execute("SHOW POOLS")
+    names = [d[0] for d in cursor.description]
+    rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return sum(int(r["cl_waiting"]) for r in rows if r["database"] == database)
