@@ -132,5 +132,21 @@ def test_after_a_fresh_deploy_0006_has_nothing_to_do(database_url, generated):
     upgrade(generated, "0005")
     result = alembic(database_url, "upgrade", "head")
     assert result.returncode == 0, result.stderr
-    assert "revision 0006: the sync trigger is installed; coverage is kept" in result.stderr
+    assert (
+        "revision 0006: the sync trigger is installed; coverage is kept (nothing to do: this "
+        "revision repairs databases 1.0.0 left without it)" in result.stderr
+    )
+    for revision in ("0007", "0008"):  # 1.2.0 said "the sync trigger is hardened"
+        assert (
+            f"revision {revision}: the sync trigger is this version's already: nothing changed"
+            in result.stderr
+        )
     assert [r.source for r in runs(generated)] == ["0004"]
+
+
+def test_0004_says_the_sync_trigger_is_installed(database_url, generated):
+    upgrade(generated, "0003")
+    result = alembic(database_url, "upgrade", "0004")
+    assert result.returncode == 0, result.stderr
+    installed = result.stderr.index("revision 0004: the sync trigger is installed: from now on")
+    assert installed < result.stderr.index("backfill 0004: pass 1:")

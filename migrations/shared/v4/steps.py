@@ -135,6 +135,12 @@ def backfill_revision(revision: str) -> None:
         _ensure_bookkeeping(connection, t)
         sync.install(connection, t, settings)
         _made_in_this_script("sync trigger")
+        if connection is not None:
+            log.info(
+                "revision %s: the sync trigger is installed: from now on every membership the "
+                "application commits is enrolled in its own transaction",
+                revision,
+            )
         _backfill(connection, t, revision, settings)
     _verify_kept(revision, t)
 
@@ -235,7 +241,11 @@ def keep_coverage(revision: str, gate: str) -> None:
     elif repaired:
         gate_in_revision(revision, settings.coverage_gate, t)
     else:
-        log.info("revision %s: the sync trigger is installed; coverage is kept", revision)
+        log.info(
+            "revision %s: the sync trigger is installed; coverage is kept (nothing to do: "
+            "this revision repairs databases 1.0.0 left without it)",
+            revision,
+        )
 
 
 def reinstall_sync_trigger(revision: str, done: str) -> None:
@@ -247,8 +257,12 @@ def reinstall_sync_trigger(revision: str, done: str) -> None:
     granting nothing to PUBLIC. Where they are installed already, nothing changes; the
     legacy tables are locked only where a trigger on them must be re-created."""
     settings, t = MigrationSettings.current(), tables()
+    already = False
     if not _made_earlier_in_this_script("sync trigger"):  # else this script's 0004 did
         with outside_transaction() as connection:
+            if connection is not None:
+                with in_transaction(connection):
+                    already = connection.exec_driver_sql(sync.installed_sql(t)).scalar_one()
             _ensure_bookkeeping(connection, t)
             sync.install(connection, t, settings)
     _verify_in_revision(
@@ -257,7 +271,14 @@ def reinstall_sync_trigger(revision: str, done: str) -> None:
         sync.installed_sql(t),
         "the sync triggers are not all installed",
     )
-    log.info("revision %s: %s", revision, done)
+    if already:
+        log.info(
+            "revision %s: the sync trigger is this version's already: nothing changed (this "
+            "revision brings it to databases an older release migrated)",
+            revision,
+        )
+    else:
+        log.info("revision %s: %s", revision, done)
 
 
 def harden_sync_trigger(revision: str) -> None:
