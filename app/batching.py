@@ -279,6 +279,17 @@ def backoff(settings: BatchSettings, attempt: int) -> float:
 
 
 # --- progress ----------------------------------------------------------------------------
+_latest: Progress | None = None  # the run's latest progress, for the words after Ctrl-C
+
+
+def progress_so_far() -> str:
+    """Where the latest progress of this run stood ("backfill: 1,200/5,000 pairs done"), or
+    "" when none was shown: what Ctrl-C's message says of how far the run got."""
+    if _latest is None:
+        return ""
+    return f"{_latest.what}: {_latest.done:,}/{_latest.total:,} {_latest.unit} done"
+
+
 class Progress:
     """done/total, rate and ETA: a progress line on a terminal
     (:mod:`enrollments_phase1.terminal`), a timestamped log line every few seconds
@@ -298,6 +309,8 @@ class Progress:
         self.started = time.monotonic()
         self.last_log = self.started
         self.screen: ProgressLine | None = None
+        global _latest
+        _latest = self
         if is_terminal(self.stream):
             self.screen = ProgressLine(what, unit, self.stream)
             self._show(force=True)

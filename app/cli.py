@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from enrollments_phase1 import __version__
 from enrollments_phase1.backfill import BackfillResult, backfill
-from enrollments_phase1.batching import BatchSettings
+from enrollments_phase1.batching import BatchSettings, progress_so_far
 from enrollments_phase1.coverage import (
     BREAKDOWNS,
     DEFAULT_SAMPLE_LIMIT,
@@ -543,6 +543,19 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _how_far(args: argparse.Namespace) -> str:
+    """After Ctrl-C in a committing backfill: how far it got, and what a re-run does."""
+    if args.command != "backfill" or not getattr(args, "commit", False):
+        return ""
+    so_far = progress_so_far()
+    again = (
+        "run it again: below revision 0003 nothing is recorded, so it starts over"
+        if args.unrecorded
+        else "run it again: it goes on from its last committed batch"
+    )
+    return f" ({so_far}); {again}" if so_far else f"; {again}"
+
+
 def _failed(command: str, err: EnrollmentsError, cause: BaseException) -> int:
     """The one error line. An error nobody foresaw (exit 70, a bug) says to run with ``-v``,
     which then logs where it came from (the traceback) before the line."""
@@ -572,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except UserInterruptError as exc:  # Ctrl-C while the server ran a statement
         interrupted_line()
-        print(f"enrollments {args.command}: {exc}", file=sys.stderr)
+        print(f"enrollments {args.command}: {exc}{_how_far(args)}", file=sys.stderr)
         return exc.exit_code
     except EnrollmentsError as exc:
         return _failed(args.command, exc, exc)
@@ -580,14 +593,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         err = translate_db_error(exc)
         if isinstance(err, UserInterruptError):
             interrupted_line()
-            print(f"enrollments {args.command}: {err}", file=sys.stderr)
+            print(f"enrollments {args.command}: {err}{_how_far(args)}", file=sys.stderr)
             return err.exit_code
         return _failed(args.command, err, exc)
     except KeyboardInterrupt:
         interrupted_line()
         print(
             f"enrollments {args.command}: interrupted: nothing more was written; the open "
-            "transaction was rolled back",
+            f"transaction was rolled back{_how_far(args)}",
             file=sys.stderr,
         )
         return EX_INTERRUPTED

@@ -69,6 +69,9 @@ def test_enrollments_backfill(database_url, story, batch):
     lines = [line for line in result.stderr.splitlines() if "error" in line or "interrupt" in line]
     assert len(lines) == 1, result.stderr
     assert "interrupted: the running statement was cancelled on the server" in lines[0]
+    assert lines[0].endswith(
+        "run it again: below revision 0003 nothing is recorded, so it starts over"
+    )
     assert "Traceback" not in result.stderr
     assert left == []
     if not batch:

@@ -167,6 +167,14 @@ def test_the_backfill_on_a_terminal_then_ctrl_c(database_url, at_0003_with_data,
     message = [i for i, line in enumerate(after) if line.startswith("enrollments backfill:")]
     assert len(message) == 1, "\n".join(after)
     assert after[message[0]].startswith("enrollments backfill: interrupted: ")
+    # ... and says how far the run got and what a re-run does (1.2.0 said neither).
+    said = [line for line in logged if line.startswith("enrollments backfill: interrupted")]
+    assert len(said) == 1
+    assert re.search(
+        r"\(backfill: pass 1: [\d,]+/[\d,]+ pairs done\); run it again: it goes on from its "
+        r"last committed batch$",
+        said[0],
+    ), said[0]
 
 
 def test_the_whole_run_on_a_terminal_ends_on_its_summary(database_url, at_0003_with_data):
