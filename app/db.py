@@ -136,6 +136,20 @@ def _ambiguous(raw: str) -> bool:
     return bool(at) and any(c in userinfo for c in "/?# ")
 
 
+def _what_is_wrong(raw: str) -> str:
+    """Why a URL does not parse, without repeating any of it (it may hold a password)."""
+    scheme, sep, rest = raw.partition("://")
+    if not sep or not scheme:
+        return "expected postgresql://user:password@host:port/database"
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[2]
+    port = authority.rpartition("]")[2] if authority.startswith("[") else authority
+    if ":" in port and not port.partition(":")[2].isdigit():
+        return "the port after the host is not a number (host:5432)"
+    if any(c in rest.rpartition("@")[0] for c in "@:/%#? "):
+        return URL_CHARACTERS
+    return "expected postgresql://user:password@host:port/database"
+
+
 def parse_url(raw: str) -> URL:
     """Parse and check a PostgreSQL URL; ``postgresql://`` and ``postgres://`` mean psycopg2.
 
@@ -144,17 +158,26 @@ def parse_url(raw: str) -> URL:
     raw = raw.strip()
     if raw.startswith("postgres://"):  # libpq's short form; SQLAlchemy does not take it
         raw = "postgresql://" + raw[len("postgres://") :]
+    if BAD_PERCENT.search(raw):  # libpq rejects it too ("invalid percent-encoded token")
+        raise ConfigError(
+            "malformed database URL: a % that does not start a percent-encoded byte; "
+            + URL_CHARACTERS
+        )
+    if _ambiguous(raw):
+        raise ConfigError(f"malformed database URL: {URL_CHARACTERS}")
     try:
-        if BAD_PERCENT.search(raw):  # libpq rejects it too ("invalid percent-encoded token")
-            raise ValueError("a % that does not start a percent-encoded byte")
-        if _ambiguous(raw):
-            raise ValueError("a character that must be percent-encoded")
         url = make_url(raw)
     except (ArgumentError, ValueError):
-        raise ConfigError(f"malformed database URL: {URL_CHARACTERS}") from None
+        raise ConfigError(f"malformed database URL: {_what_is_wrong(raw)}") from None
     if url.get_backend_name() != "postgresql":
         raise ConfigError(
             f"unsupported database URL scheme {url.drivername!r}: expected postgresql://"
+        )
+    timeout = url.query.get("connect_timeout")
+    if timeout is not None and not (isinstance(timeout, str) and timeout.strip().isdigit()):
+        raise ConfigError(
+            "malformed database URL: connect_timeout must be a whole number of seconds"
+            f" (?connect_timeout=10), not {timeout!r}"
         )
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg2")

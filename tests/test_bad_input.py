@@ -36,12 +36,28 @@ def both_commands(url):
 
 
 def test_malformed_url():
-    for name, result in both_commands("postgresql://user@host:notaport/db").items():
+    # Each says what is wrong with it (1.2.0 gave the percent-encoding advice for all).
+    port = "the port after the host is not a number (host:5432)"
+    for name, result in both_commands("postgresql://user@host:54x2/db").items():
         assert result.returncode == EX_CONFIG, name
-        assert "malformed database URL" in one_line(result)
+        assert f"malformed database URL: {port}" in one_line(result)
+        assert "percent-encode" not in one_line(result)
     result = alembic("postgresql://user@host:notaport/db", "upgrade", "head")
     assert result.returncode != 0
-    assert one_line(result).startswith("FAILED: malformed database URL")
+    assert one_line(result).startswith(f"FAILED: malformed database URL: {port}")
+
+
+@pytest.mark.parametrize("value", ["abc", "2.5", "-1"])
+def test_a_connect_timeout_that_is_not_whole_seconds_is_refused(value):
+    url = f"postgresql://user@127.0.0.1:1/db?connect_timeout={value}"
+    expected = (
+        "malformed database URL: connect_timeout must be a whole number of seconds "
+        f"(?connect_timeout=10), not '{value}'"
+    )
+    for name, result in both_commands(url).items():
+        assert result.returncode == EX_CONFIG, name
+        assert expected in one_line(result)
+    assert expected in alembic_failure(alembic(url, "current"))
 
 
 def test_wrong_scheme():
