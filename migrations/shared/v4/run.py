@@ -154,7 +154,10 @@ class _Notices:
         match = NOTICE.match(notice.strip())
         if match:
             level = logging.WARNING if match.group(1) == "WARNING" else logging.INFO
-            log.log(level, "%s", match.group(2).strip())
+            text = match.group(2).strip()
+            if text.endswith("does not exist, skipping"):  # an idempotent DROP ... IF EXISTS
+                level = logging.DEBUG
+            log.log(level, "%s", text)
 
 
 def run_block(
