@@ -211,12 +211,20 @@ def test_holders_are_named_in_this_database_only(pg_server, legacy_template):
     assert "another database" not in result.stdout + result.stderr
 
 
+# A port for each test's cluster: two may run at once on two workers.
+PREPARED_PORTS = {
+    "test_a_prepared_transaction_holding_a_table_is_named_by_its_gid": 55437,
+    "test_a_prepared_transaction_holding_the_enrollments_lock_is_named": 55438,
+}
+
+
 @pytest.fixture
-def prepared_cluster(pg_server):
+def prepared_cluster(pg_server, request):
     """A cluster of the test's own that allows prepared transactions (CI's servers do not),
     holding a database at 0003 with the story."""
     root = workspace()
-    cluster = Cluster(pg_server.bin_dir, root, "prepared", 55437).initdb()
+    port = PREPARED_PORTS[request.node.name]
+    cluster = Cluster(pg_server.bin_dir, root, "prepared", port).initdb()
     cluster.start("max_prepared_transactions=4")
     try:
         admin = create_engine(cluster.url(), isolation_level="AUTOCOMMIT")
