@@ -74,6 +74,14 @@ def test_offline_equals_online_on_legacy_data(pg_server, database_url, engine):
         assert alembic(online, "upgrade", "head").returncode == 0
         applied = psql(pg_server, offline, offline_sql("0001:head"))
         assert applied.returncode == 0, applied.stderr
+        # The backfill says how far it got (after its first batch, then every 5 s), and
+        # the numbers are formatted (1.2.0 printed nothing until the end).
+        assert re.search(
+            r"NOTICE:  backfill 0004: pass 1: [\d,]+ of 5 pairs done \([\d,]+ created, "
+            r"[\d,]+ reactivated so far\)",
+            applied.stderr,
+        ), applied.stderr
+        assert "NOTICE:  backfill 0004: 3 enrollments created, 2 reactivated (" in applied.stderr
 
         everything = "SELECT id, course_id, student_id, active FROM course_enrollments ORDER BY id"
         record = f"{RECORDED_SQL} ORDER BY 1, 2, 3, 4"

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0006; digest 516039535c51.
+-- Pinned offline SQL of revision 0006; digest 0c88b6056c56.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -1193,6 +1193,9 @@ DECLARE
     replay_moved timestamptz := clock_timestamp();
     waited_at timestamptz;
     told boolean := false;
+    pass_number integer;
+    pass_total bigint;
+    reported_at timestamptz;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
@@ -1240,6 +1243,7 @@ BEGIN
     COMMIT;
     lo := run.checkpoint;
     last_pass := run.sync_trigger;
+    pass_number := run.pass_number;
     LOOP
         IF lo IS NULL THEN
             -- A new pass: the candidates, computed once (a read; it writes only its table).
@@ -1295,6 +1299,8 @@ BEGIN
             EXIT WHEN found_pass.candidates = 0;
             lo := 0;
             last_pass := found_pass.sync_trigger;
+            pass_number := found_pass.pass_number;
+            pass_total := found_pass.candidates;
         END IF;
         LOOP
             attempt := 0;
@@ -1465,6 +1471,14 @@ BEGIN
             done_reactivated := done_reactivated + result.reactivated;
             lo := result.last_n;
             COMMIT;
+            -- Progress: after the first batch, then every 5 s.
+            IF reported_at IS NULL OR clock_timestamp() - reported_at >= interval '5 s' THEN
+                RAISE NOTICE 'backfill 0006: pass %: % of % pairs done (% created, % reactivated so far)',
+                    pass_number, to_char(lo, 'FM999,999,999,990'),
+                    coalesce(to_char(pass_total, 'FM999,999,999,990'), 'its'),
+                    to_char(done_created, 'FM999,999,999,990'), to_char(done_reactivated, 'FM999,999,999,990');
+                reported_at := clock_timestamp();
+            END IF;
             -- toward 0.1 s a batch: x0.5 to x1.5 a step, within [100, 200000]
             IF result.pairs = size THEN
                 size := least(200000, greatest(100, (size * least(1.5, greatest(0.5,
@@ -1486,7 +1500,8 @@ BEGIN
             USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
     END IF;
     UPDATE "public".enrollment_backfill_runs SET finished_at = now() WHERE id = run.id;
-    RAISE NOTICE 'backfill 0006: % enrollments created, % reactivated (% batches)', done_created, done_reactivated, done_batches;
+    RAISE NOTICE 'backfill 0006: % enrollments created, % reactivated (% batches)', to_char(done_created, 'FM999,999,999,990'),
+        to_char(done_reactivated, 'FM999,999,999,990'), to_char(done_batches, 'FM999,999,999,990');
     COMMIT;
 END
 $backfill$;

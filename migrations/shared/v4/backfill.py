@@ -97,6 +97,7 @@ class ScriptBatches:
 
 
 RECORD_CHUNK = 10_000  # enrollment ids per record row at most
+REPORT_SECONDS = 5.0  # the script's progress NOTICE, as the online run's log line
 MAX_PASSES = 5  # candidates computed again at most this many times without the trigger
 
 
@@ -496,10 +497,14 @@ DECLARE
     replay_moved timestamptz := clock_timestamp();
     waited_at timestamptz;
     told boolean := false;
+    pass_number integer;
+    pass_total bigint;
+    reported_at timestamptz;
 BEGIN
 {start}
     lo := run.checkpoint;
     last_pass := run.sync_trigger;
+    pass_number := run.pass_number;
     LOOP
         IF lo IS NULL THEN
             -- A new pass: the candidates, computed once (a read; it writes only its table).
@@ -516,6 +521,8 @@ BEGIN
             EXIT WHEN found_pass.candidates = 0;
             lo := 0;
             last_pass := found_pass.sync_trigger;
+            pass_number := found_pass.pass_number;
+            pass_total := found_pass.candidates;
         END IF;
         LOOP
             attempt := 0;
@@ -536,7 +543,15 @@ BEGIN
             done_created := done_created + result.created;
             done_reactivated := done_reactivated + result.reactivated;
             lo := result.last_n;
-            COMMIT;{indent(_adapt(batch, "result.pairs"), "    ")}
+            COMMIT;
+            -- Progress: after the first batch, then every {REPORT_SECONDS:g} s.
+            IF reported_at IS NULL OR clock_timestamp() - reported_at >= interval '{REPORT_SECONDS:g} s' THEN
+                RAISE NOTICE '{what}: pass %: % of % pairs done (% created, % reactivated so far)',
+                    pass_number, to_char(lo, 'FM999,999,999,990'),
+                    coalesce(to_char(pass_total, 'FM999,999,999,990'), 'its'),
+                    to_char(done_created, 'FM999,999,999,990'), to_char(done_reactivated, 'FM999,999,999,990');
+                reported_at := clock_timestamp();
+            END IF;{indent(_adapt(batch, "result.pairs"), "    ")}
         END LOOP;
         -- The sync trigger kept coverage since this pass's candidates: nothing more to find.
         EXIT WHEN last_pass;
@@ -547,7 +562,8 @@ BEGIN
     END IF;
 {transaction_start_sql(settings, what, "    ")}
     {finish_run_sql(t, "run.id")};
-    RAISE NOTICE '{what}: % enrollments created, % reactivated (% batches)', done_created, done_reactivated, done_batches;
+    RAISE NOTICE '{what}: % enrollments created, % reactivated (% batches)', to_char(done_created, 'FM999,999,999,990'),
+        to_char(done_reactivated, 'FM999,999,999,990'), to_char(done_batches, 'FM999,999,999,990');
     COMMIT;
 END
 $backfill$"""
