@@ -360,15 +360,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def sync_trigger_installed(session: Session) -> bool:
     """Whether a sync trigger enrolls what the application writes (revision 0004 on)."""
+    from enrollments_phase1.migrations.shared.v4.sync import keeping_sql
+
     with session.connection.begin():
-        return bool(
-            session.connection.exec_driver_sql(
-                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = "
-                f"{session.tables.regclass('group_members')} "
-                "AND tgname LIKE 'course\\_enrollments\\_sync\\_on\\_%')",
-                execution_options={"no_parameters": True},
-            ).scalar()
-        )
+        return bool(session.connection.exec_driver_sql(keeping_sql(session.tables)).scalar())
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -368,20 +368,17 @@ def migration_session(connection: Connection, settings: MigrationSettings) -> It
             holder.release()
 
 
-INDEX_BUILT_SQL = (
-    "SELECT coalesce((SELECT i.indisvalid FROM pg_catalog.pg_index AS i"
-    " WHERE i.indexrelid = {index}), false)"
-)
-
-
 def _room_needed(connection: Connection, t: Tables) -> tuple[int, str, str]:
     """Through a pooler, what the run needs at once (see ``check_pool_room``): the lock
     session, the migration and, while the index may still be built, the watcher that
     reports what its build waits for. Asked before the lock session holds a connection."""
+    # The helpers' query (imported here: they import this module).
+    from enrollments_phase1.migrations.shared.v4.indexes import validity_sql
+
     with connection.begin():
         built = connection.exec_driver_sql(
-            INDEX_BUILT_SQL.format(index=t.regclass("ix_course_enrollment_course_active"))
-        ).scalar_one()
+            validity_sql(t, "ix_course_enrollment_course_active")
+        ).scalar()
     if built:
         return 2, "alembic", "the enrollments lock's session and the migration's"
     return (

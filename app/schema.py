@@ -7,6 +7,8 @@ table is told so (exit 77), never that the database is "not migrated".
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -38,6 +40,25 @@ FROM unnest(CAST(:names AS text[]), CAST(:qualified AS text[])) AS t(name, quali
 CROSS JOIN LATERAL (SELECT to_regclass(t.qualified) AS oid) AS r"""
 
 
+def _tables(connection: Connection, t: Tables, alembic_version: str | None = None) -> dict:
+    """Each legacy table in ``t``'s schema (and ``alembic_version`` where given): a row of
+    :data:`TABLES_SQL` by name."""
+    names, qualified = list(REQUIRED_COLUMNS), [getattr(t, n) for n in REQUIRED_COLUMNS]
+    if alembic_version is not None:
+        names.append("alembic_version")
+        qualified.append(alembic_version)
+    rows = connection.execute(text(TABLES_SQL), {"names": names, "qualified": qualified})
+    return {row.name: row for row in rows}
+
+
+def _lacking_columns(tables: dict) -> Iterator[tuple[str, list[str]]]:
+    """(table, the required columns it lacks), for each present table that lacks some."""
+    for table, columns in REQUIRED_COLUMNS.items():
+        lacking = [c for c in columns if c not in tables[table].columns]
+        if tables[table].present and lacking:
+            yield table, lacking
+
+
 def check_schema(
     connection: Connection, t: Tables, version: Tables | None = None, writes: bool = False
 ) -> str | None:
@@ -49,12 +70,9 @@ def check_schema(
     production before ``alembic stamp 0001``. A revision this release does not know is not.
     """
     names = [*REQUIRED_COLUMNS, "alembic_version"]
-    qualified = [getattr(t, n) for n in REQUIRED_COLUMNS]
-    qualified.append(version.alembic_version if version else t.alembic_version)
-    tables = {
-        row.name: row
-        for row in connection.execute(text(TABLES_SQL), {"names": names, "qualified": qualified})
-    }
+    tables = _tables(
+        connection, t, alembic_version=version.alembic_version if version else t.alembic_version
+    )
     missing = [t for t in REQUIRED_COLUMNS if not tables[t].present]
     if missing:
         raise SchemaError(
@@ -75,10 +93,8 @@ def check_schema(
                 f"permission denied: role {role} may not write {', '.join(unwritable)} "
                 "(INSERT and UPDATE); use a role that may"
             )
-    for table, columns in REQUIRED_COLUMNS.items():
-        lacking = [c for c in columns if c not in tables[table].columns]
-        if lacking:
-            raise SchemaError(f"table {table} lacks column(s) {', '.join(lacking)}")
+    for table, lacking in _lacking_columns(tables):
+        raise SchemaError(f"table {table} lacks column(s) {', '.join(lacking)}")
     check_one_enrollment_per_pair(connection, t)
     if not tables["alembic_version"].present:
         return None
@@ -213,14 +229,8 @@ def check_stamp_target(connection: Connection, t: Tables) -> None:
     there, each with the legacy columns (an empty database, or one with an unrelated
     ``group_members``, is refused: stamping it would let every later revision run on
     tables that are not the legacy ones)."""
-    names = list(REQUIRED_COLUMNS)
-    rows = {
-        row.name: row
-        for row in connection.execute(
-            text(TABLES_SQL), {"names": names, "qualified": [getattr(t, n) for n in names]}
-        )
-    }
-    missing = [n for n in names if not rows[n].present]
+    rows = _tables(connection, t)
+    missing = [n for n in REQUIRED_COLUMNS if not rows[n].present]
     if missing:
         raise SchemaError(
             f"stamp refused: the legacy tables revision 0001 stands for are not in schema "
@@ -228,10 +238,8 @@ def check_stamp_target(connection: Connection, t: Tables) -> None:
             "database, alembic upgrade head creates them; elsewhere name their schema with "
             "-x legacy_schema=NAME)"
         )
-    for table, columns in REQUIRED_COLUMNS.items():
-        lacking = [c for c in columns if c not in rows[table].columns]
-        if lacking:
-            raise SchemaError(
-                f"stamp refused: table {getattr(t, table)} is not the legacy one: it lacks "
-                f"column(s) {', '.join(lacking)}; nothing was stamped"
-            )
+    for table, lacking in _lacking_columns(rows):
+        raise SchemaError(
+            f"stamp refused: table {getattr(t, table)} is not the legacy one: it lacks "
+            f"column(s) {', '.join(lacking)}; nothing was stamped"
+        )

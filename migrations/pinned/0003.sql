@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0003; digest ffdba23748c3.
+-- Pinned offline SQL of revision 0003; digest 8a1a30b7e715.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -303,7 +303,7 @@ BEGIN
     INTO moved;
     IF moved > 0 THEN
         RAISE EXCEPTION 'backfill undo (downgrade of 0003): the database was moved since the backfill (a dump and restore, logical replication or a table rewrite gave the record of % enrollments new transaction ids), so it cannot tell what the application changed since; nothing was changed and the record is kept (-x undo_after_move=values undoes what is still active for its pair, unreferenced and unclaimed)',
-            pg_catalog.to_char(moved, 'FM999,999,999,999,990')
+            to_char(moved, 'FM999,999,999,990')
             USING HINT = 'docs/commands.md, "Rolling back after a move", says what -x undo_after_move=values cannot see';
     END IF;
 END

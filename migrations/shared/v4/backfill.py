@@ -69,6 +69,7 @@ from enrollments_phase1.migrations.shared.v4.definition import (
     IS_STUDENT,
     SAME_SCHOOL,
     Tables,
+    counted,
     indent,
     quote_literal,
 )
@@ -547,9 +548,9 @@ BEGIN
             -- Progress: after the first batch, then every {REPORT_SECONDS:g} s.
             IF reported_at IS NULL OR clock_timestamp() - reported_at >= interval '{REPORT_SECONDS:g} s' THEN
                 RAISE NOTICE '{what}: pass %: % of % pairs done (% created, % reactivated so far)',
-                    pass_number, to_char(lo, 'FM999,999,999,990'),
-                    coalesce(to_char(pass_total, 'FM999,999,999,990'), 'its'),
-                    to_char(done_created, 'FM999,999,999,990'), to_char(done_reactivated, 'FM999,999,999,990');
+                    pass_number, {counted("lo")},
+                    coalesce({counted("pass_total")}, 'its'),
+                    {counted("done_created")}, {counted("done_reactivated")};
                 reported_at := clock_timestamp();
             END IF;{indent(_adapt(batch, "result.pairs"), "    ")}
         END LOOP;
@@ -562,8 +563,8 @@ BEGIN
     END IF;
 {transaction_start_sql(settings, what, "    ")}
     {finish_run_sql(t, "run.id")};
-    RAISE NOTICE '{what}: % enrollments created, % reactivated (% batches)', to_char(done_created, 'FM999,999,999,990'),
-        to_char(done_reactivated, 'FM999,999,999,990'), to_char(done_batches, 'FM999,999,999,990');
+    RAISE NOTICE '{what}: % enrollments created, % reactivated (% batches)', {counted("done_created")},
+        {counted("done_reactivated")}, {counted("done_batches")};
     COMMIT;
 END
 $backfill$"""

@@ -74,6 +74,12 @@ STATUS = f"""CASE
 END"""
 
 
+def counted(expr: str) -> str:
+    """SQL that writes the number ``expr`` with thousands separators (1,234,567), as the
+    commands print counts: for the scripts' NOTICE and exception texts."""
+    return f"to_char({expr}, 'FM999,999,999,990')"
+
+
 def indent(sql: str, prefix: str = "    ") -> str:
     """Indent every line of ``sql`` (to nest one fragment in another, readably)."""
     return "\n".join(prefix + line if line else line for line in sql.splitlines())

@@ -35,6 +35,7 @@ from enrollments_phase1.migrations.shared.v4.definition import (
     ACTIVE_MEMBERSHIP,
     STATUS,
     Tables,
+    counted,
     indent,
 )
 from enrollments_phase1.migrations.shared.v4.run import (
@@ -238,17 +239,17 @@ BEGIN
         END LOOP;
         RAISE {level} 'coverage gate before revision {revision}: coverage %: % of % eligible (student, course) pairs have an active enrollment; % missing, % inactive; {ending}',
             format('%s%%', to_char(floor(covered * 10000.0 / eligible) / 100, 'FM990.00')),
-            to_char(covered, 'FM999,999,999,990'), to_char(eligible, 'FM999,999,999,990'),
-            to_char(missing, 'FM999,999,999,990'), to_char(inactive, 'FM999,999,999,990')
+            {counted("covered")}, {counted("eligible")},
+            {counted("missing")}, {counted("inactive")}
             USING DETAIL = 'first uncovered pairs: ' || array_to_string(firsts, ', '),
                   HINT = 'run enrollments backfill --commit, then {then}';
     ELSE
         RAISE NOTICE 'coverage gate before revision {revision} passed: % of % eligible pairs covered',
-            to_char(covered, 'FM999,999,999,990'), to_char(eligible, 'FM999,999,999,990');
+            {counted("covered")}, {counted("eligible")};
     END IF;
     IF non_student + cross_school > 0 THEN
         RAISE WARNING 'coverage gate: % non_student and % cross_school pairs (anomalies) are not enrolled; review them with enrollments audit',
-            to_char(non_student, 'FM999,999,999,990'), to_char(cross_school, 'FM999,999,999,990');
+            {counted("non_student")}, {counted("cross_school")};
     END IF;
 END
 $gate$"""

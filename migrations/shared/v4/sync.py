@@ -75,6 +75,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Connection
 
 from enrollments_phase1.db import duration_seconds
+from enrollments_phase1.lock import PREPARED_JOIN
 from enrollments_phase1.migration_env import MigrationSettings
 from enrollments_phase1.migrations.shared.v4.definition import (
     DEFINER,
@@ -708,10 +709,7 @@ BEGIN
             INTO holders
             FROM pg_catalog.pg_locks AS l
             LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
-            LEFT JOIN pg_catalog.pg_locks AS own_xid
-                ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
-               AND own_xid.virtualtransaction = l.virtualtransaction
-            LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
+{indent(PREPARED_JOIN, "            ")}
             WHERE l.granted AND l.relation IN ({relations})
               AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
                                 WHERE d.datname = pg_catalog.current_database())

@@ -45,7 +45,12 @@ from enrollments_phase1.migrations.shared.v4.backfill import (
     retry_sql,
     transaction_start_sql,
 )
-from enrollments_phase1.migrations.shared.v4.definition import Tables, indent, quote_literal
+from enrollments_phase1.migrations.shared.v4.definition import (
+    Tables,
+    counted,
+    indent,
+    quote_literal,
+)
 from enrollments_phase1.migrations.shared.v4.run import execute_block, in_transaction, run_block
 
 log = logging.getLogger("migrations")
@@ -290,7 +295,7 @@ BEGIN
     INTO moved;
     IF moved > 0 THEN
         RAISE EXCEPTION '{what}: the database was moved since the backfill (a dump and restore, logical replication or a table rewrite gave the record of % enrollments new transaction ids), so it cannot tell what the application changed since; nothing was changed and the record is kept (-x undo_after_move=values undoes what is still active for its pair, unreferenced and unclaimed)',
-            pg_catalog.to_char(moved, 'FM999,999,999,999,990')
+            {counted("moved")}
             USING HINT = 'docs/commands.md, "Rolling back after a move", says what -x undo_after_move=values cannot see';
     END IF;
 END
