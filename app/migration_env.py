@@ -327,10 +327,22 @@ def migration_session(connection: Connection, settings: MigrationSettings) -> It
     restore: list[tuple[str, str]] = []
     try:
         if writing and in_caller_transaction:  # the caller's transaction: no waiting in it
-            if not connection.exec_driver_sql(lock.TRY_SQL).scalar_one():
-                raise CommandError(
-                    f"the enrollments lock is held by {lock.describe_holder(connection)}"
-                )
+            # The lock table is used where it exists, never made here: a harness comparing
+            # the schema around a revision (pytest-alembic) runs in its own transaction.
+            t = Tables(schemas.legacy)
+            if connection.exec_driver_sql(f"SELECT {lock.table_sql(t)} IS NULL").scalar_one():
+                if not connection.exec_driver_sql(lock.TRY_SQL).scalar_one():
+                    raise CommandError(
+                        f"the enrollments lock is held by {lock.describe_holder(connection, t)}"
+                    )
+            else:
+                try:
+                    connection.exec_driver_sql(
+                        lock.take_in_transaction_sql("this migration", t),
+                        execution_options=lock.LITERAL,
+                    )
+                except DBAPIError as exc:
+                    raise CommandError(str(exc.orig).splitlines()[0]) from None
             # Its settings last as long as the caller's transaction: put them back after.
             restore = [
                 (name, connection.exec_driver_sql(f"SHOW {name}").scalar_one())
@@ -339,16 +351,20 @@ def migration_session(connection: Connection, settings: MigrationSettings) -> It
             for statement in settings.local_sql():
                 connection.exec_driver_sql(statement)
         elif writing:
+            warn_if_superuser(connection, Tables(schemas.legacy))
             if pooled:
                 log.info("%s", POOLER_NOTE)
                 room = _room_needed(connection, Tables(schemas.legacy))  # before the lock
-            holder = lock.LockSession(connection.engine, "alembic")
+            holder = lock.LockSession(connection.engine, "alembic", Tables(schemas.legacy))
             pid = holder.acquire(report=_report, patience=duration_seconds(settings.lock_patience))
             if pooled:
                 check_pool_room(connection, *room)
             set_transaction_prelude(
                 connection,
-                [*settings.local_sql(), lock.verify_sql(pid, "this migration")],
+                [
+                    *settings.local_sql(),
+                    lock.verify_sql(pid, "this migration", Tables(schemas.legacy)),
+                ],
             )
         elif not in_caller_transaction:  # read-only: no lock, but every wait still ends
             timeouts = [(n, v) for n, v in settings.settings() if n.endswith("_timeout")]
@@ -366,6 +382,28 @@ def migration_session(connection: Connection, settings: MigrationSettings) -> It
         clear_transaction_prelude(connection)
         if holder is not None:
             holder.release()
+
+
+def superuser_words(role: str, owner: str | None) -> str:
+    """The warning for a migration run by a superuser (online and in the script)."""
+    return (
+        f"alembic runs as superuser {role}: the sync trigger's functions it installs run as "
+        "their owner, with every privilege; run the migrations as "
+        + (f"{owner}, the owner of the legacy tables" if owner else "a role without SUPERUSER")
+    )
+
+
+def warn_if_superuser(connection: Connection, t: Tables) -> None:
+    """The audit warns of a superuser's functions after the fact: say it before."""
+    with connection.begin():
+        row = connection.exec_driver_sql(
+            "SELECT r.rolsuper, r.rolname, (SELECT o.rolname FROM pg_catalog.pg_class AS c"
+            " JOIN pg_catalog.pg_roles AS o ON o.oid = c.relowner"
+            f" WHERE c.oid = {t.regclass('group_members')} AND NOT o.rolsuper) AS owner"
+            " FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user"
+        ).one()
+    if row.rolsuper:
+        log.warning("%s", superuser_words(row.rolname, row.owner))
 
 
 def _room_needed(connection: Connection, t: Tables) -> tuple[int, str, str]:
@@ -387,6 +425,12 @@ def _room_needed(connection: Connection, t: Tables) -> tuple[int, str, str]:
         "the enrollments lock's session, the migration's, and one that reports what the "
         "index build waits for",
     )
+
+
+def in_revisions(name: str | None, type_: str, parent_names: dict) -> bool:
+    """Autogenerate's ``include_name``: the enrollments lock's table, made by the first run
+    that writes (as ``alembic_version`` is) and kept by every downgrade, is in no revision."""
+    return not (type_ == "table" and name == lock.TABLE)
 
 
 # --- offline --------------------------------------------------------------------------

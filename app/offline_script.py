@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from enrollments_phase1 import lock
+from enrollments_phase1.names import Tables
 from enrollments_phase1.names import quote_literal as _literal
 
 
@@ -87,13 +88,17 @@ def start_check_sql(script, start: str | None, destination: str | None, schema: 
                 ELSE 'write the script from where the database is: ' || replace('{again}', '{{found}}', found)
             END;
     END IF;"""
-    return f"""-- Stop unless the database stands at {start or "base (an empty database)"}, where this script starts.
+    return f"""-- Stop unless the database stands at {start or "base (an empty database)"}, where this script starts;
+-- warn when it runs as a superuser.
 DO $start$
 DECLARE
     found text;
     elsewhere text;
 BEGIN
 {body}
+    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user) THEN
+        RAISE WARNING 'this script runs as superuser %: the sync trigger''s functions it installs run as their owner, with every privilege; run it as a role without SUPERUSER that owns the legacy tables', current_user;
+    END IF;
 END
 $start$"""
 
@@ -198,7 +203,8 @@ class OfflineScript:
         of its own), and from then on follow each ``BEGIN`` Alembic writes with
         :meth:`transaction_prelude`."""
         where = f"{start or 'base'}:{destination or 'base'}"
-        prelude = [*settings_sql, lock.take_in_transaction_sql(f"alembic {where} --sql")]
+        tables = Tables(schema)
+        prelude = [*settings_sql, lock.take_in_transaction_sql(f"alembic {where} --sql", tables)]
         script = cls(
             impl=impl,
             schema=schema,
@@ -208,7 +214,13 @@ class OfflineScript:
         )
         impl.static_output(STOP_ON_ERROR)
         impl.static_output("BEGIN;")
-        for statement in prelude:
+        for statement in settings_sql:
+            impl.static_output(statement + ";")
+        impl.static_output(
+            "-- The enrollments lock's table, where it is missing: it belongs to the role that\n"
+            "-- runs this script and grants nothing to anyone.\n" + lock.create_sql(tables) + ";"
+        )
+        for statement in prelude[len(settings_sql) :]:
             impl.static_output(statement + ";")
         impl.static_output(start_check_sql(script_directory, start, destination, schema) + ";")
         impl.static_output("COMMIT;")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import textwrap
 import time
 from typing import TextIO
 
@@ -185,3 +186,38 @@ def interrupted_line() -> None:
     was; start a clean line on whichever of stdout and stderr is a terminal."""
     for stream in (sys.stderr, sys.stdout):
         clear_line(stream)
+
+
+def fit(text: str, stream: TextIO) -> str:
+    """``text`` as a terminal shows it without cutting a word: each line longer than the
+    terminal is broken at spaces, its continuations indented. Anything but a terminal (a
+    file, a pipe, a CI log) gets ``text`` as it is, one line per message."""
+    if not is_terminal(stream):
+        return text
+    width = max(width_of(stream), 40)
+    return "\n".join(
+        textwrap.fill(
+            line,
+            width=width,
+            subsequent_indent="    ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        if len(line) > width
+        else line
+        for line in text.splitlines()
+    )
+
+
+def say(text: str, stream: TextIO | None = None) -> None:
+    """Print a message line (an error, a command's last word) fitted to the terminal."""
+    stream = stream or sys.stderr
+    print(fit(text, stream), file=stream)
+
+
+class FittedFormatter(logging.Formatter):
+    """Log records fitted to the terminal standard error is (see :func:`fit`): at 80
+    columns a timestamped line of 1.2.0 wrapped mid-word. Named in both alembic.ini."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return fit(super().format(record), sys.stderr)

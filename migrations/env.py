@@ -13,6 +13,7 @@ from enrollments_phase1.migration_env import (
     MigrationSettings,
     after_each_revision,
     connected,
+    in_revisions,
     is_writing_command,
     migration_session,
     offline_run,
@@ -70,6 +71,7 @@ def run_migrations_online() -> None:
             transaction_per_migration=True,
             compare_type=True,
             compare_server_default=True,
+            include_name=in_revisions,
             # Named where every statement runs with a pinned search_path (writing
             # commands); elsewhere it is on the search_path, where autogenerate expects it.
             version_table_schema=schemas.version if is_writing_command() else None,

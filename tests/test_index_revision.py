@@ -138,3 +138,41 @@ def test_online_recovery_drops_the_invalid_index_concurrently(pg_server, databas
     assert result.returncode == 0, result.stderr
     assert f"{INDEX} is INVALID (an interrupted build): dropping it concurrently" in result.stderr
     assert index_state(engine)[0][0] is True
+
+
+def test_the_script_names_the_transactions_its_build_waits_for(pg_server, database_url, engine):
+    """psql prints nothing while a concurrent build waits: the script names, just before
+    the build, the transactions it will wait for."""
+    import threading
+
+    import psycopg2
+
+    from tests.helpers import libpq_url, wait_until
+
+    upgrade(engine, "0001")
+    load_story(engine)
+    script = alembic(None, "upgrade", "0001:0002", "--sql").stdout
+    report = psycopg2.connect(libpq_url(database_url), application_name="a long report")
+    report.set_session(isolation_level="REPEATABLE READ")
+    report.cursor().execute("SELECT count(*) FROM group_members")  # the snapshot is taken
+    done = {}
+    dba = threading.Thread(target=lambda: done.update(run=psql(pg_server, database_url, script)))
+    dba.start()
+    try:
+        wait_until(
+            engine,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE 'CREATE INDEX CONCURRENTLY%'",
+        )
+    finally:
+        report.rollback()
+        report.close()
+        dba.join(timeout=60)
+    result = done["run"]
+    assert result.returncode == 0, result.stderr
+    assert (
+        f'building {INDEX} on "public".course_enrollments: it waits for these transactions'
+        " to end: pid "
+    ) in result.stderr
+    assert "(a long report, idle in transaction, transaction open since " in result.stderr
+    assert index_state(engine)[0][0] is True

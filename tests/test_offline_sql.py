@@ -117,6 +117,17 @@ def test_offline_gate_stops_psql_and_applies_nothing_after_it(pg_server, databas
     assert enrollments_rows(engine) == before
 
 
+def test_the_gates_hint_names_the_scripts_own_destination(pg_server, database_url, engine):
+    """The HINT writes the script again from where the database stands to where this
+    script was written to end, not always to head."""
+    at_0004_with_a_gap(database_url, engine)
+
+    applied = psql(pg_server, database_url, offline_sql("0004:0005"))
+
+    assert applied.returncode != 0
+    assert "(alembic upgrade 0004:0005 --sql) and run it" in applied.stderr
+
+
 def test_offline_script_keeps_sql_as_written():
     from enrollments_phase1.migrations.shared.v4.gate import gate_sql
     from enrollments_phase1.names import Tables
@@ -133,3 +144,35 @@ def test_offline_script_keeps_sql_as_written():
         .replace(":enrollments_sync_missing", "")
         .replace(":enrollments_on_track", ""),
     )
+
+
+STEPS_FROM_0001 = [
+    "builds ix_course_enrollment_course_active",
+    "creates the backfill's bookkeeping tables",
+    "prepares the sync trigger's queue",
+    "creates or replaces the sync trigger's functions",
+    "installs the trigger that enrolls what the queue holds",
+    "installs the sync triggers",
+    "drops older sync functions",
+    "writes the missing enrollments",
+    "counts the eligible pairs without an active enrollment",
+]
+
+
+def test_each_step_of_the_script_says_what_it_locks_and_how_long_it_takes():
+    script = offline_sql("0001:head")
+    headers = re.findall(
+        r"^-- =+\n-- Step: (.*?)\n(?:--   .*\n)*-- Locks: .+\n(?:--   .*\n)*-- Takes: .+\n"
+        r"(?:--   .*\n)*-- =+$",
+        script,
+        re.M,
+    )
+    assert len(headers) == len(STEPS_FROM_0001), headers
+    for header, step in zip(headers, STEPS_FROM_0001, strict=True):
+        assert header.startswith(step), (header, step)
+    assert script.count("-- Step: ") == len(STEPS_FROM_0001)
+    # Only what runs from 0001: no repair branch for 1.0.0's databases, the sync trigger
+    # installed once (1.2.0's script was 4,092 lines).
+    assert "enrollments_sync_missing" not in script
+    assert script.count("installs the sync triggers") == 1
+    assert len(script.splitlines()) < 3_000

@@ -265,3 +265,75 @@ def waiting_in_pooler(console, database: str) -> int:
     names = [d[0] for d in cursor.description]
     rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     return sum(int(r["cl_waiting"]) for r in rows if r["database"] == database)
+
+
+# --- the index build through a pooler ---------------------------------------------------
+def _old_snapshot(database_url):
+    """A REPEATABLE READ report holding a snapshot (on a direct connection): a concurrent
+    index build waits for it to end."""
+    report = psycopg2.connect(libpq_url(database_url), application_name="a long report")
+    report.set_session(isolation_level="REPEATABLE READ")
+    report.cursor().execute("SELECT count(*) FROM group_members")
+    return report
+
+
+def test_the_index_build_through_a_pooler_outlasts_the_servers_lock_timeout(
+    poolers, database_url, story
+):
+    # A managed database's lock_timeout (here the database's, 1 s): 1.2.0's build failed
+    # in 2 s, never retried; -x lock_timeout cannot reach it through a pooler.
+    with story.connect() as conn:
+        conn.execute(text(f"ALTER DATABASE \"{database_url.database}\" SET lock_timeout = '1s'"))
+        conn.commit()
+    report = _old_snapshot(database_url)
+    try:
+        run = Background(
+            ["alembic", "upgrade", "0002"], url_string(poolers.transaction.url(database_url))
+        )
+        first = run.wait_for("through the pooler: it runs with the server's lock_timeout")
+        assert "(1s, set for the database)" in first
+        assert "retrying" in run.wait_for("ended it (attempt 1); retrying")
+    finally:
+        report.rollback()
+        report.close()
+    result = run.finish()
+    assert result.returncode == 0, result.stderr
+    with story.connect() as conn:
+        valid = conn.execute(
+            text(
+                "SELECT indisvalid FROM pg_index WHERE indexrelid ="
+                " to_regclass('ix_course_enrollment_course_active')"
+            )
+        ).scalar()
+    assert valid is True
+    assert alembic(database_url, "current").stdout.strip() == "0002"
+
+
+def test_an_index_build_a_servers_statement_timeout_stops_says_what_to_change(
+    poolers, database_url, story
+):
+    with story.connect() as conn:
+        conn.execute(
+            text(f"ALTER DATABASE \"{database_url.database}\" SET statement_timeout = '1s'")
+        )
+        conn.commit()
+    report = _old_snapshot(database_url)
+    try:
+        result = alembic(
+            poolers.transaction.url(database_url),
+            "-x",
+            "statement_timeout=10min",
+            "upgrade",
+            "0002",
+        )
+    finally:
+        report.rollback()
+        report.close()
+    assert result.returncode != 0
+    line = result.stdout.strip().splitlines()[-1]  # Alembic's FAILED line
+    assert line.startswith("FAILED: building ix_course_enrollment_course_active: through")
+    assert "the server's statement_timeout (1s, set for the database)" in line, line
+    assert "which -x statement_timeout cannot change" in line
+    assert "on a direct connection to the server" in line
+    assert f'IN DATABASE "{database_url.database}" SET statement_timeout = 0' in line
+    assert alembic(database_url, "current").stdout.strip() == "0001"

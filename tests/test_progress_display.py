@@ -88,6 +88,17 @@ class Terminal:
         written = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", written)
         return [line.split("\r")[-1] for line in written.split("\r\n") if line.split("\r")[-1]]
 
+    def messages(self) -> list[str]:
+        """:meth:`lines` with each message whole again: a line the command broke at a space
+        to fit the terminal goes on in lines indented by four spaces."""
+        whole: list[str] = []
+        for line in self.lines():
+            if line.startswith("    ") and whole:
+                whole[-1] += " " + line.strip()
+            else:
+                whole.append(line)
+        return whole
+
     def wait_for(
         self, pattern: re.Pattern, last: re.Pattern | None = None, timeout: float = 60
     ) -> list[str]:
@@ -156,7 +167,10 @@ def test_the_backfill_on_a_terminal_then_ctrl_c(database_url, at_0003_with_data,
     assert shown.group(5) == f"{candidates:,}" and candidates >= 1_000
     if columns >= 120:
         assert re.search(r"; [\d,]+ created, [\d,]+ reactivated$", bars[0])
-    logged = terminal.lines()
+    # Every line fits the terminal, broken at spaces (1.2.0's wrapped mid-word at 80).
+    assert all(len(line) <= columns for line in terminal.lines()), "\n".join(terminal.lines())
+    logged = terminal.messages()
+    assert any(len(line) > columns for line in logged)  # a message that had to be broken
     assert all(STAMP.match(line) for line in logged if not line.startswith("enrollments"))
 
     # After Ctrl-C: the bar is gone, no ^C, the message starts a clean line, nothing after.
@@ -183,9 +197,10 @@ def test_the_whole_run_on_a_terminal_ends_on_its_summary(database_url, at_0003_w
     after = terminal.screen()
     assert code == 0
     assert not any(BAR.match(line) for line in after), "\n".join(after)
+    assert all(len(line) <= 80 for line in terminal.lines()), "\n".join(terminal.lines())
     summary = [
         line
-        for line in terminal.lines()
+        for line in terminal.messages()
         if " INFO enrollments_phase1.batching: backfill: pass 1" in line
     ]
     assert len(summary) == 1
@@ -217,3 +232,17 @@ def test_plain_output_is_a_timestamped_line_every_few_seconds(caplog):
     assert lines[0].startswith("backfill: 15/15 memberships (100%), ")
     assert re.search(r"\(100%\), done in 0s \([\d,]+/s\); 3 created, 1 reactivated$", lines[-1])
     assert "15/10" not in "".join(lines) and "150%" not in "".join(lines)
+
+
+def test_alembic_on_an_80_column_terminal_breaks_its_lines_at_spaces(database_url, story):
+    terminal = Terminal(["alembic", "upgrade", "head"], url_string(database_url), 80)
+    assert terminal.finish() == 0
+    lines = terminal.lines()
+    assert all(len(line) <= 80 for line in lines), "\n".join(lines)
+    messages = terminal.messages()
+    alembic_stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (INFO |WARNI) \[")
+    assert all(alembic_stamp.match(line) for line in messages), "\n".join(messages)
+    broken = [m for m in messages if len(m) > 80]
+    assert broken  # the superuser warning at least
+    words = " ".join(lines).split()
+    assert all(w in words for m in broken for w in m.split())  # no word was cut

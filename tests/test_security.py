@@ -375,3 +375,31 @@ def test_the_audit_has_no_warning_for_the_managed_layout(pg_server, database_url
     deploy(pg_server, roles, "fresh")
     data = json.loads(enrollments(roles.url(roles.reader), "audit", "--json").stdout)
     assert data["security_warnings"] == []
+
+
+def test_a_migration_run_as_a_superuser_warns_before_it_changes_anything(
+    pg_server, database_url, roles
+):
+    deploy(pg_server, roles, "fresh")
+    owner = roles.url(roles.owner)
+    as_owner = alembic(owner, "downgrade", "0003")
+    as_superuser = alembic(database_url, "upgrade", "0004")
+    assert alembic(database_url, "downgrade", "0003").returncode == 0
+    script = alembic(None, "upgrade", "0003:0004", "--sql").stdout
+    by_owner = psql(pg_server, owner, script)
+    assert alembic(owner, "downgrade", "0003").returncode == 0
+    by_superuser = psql(pg_server, database_url, script)
+
+    assert as_owner.returncode == 0 and "superuser" not in as_owner.stderr
+    assert as_superuser.returncode == 0, as_superuser.stderr
+    warning = [line for line in as_superuser.stderr.splitlines() if "superuser" in line]
+    assert len(warning) == 1
+    assert warning[0].endswith(
+        f"alembic runs as superuser {database_url.username}: the sync trigger's functions it "
+        "installs run as their owner, with every privilege; run the migrations as "
+        f"{roles.owner}, the owner of the legacy tables"
+    ), warning
+    assert by_owner.returncode == 0, by_owner.stderr
+    assert "superuser" not in by_owner.stderr
+    assert by_superuser.returncode == 0, by_superuser.stderr
+    assert "WARNING:  this script runs as superuser " in by_superuser.stderr

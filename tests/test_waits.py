@@ -15,7 +15,7 @@ import time
 
 import psycopg2
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from enrollments_phase1.errors import EX_UNAVAILABLE
 from enrollments_phase1.lock import LOCK_KEY
@@ -160,6 +160,49 @@ def test_the_application_never_queues_long_behind_the_trigger_install(database_u
         story,
         "SELECT count(*) = 5 FROM pg_trigger WHERE tgname LIKE 'course_enrollments_sync_on_%'",
     )
+
+
+def test_the_trigger_install_waits_one_lock_timeout_for_all_its_tables(database_url, story):
+    """users, groups and courses each held by a report that ends 450 ms after the upgrade
+    starts waiting for it. 1.2.0 waited a whole lock_timeout for each table in turn while
+    holding group_members: the application's inserts there waited 2.5 s. Now an attempt
+    waits one lock_timeout (500 ms) for all its tables together, then lets go."""
+    upgrade(story, "0003")
+    reports = {}
+    for table in ("users", "groups", "courses"):
+        conn = psycopg2.connect(libpq_url(database_url), application_name=f"report on {table}")
+        conn.cursor().execute(f"LOCK TABLE {table} IN ROW EXCLUSIVE MODE")
+        reports[table] = conn
+    app = Inserts(database_url)
+    app.start()
+    waited_for = (
+        "SELECT c.relname FROM pg_locks AS l JOIN pg_class AS c ON c.oid = l.relation"
+        " JOIN pg_stat_activity AS a ON a.pid = l.pid WHERE NOT l.granted"
+        " AND a.application_name = 'alembic' AND a.datname = current_database()"
+    )
+    try:
+        run = Background(["alembic", "upgrade", "head"], database_url)
+        seen: dict[str, float] = {}
+        deadline = time.monotonic() + 60
+        with story.connect() as watcher:
+            while reports and time.monotonic() < deadline:
+                for (table,) in watcher.execute(text(waited_for)).all():
+                    seen.setdefault(table, time.monotonic())
+                for table in [t for t in reports if t in seen]:
+                    if time.monotonic() - seen[table] >= 0.45:  # the report's own length
+                        reports.pop(table).rollback()
+                watcher.rollback()
+                time.sleep(0.01)
+        assert not reports, f"never waited for {sorted(reports)}"
+        result = run.finish(timeout=120)
+    finally:
+        for conn in reports.values():
+            conn.rollback()
+        app.stop_event.set()
+        app.join(10)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert app.latencies
+    assert max(app.latencies) < 1.0, sorted(app.latencies)[-5:]
 
 
 def test_the_trigger_install_gives_up_after_its_patience(database_url, story):

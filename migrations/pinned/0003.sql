@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0003; digest 8a1a30b7e715.
+-- Pinned offline SQL of revision 0003; digest 576a5c4752bf.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -7,6 +7,12 @@
 -- ==== upgrade 0002 -> 0003 ====
 
 -- Running upgrade 0002 -> 0003
+
+-- ======================================================================================
+-- Step: creates the backfill's bookkeeping tables (record, runs, claims, candidates)
+-- Locks: nothing the application uses: new tables
+-- Takes: milliseconds
+-- ======================================================================================
 
 -- What a backfill created or reactivated, so that a downgrade undoes exactly that.
 CREATE TABLE "public".enrollment_backfill_changes (
@@ -111,25 +117,44 @@ SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '0';
 
 DO $lock$
+DECLARE
+    held boolean;
 BEGIN
-    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+    BEGIN  -- the table's lock, then the advisory lock unless a role that may deploy holds it
+        LOCK TABLE "public".enrollments_lock IN EXCLUSIVE MODE NOWAIT;
+        held := NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921)
+            AND EXISTS (SELECT 1
+            FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            LEFT JOIN pg_catalog.pg_locks AS own_xid ON l.pid IS NULL AND own_xid.pid IS NULL
+                AND own_xid.locktype = 'transactionid' AND own_xid.virtualtransaction = l.virtualtransaction
+            LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
+            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()) AND l.classid = (28550410422479921 >> 32)::oid AND l.objid = (28550410422479921 & 4294967295)::oid AND coalesce(pg_catalog.has_table_privilege(coalesce(a.usesysid, (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname = px.owner)), pg_catalog.to_regclass('"public".enrollments_lock'), 'INSERT, UPDATE, DELETE, TRUNCATE'), true));
+    EXCEPTION WHEN lock_not_available THEN
+        held := true;
+    END;
+    IF held THEN
         RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0002 --sql was changed',
             (SELECT pg_catalog.string_agg(CASE WHEN l.pid IS NULL
-            THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
-                coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
-            ELSE pg_catalog.format('pid %s (%s, connected since %s)',
-                a.pid, a.application_name, a.backend_start) END, ', ')
-         FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
-         LEFT JOIN pg_catalog.pg_locks AS own_xid
-             ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
-            AND own_xid.virtualtransaction = l.virtualtransaction
-         LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
-                               WHERE d.datname = pg_catalog.current_database())
-             AND l.classid = (28550410422479921 >> 32)::oid
-             AND l.objid = (28550410422479921 & 4294967295)::oid)
+                THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                    coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
+                ELSE pg_catalog.format('pid %s (%s, connected since %s)', a.pid, a.application_name, a.backend_start)
+                END, ', ')
+            FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            LEFT JOIN pg_catalog.pg_locks AS own_xid ON l.pid IS NULL AND own_xid.pid IS NULL
+                AND own_xid.locktype = 'transactionid' AND own_xid.virtualtransaction = l.virtualtransaction
+            LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
+            WHERE l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
+                  AND ((l.locktype = 'relation' AND l.granted AND l.mode <> 'AccessShareLock'
+                        AND l.relation = pg_catalog.to_regclass('"public".enrollments_lock') AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()))
+                       OR (l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()) AND l.classid = (28550410422479921 >> 32)::oid AND l.objid = (28550410422479921 & 4294967295)::oid AND coalesce(pg_catalog.has_table_privilege(coalesce(a.usesysid, (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname = px.owner)), pg_catalog.to_regclass('"public".enrollments_lock'), 'INSERT, UPDATE, DELETE, TRUNCATE'), true))))
             USING HINT = 'run this script again when that session has finished';
+    ELSIF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE WARNING '% holds the advisory lock of releases before 1.3 but may not run a deploy (no INSERT, UPDATE, DELETE or TRUNCATE on "public".enrollments_lock): not waited for',
+            (SELECT pg_catalog.string_agg(i.who, ', ') FROM (
+                SELECT pg_catalog.format('pid %s (role %s, %s)', a.pid, a.usename,
+                    coalesce(nullif(a.application_name, ''), 'no application_name'))
+                FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()) AND l.classid = (28550410422479921 >> 32)::oid AND l.objid = (28550410422479921 & 4294967295)::oid AND NOT coalesce(pg_catalog.has_table_privilege(a.usesysid, pg_catalog.to_regclass('"public".enrollments_lock'), 'INSERT, UPDATE, DELETE, TRUNCATE'), true)) AS i(who));
     END IF;
 END
 $lock$;
@@ -233,6 +258,13 @@ $ensure$;
 
 COMMIT;
 
+-- ======================================================================================
+-- Step: undoes what the backfills recorded, newest first, one batch per transaction
+--   (referenced and claimed enrollments kept)
+-- Locks: each batch: the enrollments it deletes or deactivates, for its transaction
+-- Takes: about as long as the backfill it undoes
+-- ======================================================================================
+
 -- Stop here if a statement above failed (psql goes on after an error without ON_ERROR_STOP).
 \unset enrollments_ok_00000
 \set enrollments_ok_:LAST_ERROR_SQLSTATE
@@ -251,25 +283,44 @@ SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '0';
 
 DO $lock$
+DECLARE
+    held boolean;
 BEGIN
-    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+    BEGIN  -- the table's lock, then the advisory lock unless a role that may deploy holds it
+        LOCK TABLE "public".enrollments_lock IN EXCLUSIVE MODE NOWAIT;
+        held := NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921)
+            AND EXISTS (SELECT 1
+            FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            LEFT JOIN pg_catalog.pg_locks AS own_xid ON l.pid IS NULL AND own_xid.pid IS NULL
+                AND own_xid.locktype = 'transactionid' AND own_xid.virtualtransaction = l.virtualtransaction
+            LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
+            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()) AND l.classid = (28550410422479921 >> 32)::oid AND l.objid = (28550410422479921 & 4294967295)::oid AND coalesce(pg_catalog.has_table_privilege(coalesce(a.usesysid, (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname = px.owner)), pg_catalog.to_regclass('"public".enrollments_lock'), 'INSERT, UPDATE, DELETE, TRUNCATE'), true));
+    EXCEPTION WHEN lock_not_available THEN
+        held := true;
+    END;
+    IF held THEN
         RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0002 --sql was changed',
             (SELECT pg_catalog.string_agg(CASE WHEN l.pid IS NULL
-            THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
-                coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
-            ELSE pg_catalog.format('pid %s (%s, connected since %s)',
-                a.pid, a.application_name, a.backend_start) END, ', ')
-         FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
-         LEFT JOIN pg_catalog.pg_locks AS own_xid
-             ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
-            AND own_xid.virtualtransaction = l.virtualtransaction
-         LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
-                               WHERE d.datname = pg_catalog.current_database())
-             AND l.classid = (28550410422479921 >> 32)::oid
-             AND l.objid = (28550410422479921 & 4294967295)::oid)
+                THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                    coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
+                ELSE pg_catalog.format('pid %s (%s, connected since %s)', a.pid, a.application_name, a.backend_start)
+                END, ', ')
+            FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            LEFT JOIN pg_catalog.pg_locks AS own_xid ON l.pid IS NULL AND own_xid.pid IS NULL
+                AND own_xid.locktype = 'transactionid' AND own_xid.virtualtransaction = l.virtualtransaction
+            LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
+            WHERE l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
+                  AND ((l.locktype = 'relation' AND l.granted AND l.mode <> 'AccessShareLock'
+                        AND l.relation = pg_catalog.to_regclass('"public".enrollments_lock') AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()))
+                       OR (l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()) AND l.classid = (28550410422479921 >> 32)::oid AND l.objid = (28550410422479921 & 4294967295)::oid AND coalesce(pg_catalog.has_table_privilege(coalesce(a.usesysid, (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname = px.owner)), pg_catalog.to_regclass('"public".enrollments_lock'), 'INSERT, UPDATE, DELETE, TRUNCATE'), true))))
             USING HINT = 'run this script again when that session has finished';
+    ELSIF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE WARNING '% holds the advisory lock of releases before 1.3 but may not run a deploy (no INSERT, UPDATE, DELETE or TRUNCATE on "public".enrollments_lock): not waited for',
+            (SELECT pg_catalog.string_agg(i.who, ', ') FROM (
+                SELECT pg_catalog.format('pid %s (role %s, %s)', a.pid, a.usename,
+                    coalesce(nullif(a.application_name, ''), 'no application_name'))
+                FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()) AND l.classid = (28550410422479921 >> 32)::oid AND l.objid = (28550410422479921 & 4294967295)::oid AND NOT coalesce(pg_catalog.has_table_privilege(a.usesysid, pg_catalog.to_regclass('"public".enrollments_lock'), 'INSERT, UPDATE, DELETE, TRUNCATE'), true)) AS i(who));
     END IF;
 END
 $lock$;
@@ -329,25 +380,44 @@ SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '0';
 
 DO $lock$
+DECLARE
+    held boolean;
 BEGIN
-    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+    BEGIN  -- the table's lock, then the advisory lock unless a role that may deploy holds it
+        LOCK TABLE "public".enrollments_lock IN EXCLUSIVE MODE NOWAIT;
+        held := NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921)
+            AND EXISTS (SELECT 1
+            FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            LEFT JOIN pg_catalog.pg_locks AS own_xid ON l.pid IS NULL AND own_xid.pid IS NULL
+                AND own_xid.locktype = 'transactionid' AND own_xid.virtualtransaction = l.virtualtransaction
+            LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
+            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()) AND l.classid = (28550410422479921 >> 32)::oid AND l.objid = (28550410422479921 & 4294967295)::oid AND coalesce(pg_catalog.has_table_privilege(coalesce(a.usesysid, (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname = px.owner)), pg_catalog.to_regclass('"public".enrollments_lock'), 'INSERT, UPDATE, DELETE, TRUNCATE'), true));
+    EXCEPTION WHEN lock_not_available THEN
+        held := true;
+    END;
+    IF held THEN
         RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0002 --sql was changed',
             (SELECT pg_catalog.string_agg(CASE WHEN l.pid IS NULL
-            THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
-                coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
-            ELSE pg_catalog.format('pid %s (%s, connected since %s)',
-                a.pid, a.application_name, a.backend_start) END, ', ')
-         FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
-         LEFT JOIN pg_catalog.pg_locks AS own_xid
-             ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
-            AND own_xid.virtualtransaction = l.virtualtransaction
-         LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
-                               WHERE d.datname = pg_catalog.current_database())
-             AND l.classid = (28550410422479921 >> 32)::oid
-             AND l.objid = (28550410422479921 & 4294967295)::oid)
+                THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                    coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
+                ELSE pg_catalog.format('pid %s (%s, connected since %s)', a.pid, a.application_name, a.backend_start)
+                END, ', ')
+            FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            LEFT JOIN pg_catalog.pg_locks AS own_xid ON l.pid IS NULL AND own_xid.pid IS NULL
+                AND own_xid.locktype = 'transactionid' AND own_xid.virtualtransaction = l.virtualtransaction
+            LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
+            WHERE l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
+                  AND ((l.locktype = 'relation' AND l.granted AND l.mode <> 'AccessShareLock'
+                        AND l.relation = pg_catalog.to_regclass('"public".enrollments_lock') AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()))
+                       OR (l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()) AND l.classid = (28550410422479921 >> 32)::oid AND l.objid = (28550410422479921 & 4294967295)::oid AND coalesce(pg_catalog.has_table_privilege(coalesce(a.usesysid, (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname = px.owner)), pg_catalog.to_regclass('"public".enrollments_lock'), 'INSERT, UPDATE, DELETE, TRUNCATE'), true))))
             USING HINT = 'run this script again when that session has finished';
+    ELSIF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE WARNING '% holds the advisory lock of releases before 1.3 but may not run a deploy (no INSERT, UPDATE, DELETE or TRUNCATE on "public".enrollments_lock): not waited for',
+            (SELECT pg_catalog.string_agg(i.who, ', ') FROM (
+                SELECT pg_catalog.format('pid %s (role %s, %s)', a.pid, a.usename,
+                    coalesce(nullif(a.application_name, ''), 'no application_name'))
+                FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()) AND l.classid = (28550410422479921 >> 32)::oid AND l.objid = (28550410422479921 & 4294967295)::oid AND NOT coalesce(pg_catalog.has_table_privilege(a.usesysid, pg_catalog.to_regclass('"public".enrollments_lock'), 'INSERT, UPDATE, DELETE, TRUNCATE'), true)) AS i(who));
     END IF;
 END
 $lock$;
@@ -581,10 +651,46 @@ BEGIN
             PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
             PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
             PERFORM pg_catalog.set_config('statement_timeout', '0', true);
-            IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
-                RAISE EXCEPTION 'backfill undo (downgrade of 0003): another session took the enrollments lock between two batches; nothing of this batch was written'
-                    USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
-            END IF;
+            DECLARE
+                held boolean;
+            BEGIN
+                BEGIN  -- the table's lock, then the advisory lock unless a role that may deploy holds it
+                    LOCK TABLE "public".enrollments_lock IN EXCLUSIVE MODE NOWAIT;
+                    held := NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921)
+                        AND EXISTS (SELECT 1
+                        FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+                        LEFT JOIN pg_catalog.pg_locks AS own_xid ON l.pid IS NULL AND own_xid.pid IS NULL
+                            AND own_xid.locktype = 'transactionid' AND own_xid.virtualtransaction = l.virtualtransaction
+                        LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
+                        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()) AND l.classid = (28550410422479921 >> 32)::oid AND l.objid = (28550410422479921 & 4294967295)::oid AND coalesce(pg_catalog.has_table_privilege(coalesce(a.usesysid, (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname = px.owner)), pg_catalog.to_regclass('"public".enrollments_lock'), 'INSERT, UPDATE, DELETE, TRUNCATE'), true));
+                EXCEPTION WHEN lock_not_available THEN
+                    held := true;
+                END;
+                IF held THEN
+                    RAISE EXCEPTION 'backfill undo (downgrade of 0003): the enrollments lock is held by % (taken between two batches); nothing of this batch was written',
+                        (SELECT pg_catalog.string_agg(CASE WHEN l.pid IS NULL
+                            THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                                coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
+                            ELSE pg_catalog.format('pid %s (%s, connected since %s)', a.pid, a.application_name, a.backend_start)
+                            END, ', ')
+                        FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+                        LEFT JOIN pg_catalog.pg_locks AS own_xid ON l.pid IS NULL AND own_xid.pid IS NULL
+                            AND own_xid.locktype = 'transactionid' AND own_xid.virtualtransaction = l.virtualtransaction
+                        LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
+                        WHERE l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
+                              AND ((l.locktype = 'relation' AND l.granted AND l.mode <> 'AccessShareLock'
+                                    AND l.relation = pg_catalog.to_regclass('"public".enrollments_lock') AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()))
+                                   OR (l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()) AND l.classid = (28550410422479921 >> 32)::oid AND l.objid = (28550410422479921 & 4294967295)::oid AND coalesce(pg_catalog.has_table_privilege(coalesce(a.usesysid, (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname = px.owner)), pg_catalog.to_regclass('"public".enrollments_lock'), 'INSERT, UPDATE, DELETE, TRUNCATE'), true))))
+                        USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
+                ELSIF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+                    RAISE WARNING '% holds the advisory lock of releases before 1.3 but may not run a deploy (no INSERT, UPDATE, DELETE or TRUNCATE on "public".enrollments_lock): not waited for',
+                        (SELECT pg_catalog.string_agg(i.who, ', ') FROM (
+                            SELECT pg_catalog.format('pid %s (role %s, %s)', a.pid, a.usename,
+                                coalesce(nullif(a.application_name, ''), 'no application_name'))
+                            FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+                            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()) AND l.classid = (28550410422479921 >> 32)::oid AND l.objid = (28550410422479921 & 4294967295)::oid AND NOT coalesce(pg_catalog.has_table_privilege(a.usesysid, pg_catalog.to_regclass('"public".enrollments_lock'), 'INSERT, UPDATE, DELETE, TRUNCATE'), true)) AS i(who));
+                END IF;
+            END;
             started := clock_timestamp();
             LOOP
                 BEGIN
@@ -659,25 +765,44 @@ SET LOCAL lock_timeout = '500ms';
 SET LOCAL statement_timeout = '0';
 
 DO $lock$
+DECLARE
+    held boolean;
 BEGIN
-    IF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+    BEGIN  -- the table's lock, then the advisory lock unless a role that may deploy holds it
+        LOCK TABLE "public".enrollments_lock IN EXCLUSIVE MODE NOWAIT;
+        held := NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921)
+            AND EXISTS (SELECT 1
+            FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            LEFT JOIN pg_catalog.pg_locks AS own_xid ON l.pid IS NULL AND own_xid.pid IS NULL
+                AND own_xid.locktype = 'transactionid' AND own_xid.virtualtransaction = l.virtualtransaction
+            LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
+            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()) AND l.classid = (28550410422479921 >> 32)::oid AND l.objid = (28550410422479921 & 4294967295)::oid AND coalesce(pg_catalog.has_table_privilege(coalesce(a.usesysid, (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname = px.owner)), pg_catalog.to_regclass('"public".enrollments_lock'), 'INSERT, UPDATE, DELETE, TRUNCATE'), true));
+    EXCEPTION WHEN lock_not_available THEN
+        held := true;
+    END;
+    IF held THEN
         RAISE EXCEPTION 'the enrollments lock is held by %; nothing more of alembic 0003:0002 --sql was changed',
             (SELECT pg_catalog.string_agg(CASE WHEN l.pid IS NULL
-            THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
-                coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
-            ELSE pg_catalog.format('pid %s (%s, connected since %s)',
-                a.pid, a.application_name, a.backend_start) END, ', ')
-         FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
-         LEFT JOIN pg_catalog.pg_locks AS own_xid
-             ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
-            AND own_xid.virtualtransaction = l.virtualtransaction
-         LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
-                               WHERE d.datname = pg_catalog.current_database())
-             AND l.classid = (28550410422479921 >> 32)::oid
-             AND l.objid = (28550410422479921 & 4294967295)::oid)
+                THEN pg_catalog.format('prepared transaction %s (COMMIT PREPARED or ROLLBACK PREPARED ends it)',
+                    coalesce(pg_catalog.quote_literal(px.gid), '(gid not readable)'))
+                ELSE pg_catalog.format('pid %s (%s, connected since %s)', a.pid, a.application_name, a.backend_start)
+                END, ', ')
+            FROM pg_catalog.pg_locks AS l LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+            LEFT JOIN pg_catalog.pg_locks AS own_xid ON l.pid IS NULL AND own_xid.pid IS NULL
+                AND own_xid.locktype = 'transactionid' AND own_xid.virtualtransaction = l.virtualtransaction
+            LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
+            WHERE l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
+                  AND ((l.locktype = 'relation' AND l.granted AND l.mode <> 'AccessShareLock'
+                        AND l.relation = pg_catalog.to_regclass('"public".enrollments_lock') AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()))
+                       OR (l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()) AND l.classid = (28550410422479921 >> 32)::oid AND l.objid = (28550410422479921 & 4294967295)::oid AND coalesce(pg_catalog.has_table_privilege(coalesce(a.usesysid, (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname = px.owner)), pg_catalog.to_regclass('"public".enrollments_lock'), 'INSERT, UPDATE, DELETE, TRUNCATE'), true))))
             USING HINT = 'run this script again when that session has finished';
+    ELSIF NOT pg_catalog.pg_try_advisory_xact_lock(28550410422479921) THEN
+        RAISE WARNING '% holds the advisory lock of releases before 1.3 but may not run a deploy (no INSERT, UPDATE, DELETE or TRUNCATE on "public".enrollments_lock): not waited for',
+            (SELECT pg_catalog.string_agg(i.who, ', ') FROM (
+                SELECT pg_catalog.format('pid %s (role %s, %s)', a.pid, a.usename,
+                    coalesce(nullif(a.application_name, ''), 'no application_name'))
+                FROM pg_catalog.pg_locks AS l JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()) AND l.classid = (28550410422479921 >> 32)::oid AND l.objid = (28550410422479921 & 4294967295)::oid AND NOT coalesce(pg_catalog.has_table_privilege(a.usesysid, pg_catalog.to_regclass('"public".enrollments_lock'), 'INSERT, UPDATE, DELETE, TRUNCATE'), true)) AS i(who));
     END IF;
 END
 $lock$;
@@ -708,6 +833,14 @@ $verify$;
 
 DELETE FROM "public".enrollment_backfill_claims;
 
+-- ======================================================================================
+-- Step: drops the sync trigger's triggers, functions and tables
+-- Locks: ACCESS EXCLUSIVE on group_members, users, groups and courses, for
+--   milliseconds: reads and writes of them wait; each attempt waits at most
+--   lock_timeout, then retries with backoff until lock_patience
+-- Takes: milliseconds, or retries while a long transaction holds one of the tables
+-- ======================================================================================
+
 -- dropping the sync triggers: each attempt waits at most lock_timeout (500ms) for the tables, so the
 -- application's writes never queue behind it for longer; retried until 10min.
 DO $ddl$
@@ -715,9 +848,23 @@ DECLARE
     started timestamptz := pg_catalog.clock_timestamp();
     attempt integer := 0;
     holders text;
+    budget text;
+    deadline timestamptz;
+    relation regclass;
 BEGIN
     LOOP
         BEGIN
+            -- the tables, all within one lock_timeout (none set: each waits as long as it takes)
+            budget := nullif(pg_catalog.current_setting('lock_timeout'), '0');
+            deadline := pg_catalog.clock_timestamp() + budget::interval;
+            FOREACH relation IN ARRAY ARRAY[pg_catalog.to_regclass('"public".group_members'), pg_catalog.to_regclass('"public".users'), pg_catalog.to_regclass('"public".groups'), pg_catalog.to_regclass('"public".courses')] LOOP
+                IF budget IS NOT NULL THEN
+                    PERFORM pg_catalog.set_config('lock_timeout', pg_catalog.ceil(1000 * pg_catalog.date_part('epoch',
+                        greatest(deadline - pg_catalog.clock_timestamp(), interval '1 ms')))::bigint || 'ms', true);
+                END IF;
+                EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', relation);
+            END LOOP;
+            PERFORM pg_catalog.set_config('lock_timeout', coalesce(budget, '0'), true);
             DROP TRIGGER IF EXISTS course_enrollments_sync_on_insert ON "public".group_members;
             DROP TRIGGER IF EXISTS course_enrollments_sync_on_update ON "public".group_members;
             DROP TRIGGER IF EXISTS course_enrollments_sync_on_user ON "public".users;
@@ -747,9 +894,8 @@ BEGIN
             INTO holders
             FROM pg_catalog.pg_locks AS l
             LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
-            LEFT JOIN pg_catalog.pg_locks AS own_xid
-                ON l.pid IS NULL AND own_xid.pid IS NULL AND own_xid.locktype = 'transactionid'
-               AND own_xid.virtualtransaction = l.virtualtransaction
+            LEFT JOIN pg_catalog.pg_locks AS own_xid ON l.pid IS NULL AND own_xid.pid IS NULL
+                AND own_xid.locktype = 'transactionid' AND own_xid.virtualtransaction = l.virtualtransaction
             LEFT JOIN pg_catalog.pg_prepared_xacts AS px ON px.transaction = own_xid.transactionid
             WHERE l.granted AND l.relation IN (pg_catalog.to_regclass('"public".group_members'), pg_catalog.to_regclass('"public".users'), pg_catalog.to_regclass('"public".groups'), pg_catalog.to_regclass('"public".courses'))
               AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d

@@ -61,7 +61,7 @@ from enrollments_phase1.batching import (
     transaction,
 )
 from enrollments_phase1.db import duration_seconds
-from enrollments_phase1.lock import LOCK_KEY
+from enrollments_phase1.lock import take_plpgsql
 from enrollments_phase1.migration_env import MigrationSettings
 from enrollments_phase1.migrations.shared.v4.definition import (
     ACTIVE_MEMBERSHIP,
@@ -353,16 +353,17 @@ def finish_run_sql(t: Tables, run: str) -> str:
 
 
 # --- offline: the loops in the script --------------------------------------------------
-def transaction_start_sql(settings: MigrationSettings, what: str, spaces: str) -> str:
+def transaction_start_sql(settings: MigrationSettings, what: str, spaces: str, t: Tables) -> str:
     """After each ``COMMIT`` in a loop: the run's settings and the enrollments lock again
     (both end with the transaction that just committed)."""
     return indent(
         settings.plpgsql_sql()
-        + f"""
-IF NOT pg_catalog.pg_try_advisory_xact_lock({LOCK_KEY}) THEN
-    RAISE EXCEPTION '{what}: another session took the enrollments lock between two batches; nothing of this batch was written'
-        USING HINT = 'run this script again when that session has finished: it goes on from its checkpoint';
-END IF;""",
+        + "\n"
+        + take_plpgsql(
+            t,
+            f"{what}: the enrollments lock is held by % (taken between two batches); nothing of this batch was written",
+            "run this script again when that session has finished: it goes on from its checkpoint",
+        ),
         spaces,
     )
 
@@ -447,7 +448,7 @@ def offline_backfill_sql(t: Tables, source: str, settings: MigrationSettings) ->
     enrollments lock first."""
     what = f"backfill {source}"
     batch = ScriptBatches.of(settings)
-    start = f"""{transaction_start_sql(settings, what, "    ")}
+    start = f"""{transaction_start_sql(settings, what, "    ", t)}
 {indent(start_run_sql(t, f"'{source}'"))}
     INTO run;
     IF run.resumed THEN
@@ -465,7 +466,7 @@ DECLARE
 BEGIN
 {start}
     LOOP
-{transaction_start_sql(settings, what, "        ")}
+{transaction_start_sql(settings, what, "        ", t)}
         BEGIN
 {indent(one_statement_sql(t, "run.id"), "            ")}
             INTO result;
@@ -510,7 +511,7 @@ BEGIN
         IF lo IS NULL THEN
             -- A new pass: the candidates, computed once (a read; it writes only its table).
             EXIT WHEN passes >= {MAX_PASSES};
-{transaction_start_sql(settings, what, "            ")}
+{transaction_start_sql(settings, what, "            ", t)}
             started := clock_timestamp();
 {fill};
 {indent(next_pass_sql(t, "run.id"), "            ")}
@@ -527,7 +528,7 @@ BEGIN
         END IF;
         LOOP
             attempt := 0;
-{transaction_start_sql(settings, what, "            ")}{indent(_pace(settings, what), "    ")}
+{transaction_start_sql(settings, what, "            ", t)}{indent(_pace(settings, what), "    ")}
             started := clock_timestamp();
             LOOP
                 BEGIN
@@ -561,7 +562,7 @@ BEGIN
     IF passes >= {MAX_PASSES} AND NOT last_pass THEN
         RAISE WARNING '{what}: still finding pairs after {MAX_PASSES} passes (the application keeps writing memberships and no sync trigger is installed); the audit or the gate counts what is left';
     END IF;
-{transaction_start_sql(settings, what, "    ")}
+{transaction_start_sql(settings, what, "    ", t)}
     {finish_run_sql(t, "run.id")};
     RAISE NOTICE '{what}: % enrollments created, % reactivated (% batches)', {counted("done_created")},
         {counted("done_reactivated")}, {counted("done_batches")};

@@ -38,6 +38,7 @@ from enrollments_phase1.migrations.shared.v4.definition import (
     counted,
     indent,
 )
+from enrollments_phase1.migrations.shared.v4.headers import header
 from enrollments_phase1.migrations.shared.v4.run import (
     execute_block,
     in_transaction,
@@ -276,6 +277,7 @@ def check_coverage(
     ``connection`` is outside one, else in the caller's (a test's)."""
     t = t or tables()
     _overridden(revision, mode)
+    header("gate")
     with in_transaction(connection, isolation="REPEATABLE READ READ ONLY"):
         execute_block(connection, gate_sql(t, revision, mode), CoverageGateError)
 
@@ -289,6 +291,7 @@ def gate_in_revision(revision: str, mode: str, t: Tables | None = None) -> None:
     _overridden(revision, mode)
     script = current_run().script
     if script is not None:  # the script from where the database stands: before this revision
+        header("gate")
         execute_block(
             None, gate_sql(t, revision, mode, script.again_from_here()), CoverageGateError
         )

@@ -9,8 +9,12 @@ transaction, so a ``SET LOCAL`` cannot reach it:
 - on a direct connection (the session is ours alone), ``lock_timeout`` is set to 0 for
   the build and reset right after;
 - through a connection pooler a session-level ``SET`` could be left on a server connection
-  another client gets next, so nothing is set: the build runs with the server's own
-  ``lock_timeout`` (0 unless the role or the database sets one);
+  another client gets next, and a transaction cannot hold the build, so nothing can be
+  set: the build runs with the server's own ``lock_timeout`` and ``statement_timeout``
+  (those of the role or the database; many managed databases set them). It says so
+  first; a build that the server's ``lock_timeout`` ends is dropped and retried with
+  backoff until the run's ``lock_patience``; one that a timeout stops for good ends with
+  the exact change to make (:func:`what_to_change`);
 - in the script, likewise nothing is set (psql may be talking to a pooler).
 
 An INVALID leftover of an interrupted build is dropped with ``DROP INDEX CONCURRENTLY``
@@ -21,17 +25,21 @@ it is recorded as applied (offline in the transaction that records it).
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from alembic.util import CommandError
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
-from enrollments_phase1.db import KEEP, behind_pooler
+from enrollments_phase1.db import KEEP, behind_pooler, duration_seconds, stop_if_interrupted
 from enrollments_phase1.migration_env import MigrationSettings
 from enrollments_phase1.migrations.shared.v4.definition import Tables, quote_literal
+from enrollments_phase1.migrations.shared.v4.headers import header
 from enrollments_phase1.migrations.shared.v4.run import (
     can_autocommit,
     execute_sql,
@@ -84,6 +92,27 @@ JOIN pg_catalog.pg_class AS c ON c.oid OPERATOR(pg_catalog.=) i.indexrelid
 JOIN pg_catalog.pg_namespace AS n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
 WHERE i.indexrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass({_index(t, name)}) AND NOT i.indisvalid
 \\gexec"""
+
+
+def waits_notice_sql(table: str, name: str) -> str:
+    """Offline, just before the build: a NOTICE naming the transactions it will wait for
+    (those holding a snapshot or a transaction id now); psql prints nothing while it waits."""
+    return f"""DO $waits$
+DECLARE
+    older text;
+BEGIN
+    SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s, %s, transaction open since %s)', a.pid,
+               coalesce(nullif(a.application_name, ''), 'no application_name'), a.state,
+               pg_catalog.to_char(a.xact_start, 'HH24:MI:SS')), '; ' ORDER BY a.xact_start)
+    INTO older
+    FROM pg_catalog.pg_stat_activity AS a
+    WHERE a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+      AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL)
+      AND a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database();
+    RAISE NOTICE 'building {name} on {table.replace("'", "''")}: it waits for %',
+        coalesce('these transactions to end: ' OPERATOR(pg_catalog.||) older, 'no older transaction (none is open now)');
+END
+$waits$"""
 
 
 def check_valid_sql(t: Tables, name: str) -> str:
@@ -162,6 +191,94 @@ def _unbounded(connection: Connection, sql: str, table: str, what: str) -> None:
             connection.exec_driver_sql(f"RESET {setting.split(' = ')[0]}")
 
 
+# The timeouts a statement gets through a pooler, and where each was set.
+SERVER_TIMEOUTS_SQL = """SELECT s.name, pg_catalog.current_setting(s.name) AS value, s.source,
+    current_user AS role, pg_catalog.current_database() AS database
+FROM pg_catalog.pg_settings AS s
+WHERE s.name IN ('lock_timeout', 'statement_timeout') AND s.setting <> '0'
+ORDER BY s.name"""
+
+SOURCES = {
+    "user": "for the role",
+    "database": "for the database",
+    "database user": "for the role in this database",
+    "configuration file": "in the server's configuration",
+    "default": "by default",
+}
+
+
+def server_timeouts(connection: Connection) -> dict[str, str]:
+    """Through a pooler: the server's timeouts that are not 0, in words ("1s, set for the
+    role"), by name; with the role and the database, for :func:`what_to_change`."""
+    rows = connection.exec_driver_sql(SERVER_TIMEOUTS_SQL).all()
+    found = {r.name: f"{r.value}, set {SOURCES.get(r.source, r.source)}" for r in rows}
+    if rows:
+        found["role"], found["database"] = rows[0].role, rows[0].database
+    return found
+
+
+def what_to_change(name: str, timeouts: dict[str, str]) -> str:
+    """What to change when the server's ``name`` stops an index build through a pooler."""
+    role = timeouts.get("role", "the deploy's role")
+    database = timeouts.get("database", "this database")
+    return (
+        f"through the pooler the build runs with the server's {name} "
+        f"({timeouts.get(name, 'not 0')}), which -x {name} cannot change: a pooler gives "
+        f"the build no session of its own. Run the upgrade once on a direct "
+        f"connection to the server (there the build sets its own), or let the deploy's "
+        f'role build with none: ALTER ROLE "{role}" IN DATABASE "{database}" SET {name} = 0 '
+        "(new server connections get it), then run the upgrade again"
+    )
+
+
+def build_patiently(connection: Connection, build, name: str) -> None:
+    """Run ``build`` (it drops an INVALID leftover and builds ``name``); through a pooler,
+    say first which of the server's timeouts the build gets, retry it with backoff and
+    jitter when the server's lock_timeout ends it, until the run's lock_patience, and end
+    with :func:`what_to_change` when a timeout stops it for good."""
+    if not behind_pooler(connection):
+        build()
+        return
+    timeouts = server_timeouts(connection)
+    for setting in ("lock_timeout", "statement_timeout"):
+        if setting in timeouts:
+            log.warning(
+                "building %s through the pooler: it runs with the server's %s (%s), as no "
+                "session of its own can set another%s",
+                name,
+                setting,
+                timeouts[setting],
+                "; retried until lock_patience when it gives up"
+                if setting == "lock_timeout"
+                else "",
+            )
+    patience = duration_seconds(MigrationSettings.current().lock_patience)
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        try:
+            build()
+            return
+        except DBAPIError as exc:
+            code = getattr(exc.orig, "pgcode", None)
+            if code not in ("55P03", "57014"):
+                raise
+            setting = "lock_timeout" if code == "55P03" else "statement_timeout"
+            if code == "57014" or time.monotonic() - started >= patience:
+                raise CommandError(
+                    f"building {name}: {what_to_change(setting, timeouts)}"
+                ) from None
+            attempt += 1
+            log.warning(
+                "building %s: the server's lock_timeout (%s) ended it (attempt %d); retrying",
+                name,
+                timeouts.get("lock_timeout", "not 0"),
+                attempt,
+            )
+            time.sleep(min(5.0, random.uniform(0, 0.2 * 2 ** min(attempt, 6))))
+            stop_if_interrupted()
+
+
 def create_index_concurrently(name: str, table: str, columns: list[str]) -> None:
     """Build an index without blocking writes; re-runnable; recovers an INVALID one."""
     t = tables()
@@ -173,7 +290,9 @@ def create_index_concurrently(name: str, table: str, columns: list[str]) -> None
         return
     if is_offline():
         with outside_transaction():
+            header("index")
             write_raw(drop_invalid_sql(t, name))
+            run_sql(waits_notice_sql(target, name))
             run_sql(
                 f"-- Build {name} without blocking writes to {table}. The build waits for every\n"
                 "-- older transaction, blocking nobody meanwhile; it runs with the server's\n"
@@ -182,15 +301,19 @@ def create_index_concurrently(name: str, table: str, columns: list[str]) -> None
         run_sql(check_valid_sql(t, name))  # in the transaction that records the revision
         return
     with outside_transaction() as connection:
-        if index_validity(connection, t, name) is False:
-            log.warning("%s is INVALID (an interrupted build): dropping it concurrently", name)
-            _unbounded(
-                connection,
-                f"DROP INDEX CONCURRENTLY IF EXISTS {getattr(t, name)}",
-                target,
-                f"dropping the INVALID {name}",
-            )
-        _unbounded(connection, create, target, f"building {name}")
+
+        def build() -> None:
+            if index_validity(connection, t, name) is False:
+                log.warning("%s is INVALID (an interrupted build): dropping it concurrently", name)
+                _unbounded(
+                    connection,
+                    f"DROP INDEX CONCURRENTLY IF EXISTS {getattr(t, name)}",
+                    target,
+                    f"dropping the INVALID {name}",
+                )
+            _unbounded(connection, create, target, f"building {name}")
+
+        build_patiently(connection, build, name)
         if index_validity(connection, t, name) is not True:
             raise CommandError(
                 f"index {name} is missing or INVALID after its build; run the upgrade again "

@@ -11,6 +11,7 @@ from enrollments_phase1.migration_env import MigrationSettings, current_run
 from enrollments_phase1.migrations.shared.v4 import backfill, bookkeeping, sync, undo
 from enrollments_phase1.migrations.shared.v4.definition import Tables
 from enrollments_phase1.migrations.shared.v4.gate import gate_in_revision
+from enrollments_phase1.migrations.shared.v4.headers import header
 from enrollments_phase1.migrations.shared.v4.run import (
     execute_block,
     in_transaction,
@@ -92,6 +93,7 @@ def _made_in_this_script(what: str) -> None:
 
 def create_bookkeeping() -> None:
     """Revision 0003: the record of changes and the runs table."""
+    header("bookkeeping")
     for statement in bookkeeping.create_sql(tables()):
         run_sql(statement)
     _made_in_this_script("bookkeeping")
@@ -110,6 +112,7 @@ def _ensure_bookkeeping(connection, t: Tables) -> None:
 
 def _backfill(connection, t: Tables, source: str, settings: MigrationSettings) -> None:
     if connection is None:
+        header("backfill")
         run_sql(backfill.offline_backfill_sql(t, source, settings))
         return
     outcome = backfill.backfill_online(connection, t, source, settings)

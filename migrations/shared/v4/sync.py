@@ -85,6 +85,7 @@ from enrollments_phase1.migrations.shared.v4.definition import (
     quote_literal,
     same_school,
 )
+from enrollments_phase1.migrations.shared.v4.headers import header
 from enrollments_phase1.migrations.shared.v4.run import execute_block, in_transaction, run_block
 
 PENDING = "course_enrollments_sync_pending"
@@ -674,13 +675,36 @@ def with_lock_retries(
     on: tuple[str, ...],
     modes: tuple[str, ...],
     settings: MigrationSettings,
+    take: str | None = None,
 ) -> str:
     """A DO block running ``body`` (statements that lock the tables ``on``), each attempt
     under the run's short ``lock_timeout``, retried with backoff and jitter until the
     run's patience is spent; every waiting line and the final failure name the sessions
-    that hold a conflicting lock (pid, application_name, state, transaction age)."""
+    that hold a conflicting lock (pid, application_name, state, transaction age).
+
+    With ``take`` (a lock mode), each attempt first locks the tables ``on`` in that mode,
+    in order, all within one ``lock_timeout``: each lock waits only for what is left of
+    it. Locked one after another with a whole ``lock_timeout`` each, the application's
+    writes to the first table queued behind the granted lock while the others were
+    waited for (2.5 s measured with 500 ms)."""
     relations = ", ".join(tables.regclass(t) for t in on)
     wanted = ", ".join(f"'{m}'" for m in modes)
+    upfront = (
+        f"""-- the tables, all within one lock_timeout (none set: each waits as long as it takes)
+budget := nullif(pg_catalog.current_setting('lock_timeout'), '0');
+deadline := pg_catalog.clock_timestamp() + budget::interval;
+FOREACH relation IN ARRAY ARRAY[{relations}] LOOP
+    IF budget IS NOT NULL THEN
+        PERFORM pg_catalog.set_config('lock_timeout', pg_catalog.ceil(1000 * pg_catalog.date_part('epoch',
+            greatest(deadline - pg_catalog.clock_timestamp(), interval '1 ms')))::bigint || 'ms', true);
+    END IF;
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN {take} MODE', relation);
+END LOOP;
+PERFORM pg_catalog.set_config('lock_timeout', coalesce(budget, '0'), true);
+"""
+        if take
+        else ""
+    )
     return f"""-- {what}: each attempt waits at most lock_timeout ({settings.lock_timeout}) for the tables, so the
 -- application's writes never queue behind it for longer; retried until {settings.lock_patience}.
 DO $ddl$
@@ -688,10 +712,13 @@ DECLARE
     started timestamptz := pg_catalog.clock_timestamp();
     attempt integer := 0;
     holders text;
+    budget text;
+    deadline timestamptz;
+    relation regclass;
 BEGIN
     LOOP
         BEGIN
-{indent(body, "            ")}
+{indent(upfront + body, "            ")}
             EXIT;
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             attempt := attempt + 1;
@@ -741,7 +768,13 @@ END IF;"""
         for t in TRIGGERS
     )
     return with_lock_retries(
-        "installing the sync triggers", creates, tables, TABLES, CREATE_CONFLICTS, settings
+        "installing the sync triggers",
+        creates,
+        tables,
+        TABLES,
+        CREATE_CONFLICTS,
+        settings,
+        take="SHARE ROW EXCLUSIVE",
     )
 
 
@@ -759,7 +792,13 @@ def drop_sql(tables: Tables, settings: MigrationSettings) -> str:
         ]
     )
     return with_lock_retries(
-        "dropping the sync triggers", drops, tables, TABLES, DROP_CONFLICTS, settings
+        "dropping the sync triggers",
+        drops,
+        tables,
+        TABLES,
+        DROP_CONFLICTS,
+        settings,
+        take="ACCESS EXCLUSIVE",
     )
 
 
@@ -791,16 +830,22 @@ def install(connection: Connection | None, tables: Tables, settings: MigrationSe
     transaction, no table locked), the trigger that applies the queue, the triggers of
     the four tables (one transaction, retried), then stray old functions. At each step
     what the application writes is still enrolled, by the old functions or the new."""
+    header("queue")
     run_block(connection, queue_sql(tables, settings))
+    header("functions")
     with in_transaction(connection):
         for statement in objects_sql(tables):
             execute_block(connection, statement)
+    header("apply trigger")
     run_block(connection, apply_trigger_sql(tables, settings))
+    header("triggers")
     run_block(connection, create_triggers_sql(tables, settings))
+    header("strays")
     run_block(connection, strays_sql(tables))
 
 
 def drop(connection: Connection | None, tables: Tables, settings: MigrationSettings) -> None:
     """Every object of the sync trigger, in the transaction ``connection`` holds (the
     revision's: online its connection, offline None)."""
+    header("drop sync")
     execute_block(connection, drop_sql(tables, settings))

@@ -51,6 +51,7 @@ from enrollments_phase1.migrations.shared.v4.definition import (
     indent,
     quote_literal,
 )
+from enrollments_phase1.migrations.shared.v4.headers import header
 from enrollments_phase1.migrations.shared.v4.run import execute_block, in_transaction, run_block
 
 log = logging.getLogger("migrations")
@@ -452,7 +453,7 @@ BEGIN
         lo := source.start;
         LOOP
             attempt := 0;
-{transaction_start_sql(settings, what, "            ")}
+{transaction_start_sql(settings, what, "            ", t)}
             started := clock_timestamp();
             LOOP
                 BEGIN
@@ -501,6 +502,7 @@ def undo(connection: Connection | None, t: Tables, what: str, settings: Migratio
     if connection is not None:
         undo_online(connection, t, what, settings)
         return
+    header("undo")
     if settings.undo_after_move == "refuse":
         run_block(None, moved_sql(t, what))
     if settings.undo_referenced == "refuse":
