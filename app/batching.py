@@ -42,7 +42,9 @@ from sqlalchemy.exc import DBAPIError
 
 from enrollments_phase1.db import duration_seconds, interrupted, run_prelude, stop_if_interrupted
 from enrollments_phase1.errors import PermissionDeniedError
+from enrollments_phase1.names import Tables
 from enrollments_phase1.settings import SETTINGS
+from enrollments_phase1.steering import Steering
 from enrollments_phase1.terminal import ProgressLine, clock, is_terminal
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,8 @@ class BatchSettings:
     lag_bound_explicit: bool = False  # asked for by the user: hidden lag stops the run
     lag_option: str = "--max-replica-lag"  # how the running tool spells the bound
     patience_seconds: float = _default_seconds("lock_patience")  # retrying for its locks
+    pause_patience_seconds: float = _default_seconds("pause_patience")  # waiting while paused
+    pause_option: str = "--pause-patience"
     backoff_seconds: float = 0.1
 
     @property
@@ -107,11 +111,14 @@ class Sizer:
     def __post_init__(self) -> None:
         self.size = self.settings.first_size
 
-    def record(self, seconds: float, rows: int) -> None:
+    def record(self, seconds: float, rows: int, target: float | None = None) -> None:
+        """After a batch of ``rows`` that took ``seconds``: the next size, toward ``target``
+        seconds (the settings' unless a throttle asks for another)."""
         if self.settings.fixed_size or rows < self.size:  # fixed, or a short last slice
             return
         self.average = seconds if self.average is None else 0.6 * self.average + 0.4 * seconds
-        factor = min(1.5, max(0.5, self.settings.target_seconds / max(self.average, 1e-6)))
+        target = target or self.settings.target_seconds
+        factor = min(1.5, max(0.5, target / max(self.average, 1e-6)))
         self.size = int(
             min(self.settings.max_size, max(self.settings.min_size, self.size * factor))
         )
@@ -383,27 +390,46 @@ def run_batches(
     start_after: int,
     settings: BatchSettings,
     progress: Progress | None = None,
+    steered: Tables | None = None,
 ) -> Totals:
     """Run ``step`` batch after batch from key ``start_after`` until it finds no rows.
 
     ``connection`` is outside any transaction (or in the caller's, where a savepoint stands
-    in for each batch's transaction). What was committed stays when it fails.
+    in for each batch's transaction). What was committed stays when it fails. With
+    ``steered`` (the schema of the backfill's tables), the pause and the throttle of
+    ``enrollments pause``/``throttle`` apply before and after each batch
+    (:mod:`enrollments_phase1.steering`).
     """
     sizer = Sizer(settings)
     lag = ReplicaLag()
     totals = Totals()
     after = start_after
     say = progress.say if progress is not None else log.info
+    steering = (
+        None
+        if steered is None
+        else Steering(
+            connection,
+            steered,
+            settings.pause_patience_seconds,
+            settings.pause_option,
+            say,
+            transaction,
+        )
+    )
     try:
         while True:
             stop_if_interrupted()
+            if steering is not None:
+                steering.before_batch(connection)
             wait_for_replicas(connection, lag, settings, say)
             result, seconds = _one_batch(connection, step, after, sizer, settings, say)
             if result.rows == 0 or result.last_key is None:
                 return totals
             totals.add(result)
             totals.longest = max(totals.longest, seconds)
-            sizer.record(seconds, result.rows)
+            target = None if steering is None else steering.target_seconds(0)
+            sizer.record(seconds, result.rows, target or None)
             after = result.last_key
             if progress is not None:
                 counts = ", ".join(f"{v:,} {k}" for k, v in totals.counts.items())
@@ -411,6 +437,8 @@ def run_batches(
             log.debug(
                 "batch %d: %d rows up to %d in %.3f s", totals.batches, result.rows, after, seconds
             )
+            if steering is not None:
+                steering.after_batch(result.rows, seconds)
     except BaseException:
         if progress is not None:
             progress.abort()

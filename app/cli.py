@@ -23,7 +23,7 @@ from typing import NoReturn
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from enrollments_phase1 import __version__
+from enrollments_phase1 import __version__, steering
 from enrollments_phase1.backfill import BackfillResult, backfill
 from enrollments_phase1.batching import BatchSettings, progress_so_far
 from enrollments_phase1.coverage import (
@@ -42,6 +42,7 @@ from enrollments_phase1.db import (
     resolve_url,
     run_settings,
     set_transaction_prelude,
+    stop_if_interrupted,
     translate_db_error,
 )
 from enrollments_phase1.errors import (
@@ -58,10 +59,12 @@ from enrollments_phase1.schema import check_schema, security_warnings
 from enrollments_phase1.settings import (
     Setting,
     SettingError,
+    duration,
     for_command,
     integer,
     yes_no,
 )
+from enrollments_phase1.status import read_status, render_status
 from enrollments_phase1.terminal import FittedFormatter, interrupted_line, say
 
 log = logging.getLogger("enrollments_phase1")
@@ -212,6 +215,71 @@ def build_parser() -> Parser:
     )
     add_connection_options(p_backfill, "backfill")
 
+    p_status = commands.add_parser(
+        "status",
+        help="where the backfill stands: running, paused, finished, cut...",
+        description="Where the backfill (the command's, a revision's) stands, from any "
+        "host: its state, progress, rate and ETA, who holds the enrollments lock, the "
+        "pause and the throttle, and how to resume a run cut short. Read-only; exit 0.",
+    )
+    add_steering_options(p_status)
+    p_status.add_argument("--json", action="store_true", help="print one JSON object")
+    p_status.add_argument(
+        "--watch",
+        type=seconds,
+        metavar="SECONDS",
+        help="print it again every SECONDS until the run ends",
+    )
+
+    p_pause = commands.add_parser(
+        "pause",
+        help="pause the running backfill before its next batch",
+        description="Pause the backfill before its next batch, wherever it runs (the "
+        "command, alembic upgrade, the undo of a downgrade): kept in the database until "
+        "enrollments resume, or for DURATION.",
+    )
+    add_steering_options(p_pause)
+    p_pause.add_argument(
+        "--for",
+        dest="duration",
+        type=_argument_type(PAUSE_FOR),
+        metavar="DURATION",
+        help="end the pause by itself after DURATION (default: until enrollments resume)",
+    )
+
+    p_resume = commands.add_parser(
+        "resume",
+        help="end the pause: the backfill goes on with its next batch",
+        description="End the pause: a paused backfill goes on with its next batch.",
+    )
+    add_steering_options(p_resume)
+
+    p_throttle = commands.add_parser(
+        "throttle",
+        help="slow the backfill down (no option: no throttle)",
+        description="Set how the backfill paces its batches from its next batch on; the "
+        "options not given are unset, and with none the throttle is removed.",
+    )
+    add_steering_options(p_throttle)
+    p_throttle.add_argument(
+        "--batch-time",
+        type=_argument_type(BATCH_TIME),
+        metavar="DURATION",
+        help="size batches toward DURATION each (default: 100ms)",
+    )
+    p_throttle.add_argument(
+        "--sleep",
+        type=_argument_type(SLEEP),
+        metavar="DURATION",
+        help="wait DURATION after each batch (default: none)",
+    )
+    p_throttle.add_argument(
+        "--max-rate",
+        type=bounded_int(1, 100_000_000),
+        metavar="N",
+        help="at most N pairs (records, for the undo) a second (default: no bound)",
+    )
+
     p_demo = commands.add_parser(
         "demo",
         help="tell the Phase 1 story on an embedded PostgreSQL",
@@ -221,6 +289,34 @@ def build_parser() -> Parser:
     p_demo.add_argument("--data-dir", metavar="DIR", help="keep the server's data in DIR")
     add_common_options(p_demo)
     return parser
+
+
+def add_steering_options(parser: argparse.ArgumentParser) -> None:
+    """The options of status, pause, resume and throttle: they connect, read or write one
+    row, and wait at most a few seconds for anything."""
+    add_common_options(parser)
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="PostgreSQL URL (default: $DATABASE_URL)",
+    )
+    parser.set_defaults(given=frozenset(), lock_timeout="5s", statement_timeout="1min")
+
+
+def seconds(value: str) -> float:
+    """A positive number of seconds (``--watch 2``, ``--watch 0.5``)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not 0 < number <= 86_400:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds (0 to 86400)")
+    return number
+
+
+PAUSE_FOR = Setting("for", duration, None, "DURATION", "")
+BATCH_TIME = Setting("batch_time", duration, None, "DURATION", "")
+SLEEP = Setting("sleep", duration, None, "DURATION", "")
 
 
 # --- running --------------------------------------------------------------------------
@@ -316,6 +412,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 max_replica_lag=duration_seconds(args.max_replica_lag),
                 lag_bound_explicit="max_replica_lag" in args.given,
                 patience_seconds=duration_seconds(args.lock_patience),
+                pause_patience_seconds=duration_seconds(args.pause_patience),
             )
             written = backfill(
                 session.connection,
@@ -523,7 +620,81 @@ def _why_not_covered(result: BackfillResult) -> str:
     return textwrap.fill(why, width=78)
 
 
-COMMANDS = {"audit": cmd_audit, "backfill": cmd_backfill, "demo": cmd_demo}
+def cmd_status(args: argparse.Namespace) -> int:
+    with open_connection(args) as session:
+        first = True
+        while True:
+            with session.connection.begin():
+                status = read_status(session.connection, session.tables)
+            if args.json:
+                emit(as_json(status))  # --watch: one object a line
+            else:
+                emit(("" if first else "\n") + render_status(status))
+            first = False
+            if not args.watch or status["state"] in ("finished", "cut", "none"):
+                return 0
+            time.sleep(args.watch)
+            stop_if_interrupted()
+
+
+def _order(args: argparse.Namespace, assignments: dict[str, str]) -> steering.Control:
+    """Write the orders' row, and read it back."""
+    with open_connection(args) as session:
+        t = session.tables
+        with session.connection.begin():
+            if not session.connection.exec_driver_sql(steering.exists_sql(t)).scalar_one():
+                raise SchemaError(
+                    f"no {steering.TABLE} in schema {t.schema}: revision 0003 creates it "
+                    "(alembic upgrade 0003 or later); nothing was changed"
+                )
+            session.connection.exec_driver_sql(steering.write_sql(t, assignments))
+            control = steering.read(session.connection, t)
+    assert control is not None
+    return control
+
+
+def _interval(value: str | None) -> str:
+    return "NULL" if value is None else f"interval '{duration_seconds(value):g} s'"
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    until = "NULL" if args.duration is None else f"pg_catalog.now() + {_interval(args.duration)}"
+    control = _order(args, {"paused_at": "pg_catalog.now()", "paused_until": until})
+    emit(f"{control.pause_words()}: a running backfill waits before its next batch")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    _order(args, {"paused_at": "NULL", "paused_until": "NULL"})
+    emit("resumed: a paused backfill goes on with its next batch")
+    return 0
+
+
+def cmd_throttle(args: argparse.Namespace) -> int:
+    control = _order(
+        args,
+        {
+            "batch_time": _interval(args.batch_time),
+            "sleep": _interval(args.sleep),
+            "max_rate": "NULL" if args.max_rate is None else str(int(args.max_rate)),
+        },
+    )
+    if control.throttled:
+        emit(f"throttle: {steering.throttle_words(control)}, from the next batch on")
+    else:
+        emit("no throttle: batches sized toward 100 ms, back to back, from the next batch on")
+    return 0
+
+
+COMMANDS = {
+    "audit": cmd_audit,
+    "backfill": cmd_backfill,
+    "status": cmd_status,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
+    "throttle": cmd_throttle,
+    "demo": cmd_demo,
+}
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:

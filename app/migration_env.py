@@ -73,6 +73,7 @@ class MigrationSettings:
     backfill_one_statement: bool
     max_replica_lag: str
     max_replica_lag_explicit: bool  # given with -x: a lag hidden from the role stops the run
+    pause_patience: str
     coverage_gate: str
     drop_legacy_schema: bool
     legacy_schema: str | None
@@ -113,6 +114,8 @@ class MigrationSettings:
             lag_bound_explicit=self.max_replica_lag_explicit,
             lag_option="-x max_replica_lag",
             patience_seconds=duration_seconds(self.lock_patience),
+            pause_patience_seconds=duration_seconds(self.pause_patience),
+            pause_option="-x pause_patience",
         )
 
     def settings(self) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ database created by the legacy application and one created by revision ``0001`` 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import (
     BigInteger,
@@ -31,7 +31,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL
 from sqlalchemy.dialects.postgresql import base as postgresql_base
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import UserDefinedType
@@ -230,6 +230,27 @@ class EnrollmentBackfillClaim(Base):
 
     enrollment_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     claimed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class EnrollmentBackfillControl(Base):
+    """Revision 0003 (since 1.3): one row, the pause and the throttle of the running
+    backfill (``enrollments pause``, ``resume``, ``throttle``; read before each batch)."""
+
+    __tablename__ = "enrollment_backfill_control"
+    __table_args__ = (CheckConstraint("id", name="ck_enrollment_backfill_control_one_row"),)
+
+    id: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    batch_time: Mapped[timedelta | None] = mapped_column(INTERVAL, nullable=True)
+    sleep: Mapped[timedelta | None] = mapped_column(INTERVAL, nullable=True)
+    max_rate: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    changed_by: Mapped[str] = mapped_column(
+        Text, nullable=False, server_default=text("CURRENT_USER")
+    )
+    changed_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
 

@@ -175,6 +175,15 @@ SETTINGS: dict[str, Setting] = {
             commands=("backfill",),
         ),
         Setting(
+            "pause_patience",
+            duration,
+            "1h",
+            "DURATION",
+            "how long a batched run waits while paused (enrollments pause) before it stops, "
+            "resumable, exit 75",
+            commands=("backfill",),
+        ),
+        Setting(
             "coverage_gate",
             one_of("abort", "warn"),
             "abort",

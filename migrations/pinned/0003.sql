@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0003; digest 576a5c4752bf.
+-- Pinned offline SQL of revision 0003; digest 90478fb6c912.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -79,10 +79,24 @@ CREATE UNLOGGED TABLE "public".enrollment_backfill_candidates (
     CONSTRAINT enrollment_backfill_candidates_pkey PRIMARY KEY (n)
 );
 
+-- The pause and the throttle of the running backfill (enrollments pause, resume, throttle).
+CREATE TABLE "public".enrollment_backfill_control (
+    id boolean DEFAULT true NOT NULL,
+    paused_at timestamp with time zone,
+    paused_until timestamp with time zone,
+    batch_time interval,
+    sleep interval,
+    max_rate integer,
+    changed_by text DEFAULT CURRENT_USER NOT NULL,
+    changed_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT enrollment_backfill_control_pkey PRIMARY KEY (id),
+    CONSTRAINT ck_enrollment_backfill_control_one_row CHECK (id)
+);
+
 -- Only their owner (and whom the DBA grants) may read or write them.
 REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs,
     "public".enrollment_backfill_batches, "public".enrollment_backfill_claims,
-    "public".enrollment_backfill_candidates FROM PUBLIC;
+    "public".enrollment_backfill_candidates, "public".enrollment_backfill_control FROM PUBLIC;
 REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq,
     "public".enrollment_backfill_batches_id_seq FROM PUBLIC;
 
@@ -247,10 +261,26 @@ BEGIN
             CONSTRAINT enrollment_backfill_candidates_pkey PRIMARY KEY (n)
         );
     END IF;
+    IF pg_catalog.to_regclass('"public".enrollment_backfill_control') IS NULL THEN
+        -- Since 1.3: the pause and the throttle.
+        -- The pause and the throttle of the running backfill (enrollments pause, resume, throttle).
+        CREATE TABLE "public".enrollment_backfill_control (
+            id boolean DEFAULT true NOT NULL,
+            paused_at timestamp with time zone,
+            paused_until timestamp with time zone,
+            batch_time interval,
+            sleep interval,
+            max_rate integer,
+            changed_by text DEFAULT CURRENT_USER NOT NULL,
+            changed_at timestamp with time zone DEFAULT now() NOT NULL,
+            CONSTRAINT enrollment_backfill_control_pkey PRIMARY KEY (id),
+            CONSTRAINT ck_enrollment_backfill_control_one_row CHECK (id)
+        );
+    END IF;
     -- Nothing for PUBLIC (a default privilege may have given it some; 1.1 did not revoke).
     REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs,
         "public".enrollment_backfill_batches, "public".enrollment_backfill_claims,
-        "public".enrollment_backfill_candidates FROM PUBLIC;
+        "public".enrollment_backfill_candidates, "public".enrollment_backfill_control FROM PUBLIC;
     REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq,
         "public".enrollment_backfill_batches_id_seq FROM PUBLIC;
 END
@@ -917,6 +947,8 @@ $ddl$;
 DROP FUNCTION IF EXISTS "public".course_enrollments_undo_batch(text, bigint, integer);
 
 DROP FUNCTION IF EXISTS "public".course_enrollments_undo_batch(bigint, integer);
+
+DROP TABLE IF EXISTS "public".enrollment_backfill_control;
 
 DROP TABLE "public".enrollment_backfill_candidates;
 

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0008; digest e810c895ca17.
+-- Pinned offline SQL of revision 0008; digest f19fd0dffa3d.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -165,10 +165,26 @@ BEGIN
             CONSTRAINT enrollment_backfill_candidates_pkey PRIMARY KEY (n)
         );
     END IF;
+    IF pg_catalog.to_regclass('"public".enrollment_backfill_control') IS NULL THEN
+        -- Since 1.3: the pause and the throttle.
+        -- The pause and the throttle of the running backfill (enrollments pause, resume, throttle).
+        CREATE TABLE "public".enrollment_backfill_control (
+            id boolean DEFAULT true NOT NULL,
+            paused_at timestamp with time zone,
+            paused_until timestamp with time zone,
+            batch_time interval,
+            sleep interval,
+            max_rate integer,
+            changed_by text DEFAULT CURRENT_USER NOT NULL,
+            changed_at timestamp with time zone DEFAULT now() NOT NULL,
+            CONSTRAINT enrollment_backfill_control_pkey PRIMARY KEY (id),
+            CONSTRAINT ck_enrollment_backfill_control_one_row CHECK (id)
+        );
+    END IF;
     -- Nothing for PUBLIC (a default privilege may have given it some; 1.1 did not revoke).
     REVOKE ALL ON "public".enrollment_backfill_changes, "public".enrollment_backfill_runs,
         "public".enrollment_backfill_batches, "public".enrollment_backfill_claims,
-        "public".enrollment_backfill_candidates FROM PUBLIC;
+        "public".enrollment_backfill_candidates, "public".enrollment_backfill_control FROM PUBLIC;
     REVOKE ALL ON SEQUENCE "public".enrollment_backfill_runs_id_seq,
         "public".enrollment_backfill_batches_id_seq FROM PUBLIC;
 END

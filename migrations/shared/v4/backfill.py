@@ -661,7 +661,7 @@ def run_backfill(
                 break
             checkpoint, last_pass, left = 0, bool(found.sync_trigger), int(found.candidates)
         progress = Progress(f"{what}: pass {pass_number}", left or 0, "pairs", progress_stream)
-        totals = run_batches(connection, step, int(checkpoint), batch, progress)
+        totals = run_batches(connection, step, int(checkpoint), batch, progress, steered=t)
         done_created = totals.counts.get("created", 0)
         done_reactivated = totals.counts.get("reactivated", 0)
         progress.close(f"{done_created:,} created, {done_reactivated:,} reactivated")

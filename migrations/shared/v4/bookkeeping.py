@@ -19,6 +19,10 @@
   change only, with the row version it wrote (``row_xmin``; none for 1.0.0's rows, where
   "still as left" means same pair, still active) and ``claimed_at`` (1.2's trigger's
   claim). No backfill writes it since 1.3; the undo goes through what it holds.
+- ``enrollment_backfill_control`` (since 1.3, one row): a pause (since when, until when, by
+  whom) and a throttle (a batch duration to aim at, a sleep between batches, a rate),
+  written by ``enrollments pause``, ``resume`` and ``throttle`` and read by every batched
+  run before each batch (``enrollments_phase1.steering``).
 - ``enrollment_backfill_runs``: one row per backfill run, by the command or a revision:
   its pass and checkpoint (the last candidate of its last committed batch; 1.2's runs, with
   no pass, the last membership id), whether the sync trigger was installed when it
@@ -40,6 +44,7 @@ RUNS = "enrollment_backfill_runs"
 BATCHES = "enrollment_backfill_batches"
 CLAIMS = "enrollment_backfill_claims"
 CANDIDATES = "enrollment_backfill_candidates"
+CONTROL = "enrollment_backfill_control"
 ENROLLMENT_INDEX = "uq_enrollment_backfill_changes_enrollment"
 ROW_XMIN_INDEX = "ix_enrollment_backfill_batches_row_xmin"
 SEMICOLON = ";\n"
@@ -109,11 +114,27 @@ CREATE UNLOGGED TABLE {t.enrollment_backfill_candidates} (
     ]
 
 
+def _control(t: Tables) -> str:
+    return f"""-- The pause and the throttle of the running backfill (enrollments pause, resume, throttle).
+CREATE TABLE {t.enrollment_backfill_control} (
+    id boolean DEFAULT true NOT NULL,
+    paused_at timestamp with time zone,
+    paused_until timestamp with time zone,
+    batch_time interval,
+    sleep interval,
+    max_rate integer,
+    changed_by text DEFAULT CURRENT_USER NOT NULL,
+    changed_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT enrollment_backfill_control_pkey PRIMARY KEY (id),
+    CONSTRAINT ck_enrollment_backfill_control_one_row CHECK (id)
+)"""
+
+
 def revoke_sql(t: Tables) -> str:
     return (
         f"REVOKE ALL ON {t.enrollment_backfill_changes}, {t.enrollment_backfill_runs},\n"
         f"    {t.enrollment_backfill_batches}, {t.enrollment_backfill_claims},\n"
-        f"    {t.enrollment_backfill_candidates} FROM PUBLIC;\n"
+        f"    {t.enrollment_backfill_candidates}, {t.enrollment_backfill_control} FROM PUBLIC;\n"
         f"REVOKE ALL ON SEQUENCE {t.enrollment_backfill_runs_id_seq},\n"
         f"    {t.enrollment_backfill_batches_id_seq} FROM PUBLIC"
     )
@@ -126,6 +147,7 @@ def create_sql(t: Tables) -> list[str]:
         f"CREATE UNIQUE INDEX {ENROLLMENT_INDEX} ON {t.enrollment_backfill_changes} (enrollment_id)",
         f"-- Each backfill run and its checkpoint, so that a cut run goes on where it stopped.\nCREATE TABLE {t.enrollment_backfill_runs} (\n{RUNS_COLUMNS}\n)",
         *_since_1_3(t),
+        _control(t),
         f"-- Only their owner (and whom the DBA grants) may read or write them.\n{revoke_sql(t)}",
     ]
 
@@ -170,6 +192,10 @@ BEGIN
         -- Since 1.3: the record one row per batch, the claims, the candidates.
 {indent(SEMICOLON.join(_since_1_3(t)), "        ")};
     END IF;
+    IF {t.regclass(CONTROL)} IS NULL THEN
+        -- Since 1.3: the pause and the throttle.
+{indent(_control(t), "        ")};
+    END IF;
     -- Nothing for PUBLIC (a default privilege may have given it some; 1.1 did not revoke).
     {revoke_sql(t).replace(chr(10), chr(10) + "    ")};
 END
@@ -180,6 +206,7 @@ $ensure$""",
 def drop_sql(t: Tables) -> list[str]:
     """Revision 0003's downgrade, once the record is empty (see the undo)."""
     return [
+        f"DROP TABLE IF EXISTS {t.enrollment_backfill_control}",
         f"DROP TABLE {t.enrollment_backfill_candidates}",
         f"DROP TABLE {t.enrollment_backfill_claims}",
         f"DROP TABLE {t.enrollment_backfill_batches}",

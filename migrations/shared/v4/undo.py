@@ -395,7 +395,7 @@ def undo_online(connection: Connection, t: Tables, what: str, settings: Migratio
         if not total:
             continue
         progress = Progress("undo", total, unit="records")
-        totals = run_batches(connection, step, start, settings.batch, progress)
+        totals = run_batches(connection, step, start, settings.batch, progress, steered=t)
         for name, value in totals.counts.items():
             counts[name] = counts.get(name, 0) + value
         progress.close(

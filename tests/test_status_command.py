@@ -1,0 +1,110 @@
+"""``enrollments status``: where the backfill stands, read by another process while the
+command, ``alembic upgrade head`` or nothing runs; a run killed with SIGKILL is ``cut``
+and names the command that resumes it."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+from sqlalchemy import text
+
+from bench.generate import generate
+from tests.helpers import HEAD, Background, alembic, enrollments, upgrade, wait_until
+
+PAUSED = "waiting before the next batch"
+
+
+@pytest.fixture
+def at_0003(legacy):
+    with legacy.begin() as conn:
+        generate(conn, 600)
+    upgrade(legacy, "0003")
+    return legacy
+
+
+def status(db) -> dict:
+    result = enrollments(db, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_nothing_has_run_yet(db, at_0003):
+    found = status(db)
+    assert found["state"] == "none"
+    assert found["run"] is None and found["progress"] is None and found["lock_holder"] is None
+    text_form = enrollments(db, "status")
+    assert text_form.returncode == 0
+    assert text_form.stdout.startswith("Backfill: none")
+
+
+def test_status_of_the_commands_run_read_by_another_process(db, at_0003):
+    assert enrollments(db, "pause").returncode == 0  # holds the run before its first batch
+    run = Background(["enrollments", "backfill", "--commit", "--batch-size", "100"], db)
+    try:
+        run.wait_for(PAUSED)
+        paused = status(db)
+        assert paused["state"] == "paused"
+        assert paused["run"]["kind"] == "command"
+        assert paused["run"]["started_at"]
+        assert paused["progress"]["done"] == 0 and paused["progress"]["total"] > 0
+        assert paused["lock_holder"]["application_name"] == "enrollments"
+        assert paused["pause"] == {"until": None, "by": paused["pause"]["by"]}
+        watch = Background(["enrollments", "status", "--watch", "0.2"], db)
+        assert enrollments(db, "resume").returncode == 0
+        assert run.finish().returncode == 0
+        watched = watch.finish()
+    finally:
+        enrollments(db, "resume")
+    assert watched.returncode == 0
+    assert watched.stdout.count("Backfill: ") >= 2
+    assert watched.stdout.rstrip().split("\n\n")[-1].startswith("Backfill: finished")
+    done = status(db)
+    assert done["state"] == "finished" and done["lock_holder"] is None
+    with at_0003.connect() as conn:
+        created, reactivated = conn.execute(
+            text("SELECT created, reactivated FROM enrollment_backfill_runs")
+        ).one()
+    assert (done["progress"]["created"], done["progress"]["reactivated"]) == (created, reactivated)
+    assert created + reactivated > 0
+
+
+def test_status_during_alembic_upgrade_head(db, at_0003):
+    assert enrollments(db, "pause").returncode == 0
+    run = Background(["alembic", "upgrade", "head"], db)
+    try:
+        run.wait_for(PAUSED)
+        found = status(db)
+        assert found["state"] == "paused"
+        assert found["run"]["kind"] == "revision" and found["run"]["source"] == "0004"
+        assert found["lock_holder"]["application_name"] == "alembic"
+    finally:
+        enrollments(db, "resume")
+    assert run.finish().returncode == 0
+    assert status(db)["state"] == "finished"
+    assert alembic(db, "current").stdout.strip() == f"{HEAD} (head)"
+
+
+def test_a_killed_run_is_cut_and_says_how_to_resume(db, at_0003):
+    assert enrollments(db, "throttle", "--sleep", "200ms").returncode == 0
+    run = Background(["enrollments", "backfill", "--commit", "--batch-size", "50"], db)
+    try:
+        run.wait_for("throttled by")
+        wait_until(at_0003, "SELECT batches >= 2 FROM enrollment_backfill_runs")
+        run.proc.send_signal(signal.SIGKILL)  # between two batches, or inside one
+        run.finish()
+    finally:
+        enrollments(db, "throttle")
+    cut = status(db)
+    assert cut["state"] == "cut"
+    assert cut["resume"] == "enrollments backfill --commit"
+    assert cut["lock_holder"] is None
+    text_form = enrollments(db, "status").stdout
+    assert "cut short: enrollments backfill --commit goes on from its checkpoint" in text_form
+    resumed = enrollments(db, cut["resume"].split()[1], *cut["resume"].split()[2:])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming run 1" in resumed.stderr
+    audit = json.loads(enrollments(db, "audit", "--json").stdout)
+    assert audit["coverage_percent"] == 100.0
+    assert status(db)["state"] == "finished"
