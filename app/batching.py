@@ -38,10 +38,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from enrollments_phase1.db import duration_seconds, interrupted, run_prelude, stop_if_interrupted
 from enrollments_phase1.errors import PermissionDeniedError
+from enrollments_phase1.health import Hold
 from enrollments_phase1.names import Tables
 from enrollments_phase1.settings import SETTINGS
 from enrollments_phase1.steering import Steering
@@ -79,7 +80,19 @@ class BatchSettings:
     lag_option: str = "--max-replica-lag"  # how the running tool spells the bound
     patience_seconds: float = _default_seconds("lock_patience")  # retrying for its locks
     pause_patience_seconds: float = _default_seconds("pause_patience")  # waiting while paused
-    pause_option: str = "--pause-patience"
+    hold_on_vacuum: bool = True
+    max_xmin_age: float = _default_seconds("max_xmin_age")  # 0: no bound
+    max_archive_backlog: int = int(SETTINGS["max_archive_backlog"].default or 0)  # 0: none
+    x_options: bool = False  # run by alembic: its settings are -x options
+
+    def option(self, name: str) -> str:
+        """How the running tool spells setting ``name``: ``-x name`` or ``--name``."""
+        return f"-x {name}" if self.x_options else f"--{name.replace('_', '-')}"
+
+    @property
+    def pause_option(self) -> str:
+        return self.option("pause_patience")
+
     backoff_seconds: float = 0.1
 
     @property
@@ -204,8 +217,10 @@ def wait_for_replicas(
     lag: ReplicaLag,
     settings: BatchSettings,
     say: Callable[[str], None],
+    on_hold: Callable[[Connection, Hold | None], None] | None = None,
 ) -> None:
-    """Before a batch: wait while a standby is further behind than the bound.
+    """Before a batch: wait while a standby is further behind than the bound (``on_hold``
+    records it, and its end, for ``enrollments status``).
 
     A standby whose lag this role cannot read (the columns of ``pg_stat_replication`` are
     hidden without ``pg_monitor``) is never silently passed over: the run says so once,
@@ -236,7 +251,14 @@ def wait_for_replicas(
         if worst is None or worst.seconds <= bound:
             if said_at is not None:
                 say(f"replicas caught up ({worst or 'no standby'}): going on")
+                if on_hold is not None:
+                    on_hold(connection, None)
             return
+        if on_hold is not None:
+            on_hold(
+                connection,
+                Hold("replica_lag", round(worst.seconds, 1), bound, f"{worst}, above the bound"),
+            )
         now = time.monotonic()
         if said_at is None or now - said_at >= 10:
             say(f"waiting: {worst}, above the bound of {bound:g} s ({settings.lag_option})")
@@ -391,14 +413,16 @@ def run_batches(
     settings: BatchSettings,
     progress: Progress | None = None,
     steered: Tables | None = None,
+    activity: dict | None = None,
 ) -> Totals:
     """Run ``step`` batch after batch from key ``start_after`` until it finds no rows.
 
     ``connection`` is outside any transaction (or in the caller's, where a savepoint stands
     in for each batch's transaction). What was committed stays when it fails. With
     ``steered`` (the schema of the backfill's tables), the pause and the throttle of
-    ``enrollments pause``/``throttle`` apply before and after each batch
-    (:mod:`enrollments_phase1.steering`).
+    ``enrollments pause``/``throttle`` apply before and after each batch, the health checks
+    hold it (:mod:`enrollments_phase1.steering`), and ``activity`` (what the run is, for
+    ``enrollments status``) is recorded while it runs.
     """
     sizer = Sizer(settings)
     lag = ReplicaLag()
@@ -408,22 +432,21 @@ def run_batches(
     steering = (
         None
         if steered is None
-        else Steering(
-            connection,
-            steered,
-            settings.pause_patience_seconds,
-            settings.pause_option,
-            say,
-            transaction,
-        )
+        else Steering(connection, steered, settings, say, transaction, activity)
     )
     try:
         while True:
             stop_if_interrupted()
-            if steering is not None:
-                steering.before_batch(connection)
-            wait_for_replicas(connection, lag, settings, say)
-            result, seconds = _one_batch(connection, step, after, sizer, settings, say)
+            if steering is None:
+                wait_for_replicas(connection, lag, settings, say)
+            else:
+                steering.before_batch(
+                    connection,
+                    lambda: wait_for_replicas(connection, lag, settings, say, steering.hold),
+                )
+            result, seconds = _one_batch(
+                connection, step, after, sizer, settings, say, steering and steering.look
+            )
             if result.rows == 0 or result.last_key is None:
                 return totals
             totals.add(result)
@@ -438,11 +461,16 @@ def run_batches(
                 "batch %d: %d rows up to %d in %.3f s", totals.batches, result.rows, after, seconds
             )
             if steering is not None:
+                steering.progressed(connection, totals.rows)
                 steering.after_batch(result.rows, seconds)
     except BaseException:
         if progress is not None:
             progress.abort()
         raise
+    finally:
+        if steering is not None:
+            with contextlib.suppress(SQLAlchemyError):  # the connection may be what failed
+                steering.finish(connection)
 
 
 def _one_batch(
@@ -452,7 +480,11 @@ def _one_batch(
     sizer: Sizer,
     settings: BatchSettings,
     say: Callable[[str], None],
+    look: Callable[[Connection], None] | None = None,
 ) -> tuple[StepResult, float]:
+    """One batch in a transaction of its own, retried on what passes (a deadlock, a lock
+    timeout, a unique violation), split on a statement timeout; ``look`` runs last in its
+    transaction (the figures for the next batch's checks)."""
     attempt = 0
     first_failure = None
     while True:
@@ -460,6 +492,8 @@ def _one_batch(
         try:
             with transaction(connection):
                 result = step(connection, after, sizer.size)
+                if look is not None:
+                    look(connection)
             return result, time.monotonic() - started
         except DBAPIError as exc:
             code = _pgcode(exc)

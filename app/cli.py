@@ -141,7 +141,15 @@ def add_settings(parser: argparse.ArgumentParser, command: str) -> None:
     for setting in for_command(command):
         default = setting.default_for(command)
         if setting.read is yes_no:
-            parser.add_argument(setting.flag, action="store_true", help=setting.help)
+            if setting.value(None, command):  # on by default: --name and --no-name
+                parser.add_argument(
+                    setting.flag,
+                    action=argparse.BooleanOptionalAction,
+                    default=True,
+                    help=f"{setting.help} (default: on)",
+                )
+            else:
+                parser.add_argument(setting.flag, action="store_true", help=setting.help)
             continue
         shown = f"default {default}" if default is not None else "default: adaptive"
         parser.add_argument(
@@ -413,6 +421,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 lag_bound_explicit="max_replica_lag" in args.given,
                 patience_seconds=duration_seconds(args.lock_patience),
                 pause_patience_seconds=duration_seconds(args.pause_patience),
+                hold_on_vacuum=args.hold_on_vacuum,
+                max_xmin_age=duration_seconds(args.max_xmin_age),
+                max_archive_backlog=args.max_archive_backlog,
             )
             written = backfill(
                 session.connection,

@@ -57,6 +57,9 @@ LOCK_KEY = int.from_bytes(b"enroll1", "big")
 SINCE_CLASS = int.from_bytes(b"enrs", "big")
 EPOCH = 1_704_067_200  # 2024-01-01 00:00:00 UTC
 POLL_SECONDS = 0.5
+# What a run waiting for the lock leaves as its last query between two tries: pg_stat_activity
+# shows it, so that enrollments status can say a run waits (state waiting_lock).
+WAITING_MARK = "SELECT 'waiting for the enrollments lock' AS enrollments"
 LITERAL = {"no_parameters": True}  # SQL run as written: its % are format()'s, not psycopg2's
 REPORT_SECONDS = 30.0
 
@@ -122,7 +125,7 @@ AND ((l.locktype = 'relation' AND l.granted AND l.mode <> 'AccessShareLock'
 def holder_sql(t: Tables) -> str:
     """Who holds the enrollments lock (the table's holder first), with the time its
     companion lock holds."""
-    return f"""SELECT a.pid, a.application_name, a.backend_start,
+    return f"""SELECT a.pid, a.application_name, a.backend_start, a.client_addr,
     (SELECT pg_catalog.to_timestamp({EPOCH} + s.objid::bigint) FROM pg_catalog.pg_locks AS s
      WHERE s.locktype = 'advisory' AND s.pid = l.pid AND s.granted AND s.objsubid = 2
        AND s.classid = {SINCE_CLASS}::oid
@@ -408,6 +411,7 @@ class LockSession:
                     self._rollback()
                 say(f"{self.purpose}: waiting for the enrollments lock, held by {holder}")
                 last_report = now
+            self.connection.exec_driver_sql(WAITING_MARK)
             if patience is not None and now - started >= patience:
                 self.release()
                 raise RetryableError(

@@ -74,6 +74,9 @@ class MigrationSettings:
     max_replica_lag: str
     max_replica_lag_explicit: bool  # given with -x: a lag hidden from the role stops the run
     pause_patience: str
+    hold_on_vacuum: bool
+    max_xmin_age: str
+    max_archive_backlog: int
     coverage_gate: str
     drop_legacy_schema: bool
     legacy_schema: str | None
@@ -115,7 +118,10 @@ class MigrationSettings:
             lag_option="-x max_replica_lag",
             patience_seconds=duration_seconds(self.lock_patience),
             pause_patience_seconds=duration_seconds(self.pause_patience),
-            pause_option="-x pause_patience",
+            hold_on_vacuum=self.hold_on_vacuum,
+            max_xmin_age=duration_seconds(self.max_xmin_age),
+            max_archive_backlog=self.max_archive_backlog,
+            x_options=True,
         )
 
     def settings(self) -> list[tuple[str, str]]:

@@ -31,7 +31,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL
+from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL, JSONB
 from sqlalchemy.dialects.postgresql import base as postgresql_base
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import UserDefinedType
@@ -253,6 +253,8 @@ class EnrollmentBackfillControl(Base):
     changed_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+    held_by: Mapped[dict | None] = mapped_column(JSONB, nullable=True)
+    activity: Mapped[dict | None] = mapped_column(JSONB, nullable=True)
 
 
 class EnrollmentBackfillCandidate(Base):

@@ -175,6 +175,33 @@ SETTINGS: dict[str, Setting] = {
             commands=("backfill",),
         ),
         Setting(
+            "hold_on_vacuum",
+            yes_no,
+            "yes",
+            "yes|no",
+            "before each batch, wait while a VACUUM or autovacuum works on course_enrollments "
+            "or group_members",
+            commands=("backfill",),
+        ),
+        Setting(
+            "max_xmin_age",
+            duration,
+            "1h",
+            "DURATION",
+            "before each batch, wait while a transaction or snapshot of this database older "
+            "than this holds back the xmin horizon (0: do not wait)",
+            commands=("backfill",),
+        ),
+        Setting(
+            "max_archive_backlog",
+            integer(0, 1_000_000),
+            "100",
+            "N",
+            "before each batch, wait while more than N WAL files wait to be archived, where "
+            "archiving is on (0: do not wait)",
+            commands=("backfill",),
+        ),
+        Setting(
             "pause_patience",
             duration,
             "1h",

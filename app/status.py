@@ -10,14 +10,14 @@ kill): it resumes from its checkpoint with the command that started it.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from enrollments_phase1 import lock, steering
 from enrollments_phase1.backfill import SOURCE
-from enrollments_phase1.names import Tables
+from enrollments_phase1.names import Tables, quote_literal
 
 RATE_WINDOW_SECONDS = 60
 RESUME = {
@@ -45,6 +45,12 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
+WAITING_SQL = f"""SELECT a.pid, a.application_name FROM pg_catalog.pg_stat_activity AS a
+WHERE a.datname = pg_catalog.current_database() AND a.state = 'idle'
+  AND a.query = {quote_literal(lock.WAITING_MARK)}
+ORDER BY a.backend_start LIMIT 1"""
+
+
 def read_status(connection: Connection, t: Tables) -> dict[str, Any]:
     """The status as the contract's JSON object (one read-only transaction)."""
     present = connection.exec_driver_sql(
@@ -53,14 +59,16 @@ def read_status(connection: Connection, t: Tables) -> dict[str, Any]:
     ).one()
     run = connection.exec_driver_sql(run_sql(t)).first() if all(present) else None
     holder = connection.exec_driver_sql(lock.holder_sql(t)).first()
+    waiting = connection.exec_driver_sql(WAITING_SQL).first()
     control = None
     if connection.exec_driver_sql(steering.exists_sql(t)).scalar_one():
         control = steering.read(connection, t)
+    alive = holder is not None
     status: dict[str, Any] = {
         "state": "none",
         "run": None,
         "progress": None,
-        "held_by": None,
+        "held_by": control.held_by if control is not None and alive else None,
         "lock_holder": None
         if holder is None
         else {
@@ -79,41 +87,109 @@ def read_status(connection: Connection, t: Tables) -> dict[str, Any]:
             "max_rate": control.max_rate,
         },
     }
-    if run is None:
+    who = (
+        {}
+        if holder is None
+        else {
+            "pid": holder.pid,
+            "application_name": holder.application_name,
+            "host": None if holder.client_addr is None else str(holder.client_addr),
+        }
+    )
+    activity = control.activity if control is not None and alive else None
+    if (
+        activity is not None
+        and holder.since is not None
+        and datetime.fromisoformat(activity["started_at"]) < holder.since - timedelta(seconds=1)
+    ):
+        # recorded by a run cut short before the one holding the lock now (the lock's
+        # time is kept in whole seconds, rounded)
+        activity = None
+    if activity is not None and activity.get("kind") == "undo":
+        status["run"] = {
+            "kind": "undo",
+            "source": activity["what"],
+            "started_at": activity["started_at"],
+            "finished_at": None,
+            **who,
+        }
+        status["progress"] = _progress(
+            int(activity.get("done", 0)),
+            int(activity["total"]),
+            _rate(activity),
+            created=None,
+            reactivated=None,
+        )
+        status["state"] = _live_state(status)
         return status
-    kind = "command" if run.source == SOURCE else "revision"
-    status["run"] = {
-        "id": run.id,
-        "kind": kind,
-        "source": run.source,
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
-        "pass": run._mapping["pass"],
-    }
-    done = int(run.checkpoint or 0)
-    total = int(run.candidates) if run.candidates is not None else None
-    rate = float(run.recent) / run.window_seconds if run.window_seconds else 0.0
-    status["progress"] = {
+    if run is not None:
+        kind = "command" if run.source == SOURCE else "revision"
+        finished = run.finished_at is not None
+        status["run"] = {
+            "id": run.id,
+            "kind": kind,
+            "source": run.source,
+            "started_at": _iso(run.started_at),
+            "finished_at": _iso(run.finished_at),
+            "pass": run._mapping["pass"],
+            **({} if finished else who),
+        }
+        rate = float(run.recent) / run.window_seconds if run.window_seconds else 0.0
+        status["progress"] = _progress(
+            int(run.checkpoint or 0),
+            int(run.candidates) if run.candidates is not None else None,
+            None if finished else rate,
+            created=int(run.created),
+            reactivated=int(run.reactivated),
+            batches=int(run.batches),
+        )
+        if finished:
+            status["state"] = "finished"
+        elif not alive:
+            status["state"] = "cut"
+            status["resume"] = RESUME[kind]
+        else:
+            status["state"] = _live_state(status)
+    if waiting is not None and status["state"] in ("none", "finished", "cut"):
+        status["state"] = "waiting_lock"
+        status["waiting"] = {"pid": waiting.pid, "application_name": waiting.application_name}
+    return status
+
+
+def _live_state(status: dict[str, Any]) -> str:
+    if status["pause"] is not None:
+        return "paused"
+    if status["held_by"] is not None:
+        return "held"
+    return "running"
+
+
+def _rate(activity: dict) -> float | None:
+    if "at" not in activity:
+        return None
+    seconds = (
+        datetime.fromisoformat(activity["at"]) - datetime.fromisoformat(activity["started_at"])
+    ).total_seconds()
+    return activity["done"] / seconds if seconds > 0 else None
+
+
+def _progress(
+    done: int,
+    total: int | None,
+    rate: float | None,
+    created: int | None,
+    reactivated: int | None,
+    batches: int | None = None,
+) -> dict[str, Any]:
+    return {
         "done": done,
         "total": total,
-        "created": int(run.created),
-        "reactivated": int(run.reactivated),
-        "batches": int(run.batches),
-        "rate_per_s": round(rate, 1),
-        "eta_s": round((total - done) / rate)
-        if rate > 0 and total is not None and run.finished_at is None
-        else None,
+        "created": created,
+        "reactivated": reactivated,
+        "batches": batches,
+        "rate_per_s": None if rate is None else round(rate, 1),
+        "eta_s": round((total - done) / rate) if rate and total is not None else None,
     }
-    if run.finished_at is not None:
-        status["state"] = "finished"
-    elif holder is None:
-        status["state"] = "cut"
-        status["resume"] = RESUME[kind]
-    elif status["pause"] is not None:
-        status["state"] = "paused"
-    else:
-        status["state"] = "running"
-    return status
 
 
 def render_status(status: dict[str, Any]) -> str:
@@ -126,16 +202,24 @@ def render_status(status: dict[str, Any]) -> str:
             + (f", finished {run['finished_at']}" if run["finished_at"] else "")
         )
     progress = status["progress"]
-    if progress is not None:
+    if progress is not None and run["kind"] == "undo":
+        lines.append(f"  {progress['done']:,} of {progress['total']:,} records undone")
+    elif progress is not None:
         total = f"{progress['total']:,}" if progress["total"] is not None else "?"
         lines.append(
             f"  pass {run['pass']}: {progress['done']:,} of {total} pairs; "
             f"{progress['created']:,} created, {progress['reactivated']:,} reactivated "
             f"in {progress['batches']:,} batches"
         )
-        if status["state"] in ("running", "paused"):
-            eta = f", about {progress['eta_s']:,} s left" if progress["eta_s"] is not None else ""
-            lines.append(f"  rate {progress['rate_per_s']:,} pairs/s over the last minute{eta}")
+    if progress is not None and progress["rate_per_s"] is not None:
+        eta = f", about {progress['eta_s']:,} s left" if progress["eta_s"] is not None else ""
+        lines.append(f"  rate {progress['rate_per_s']:,} a second{eta}")
+    if status["held_by"] is not None:
+        h = status["held_by"]
+        lines.append(f"  held by the {h['check']} check: {h['figure']} (bound {h['threshold']})")
+    if status.get("waiting"):
+        w = status["waiting"]
+        lines.append(f"  pid {w['pid']} ({w['application_name']}) waits for the enrollments lock")
     if status["lock_holder"] is not None:
         h = status["lock_holder"]
         lines.append(

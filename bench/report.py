@@ -526,6 +526,20 @@ def separate_section(result: dict) -> list[str]:
     f = result["figures"]
     if result["kind"] == "backfill":
         return backfill_section(result)
+    if result["kind"] == "steering":
+        share = f["share"]
+        return [
+            f"## The backfill's checks before each batch (`python -m bench.steering`): "
+            f"{result['server']}",
+            "",
+            result["machine"],
+            "",
+            f"The batched backfill at 0003 over {f['students']:,} students: {f['batches']:,} "
+            f"batches in {f['seconds']:.1f} s. Its checks before each batch (the orders of "
+            "`enrollment_backfill_control`, the standbys' lag, VACUUM, the xmin horizon, the "
+            f"archive) took {f['checks_seconds']:.2f} s in all, {f['per_batch_ms']:.2f} ms a "
+            f"batch: **{100 * share:.2f}%** of the run (goal 2%: {verdict(share, 0.02)}).",
+        ]
     if result["kind"] == "trigger":
         title = f"The sync trigger alone (`python -m bench.trigger`): {result['server']}"
         return [f"## {title}", "", result["machine"], "", *trigger_section(f)]

@@ -117,3 +117,30 @@ def test_only_a_role_that_may_write_the_orders_pauses(pg_server, roles):
     reader = enrollments(roles.url(roles.reader), "resume")
     assert "permission denied for table enrollment_backfill_control" in reader.stderr
     assert enrollments(roles.url(roles.owner), "pause", "--for", "1s").returncode == 0
+
+
+def test_the_scripts_backfill_is_paused_too(pg_server, database_url, db, at_0003):
+    import threading
+
+    from tests.helpers import alembic, psql
+
+    script = alembic(None, "upgrade", "0003:0004", "--sql").stdout
+    assert enrollments(db, "pause").returncode == 0
+    done = {}
+    dba = threading.Thread(target=lambda: done.update(run=psql(pg_server, database_url, script)))
+    dba.start()
+    try:
+        wait_until(
+            at_0003,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'psql' AND wait_event = 'PgSleep'",
+        )
+        assert batches(at_0003) == 0
+    finally:
+        enrollments(db, "resume")
+        dba.join(timeout=120)
+    result = done["run"]
+    assert result.returncode == 0, result.stderr
+    assert "NOTICE:  backfill 0004: held: paused by " in result.stderr
+    assert "NOTICE:  backfill 0004: no longer held: going on" in result.stderr
+    assert batches(at_0003) > 0

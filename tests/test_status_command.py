@@ -52,6 +52,7 @@ def test_status_of_the_commands_run_read_by_another_process(db, at_0003):
         assert paused["lock_holder"]["application_name"] == "enrollments"
         assert paused["pause"] == {"until": None, "by": paused["pause"]["by"]}
         watch = Background(["enrollments", "status", "--watch", "0.2"], db)
+        watch.wait_for("Backfill: paused")
         assert enrollments(db, "resume").returncode == 0
         assert run.finish().returncode == 0
         watched = watch.finish()
@@ -108,3 +109,40 @@ def test_a_killed_run_is_cut_and_says_how_to_resume(db, at_0003):
     audit = json.loads(enrollments(db, "audit", "--json").stdout)
     assert audit["coverage_percent"] == 100.0
     assert status(db)["state"] == "finished"
+
+
+def test_status_during_the_undo_of_a_downgrade(db, at_0003):
+    assert enrollments(db, "backfill", "--commit").returncode == 0
+    assert enrollments(db, "pause").returncode == 0
+    run = Background(["alembic", "downgrade", "0002"], db)
+    try:
+        run.wait_for(PAUSED)
+        found = status(db)
+        assert found["state"] == "paused"
+        assert found["run"]["kind"] == "undo"
+        assert found["run"]["source"].startswith("backfill undo (downgrade of 0003)")
+        assert found["run"]["application_name"] == "alembic"
+        assert found["progress"]["done"] == 0 and found["progress"]["total"] > 0
+    finally:
+        enrollments(db, "resume")
+    assert run.finish().returncode == 0
+    assert status(db)["state"] == "none"  # the downgrade dropped the runs and the orders
+
+
+def test_a_run_waiting_for_the_enrollments_lock_is_seen(db, at_0003):
+    from enrollments_phase1 import lock
+
+    with at_0003.connect() as holder:  # another writer holds the lock
+        holder.execute(text(lock.TRY_SQL))
+        run = Background(["enrollments", "backfill", "--commit"], db)
+        run.wait_for("waiting for the enrollments lock")
+        wait_until(
+            at_0003,
+            "SELECT count(*) FROM pg_stat_activity WHERE query = :mark AND state = 'idle'",
+            mark=lock.WAITING_MARK,
+        )
+        found = status(db)
+        holder.rollback()
+    assert found["state"] == "waiting_lock"
+    assert found["waiting"]["application_name"] == "enrollments"
+    assert run.finish().returncode == 0

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0005; digest 587ea1a29837.
+-- Pinned offline SQL of revision 0005; digest 5c5a003e2e81.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -177,6 +177,8 @@ BEGIN
             max_rate integer,
             changed_by text DEFAULT CURRENT_USER NOT NULL,
             changed_at timestamp with time zone DEFAULT now() NOT NULL,
+            held_by jsonb,
+            activity jsonb,
             CONSTRAINT enrollment_backfill_control_pkey PRIMARY KEY (id),
             CONSTRAINT ck_enrollment_backfill_control_one_row CHECK (id)
         );
@@ -1406,6 +1408,11 @@ DECLARE
     pass_number integer;
     pass_total bigint;
     reported_at timestamptz;
+    orders record;
+    ready bigint;
+    holding text;
+    held_said_at timestamptz;
+    paused_since timestamptz;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     PERFORM pg_catalog.set_config('lock_timeout', '500ms', true);
@@ -1657,6 +1664,53 @@ BEGIN
                 PERFORM pg_catalog.pg_sleep(1);
             END LOOP;
             waited_at := NULL;
+            -- The orders (enrollments pause, resume, throttle) and the health checks.
+            LOOP
+                -- pg_stat_activity and the progress views are read once a transaction: read anew
+                PERFORM pg_catalog.pg_stat_clear_snapshot();
+                -- WAL waiting to be archived: counted only where the role may (a plan naming a
+                -- function the role may not call fails even where that part never runs)
+                ready := NULL;
+                IF pg_catalog.current_setting('archive_mode') IN ('on', 'always')
+                   AND pg_catalog.has_function_privilege('pg_catalog.pg_ls_archive_statusdir()', 'EXECUTE') THEN
+                    EXECUTE 'SELECT pg_catalog.count(*) FROM pg_catalog.pg_ls_archive_statusdir() AS w WHERE w.name LIKE ''%.ready'''
+                        INTO ready;
+                END IF;
+                orders := NULL;
+                SELECT c.paused_at IS NOT NULL AND (c.paused_until IS NULL OR c.paused_until > pg_catalog.now()) AS paused,
+                       c.changed_by, c.sleep, c.max_rate, c.batch_time
+                INTO orders FROM "public".enrollment_backfill_control AS c WHERE c.id;
+                holding := NULL;
+                IF coalesce(orders.paused, false) THEN
+                    holding := pg_catalog.format('paused by %s (enrollments resume goes on)', orders.changed_by);
+                    paused_since := coalesce(paused_since, pg_catalog.clock_timestamp());
+                    IF pg_catalog.clock_timestamp() - paused_since > interval '3600 s' THEN
+                        RAISE EXCEPTION 'backfill 0005: paused for longer than its pause patience (1h, -x pause_patience); nothing of the next batch was written'
+                            USING HINT = 'run this script again after enrollments resume: it goes on from its checkpoint';
+                    END IF;
+                ELSIF EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_vacuum AS p
+                              WHERE p.relid IN (pg_catalog.to_regclass('"public".course_enrollments'), pg_catalog.to_regclass('"public".group_members'))) THEN
+                    holding := 'a VACUUM of course_enrollments or group_members is running (-x hold_on_vacuum=no does not wait for it)';
+                ELSIF (SELECT pg_catalog.max(pg_catalog.clock_timestamp() - a.xact_start)
+                       FROM pg_catalog.pg_stat_activity AS a
+                       WHERE a.datname = pg_catalog.current_database() AND a.pid <> pg_catalog.pg_backend_pid()
+                         AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL)) > interval '3600 s' THEN
+                    holding := 'a transaction older than 3600 s holds back the xmin horizon (-x max_xmin_age)';
+                ELSIF ready > 100 THEN
+                    holding := 'more than 100 WAL files wait to be archived (-x max_archive_backlog)';
+                END IF;
+                EXIT WHEN holding IS NULL;
+                IF held_said_at IS NULL OR pg_catalog.clock_timestamp() - held_said_at > interval '5 s' THEN
+                    RAISE NOTICE 'backfill 0005: held: %', holding;
+                    held_said_at := pg_catalog.clock_timestamp();
+                END IF;
+                PERFORM pg_catalog.pg_sleep(0.5);
+            END LOOP;
+            IF held_said_at IS NOT NULL THEN
+                RAISE NOTICE 'backfill 0005: no longer held: going on';
+            END IF;
+            held_said_at := NULL;
+            paused_since := NULL;
             started := clock_timestamp();
             LOOP
                 BEGIN
@@ -1800,7 +1854,14 @@ BEGIN
             -- toward 0.1 s a batch: x0.5 to x1.5 a step, within [100, 200000]
             IF result.pairs = size THEN
                 size := least(200000, greatest(100, (size * least(1.5, greatest(0.5,
-                    0.1 / greatest(extract(epoch FROM clock_timestamp() - started), 0.000001))))::integer));
+                    coalesce(pg_catalog.date_part('epoch', orders.batch_time), 0.1)
+                    / greatest(extract(epoch FROM clock_timestamp() - started), 0.000001))))::integer));
+            END IF;
+            IF orders.sleep IS NOT NULL OR orders.max_rate IS NOT NULL THEN
+                PERFORM pg_catalog.pg_sleep(greatest(
+                    coalesce(pg_catalog.date_part('epoch', orders.sleep), 0),
+                    coalesce(result.pairs::float8 / orders.max_rate
+                             - pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - started), 0)));
             END IF;
         END LOOP;
         -- The sync trigger kept coverage since this pass's candidates: nothing more to find.

@@ -1,4 +1,4 @@
--- Pinned offline SQL of revision 0008; digest f19fd0dffa3d.
+-- Pinned offline SQL of revision 0008; digest 6b9855a9bdfa.
 -- Written by `python -m enrollments_phase1.migrations.pins --write`. tests/test_pins.py
 -- fails when the revision writes anything else. A released revision changes only to fix a
 -- defect: rewrite this file in the same commit and give the reason in
@@ -177,6 +177,8 @@ BEGIN
             max_rate integer,
             changed_by text DEFAULT CURRENT_USER NOT NULL,
             changed_at timestamp with time zone DEFAULT now() NOT NULL,
+            held_by jsonb,
+            activity jsonb,
             CONSTRAINT enrollment_backfill_control_pkey PRIMARY KEY (id),
             CONSTRAINT ck_enrollment_backfill_control_one_row CHECK (id)
         );

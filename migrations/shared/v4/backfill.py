@@ -429,6 +429,107 @@ def _pace(settings: MigrationSettings, what: str) -> str:
         waited_at := NULL;"""
 
 
+# The variables steer_sql and throttle_sql use, for the DECLARE of their DO block.
+STEER_DECLARE = """    orders record;
+    ready bigint;
+    holding text;
+    held_said_at timestamptz;
+    paused_since timestamptz;"""
+
+
+def steer_sql(t: Tables, settings: MigrationSettings, what: str) -> str:
+    """Before each batch in the script, as online (``enrollments_phase1.steering``): wait
+    while ``enrollments pause`` holds the run (until its pause patience), and while a
+    health check does: a VACUUM of course_enrollments or group_members, a transaction
+    older than -x max_xmin_age, more WAL files waiting to be archived than -x
+    max_archive_backlog. Each says so in a NOTICE every 5 s; ``orders`` keeps the throttle
+    for :func:`throttle_sql`. While held, the transaction that took the lock stays open,
+    idle but for a fresh half-second ``pg_sleep`` (each with a new snapshot, so it holds
+    back no VACUUM); it has written nothing."""
+    patience = duration_seconds(settings.pause_patience)
+    xmin_age = duration_seconds(settings.max_xmin_age)
+    vacuum = (
+        f"""
+            ELSIF EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_vacuum AS p
+                          WHERE p.relid IN ({t.regclass("course_enrollments")}, {t.regclass("group_members")})) THEN
+                holding := 'a VACUUM of course_enrollments or group_members is running (-x hold_on_vacuum=no does not wait for it)';"""
+        if settings.hold_on_vacuum
+        else ""
+    )
+    xmin = (
+        f"""
+            ELSIF (SELECT pg_catalog.max(pg_catalog.clock_timestamp() - a.xact_start)
+                   FROM pg_catalog.pg_stat_activity AS a
+                   WHERE a.datname = pg_catalog.current_database() AND a.pid <> pg_catalog.pg_backend_pid()
+                     AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL)) > interval '{xmin_age:g} s' THEN
+                holding := 'a transaction older than {xmin_age:g} s holds back the xmin horizon (-x max_xmin_age)';"""
+        if xmin_age
+        else ""
+    )
+    count_ready = (
+        """
+            -- WAL waiting to be archived: counted only where the role may (a plan naming a
+            -- function the role may not call fails even where that part never runs)
+            ready := NULL;
+            IF pg_catalog.current_setting('archive_mode') IN ('on', 'always')
+               AND pg_catalog.has_function_privilege('pg_catalog.pg_ls_archive_statusdir()', 'EXECUTE') THEN
+                EXECUTE 'SELECT pg_catalog.count(*) FROM pg_catalog.pg_ls_archive_statusdir() AS w WHERE w.name LIKE ''%.ready'''
+                    INTO ready;
+            END IF;"""
+        if settings.max_archive_backlog
+        else ""
+    )
+    archive = (
+        f"""
+            ELSIF ready > {settings.max_archive_backlog} THEN
+                holding := 'more than {settings.max_archive_backlog} WAL files wait to be archived (-x max_archive_backlog)';"""
+        if settings.max_archive_backlog
+        else ""
+    )
+    return f"""
+        -- The orders (enrollments pause, resume, throttle) and the health checks.
+        LOOP
+            -- pg_stat_activity and the progress views are read once a transaction: read anew
+            PERFORM pg_catalog.pg_stat_clear_snapshot();{count_ready}
+            orders := NULL;
+            SELECT c.paused_at IS NOT NULL AND (c.paused_until IS NULL OR c.paused_until > pg_catalog.now()) AS paused,
+                   c.changed_by, c.sleep, c.max_rate, c.batch_time
+            INTO orders FROM {t.enrollment_backfill_control} AS c WHERE c.id;
+            holding := NULL;
+            IF coalesce(orders.paused, false) THEN
+                holding := pg_catalog.format('paused by %s (enrollments resume goes on)', orders.changed_by);
+                paused_since := coalesce(paused_since, pg_catalog.clock_timestamp());
+                IF pg_catalog.clock_timestamp() - paused_since > interval '{patience:g} s' THEN
+                    RAISE EXCEPTION '{what}: paused for longer than its pause patience ({settings.pause_patience}, -x pause_patience); nothing of the next batch was written'
+                        USING HINT = 'run this script again after enrollments resume: it goes on from its checkpoint';
+                END IF;{vacuum}{xmin}{archive}
+            END IF;
+            EXIT WHEN holding IS NULL;
+            IF held_said_at IS NULL OR pg_catalog.clock_timestamp() - held_said_at > interval '5 s' THEN
+                RAISE NOTICE '{what}: held: %', holding;
+                held_said_at := pg_catalog.clock_timestamp();
+            END IF;
+            PERFORM pg_catalog.pg_sleep(0.5);
+        END LOOP;
+        IF held_said_at IS NOT NULL THEN
+            RAISE NOTICE '{what}: no longer held: going on';
+        END IF;
+        held_said_at := NULL;
+        paused_since := NULL;"""
+
+
+def throttle_sql(rows: str) -> str:
+    """After each batch's ``COMMIT`` in the script: the throttle's sleep, and at least what
+    keeps its rate (``rows`` written since ``started``)."""
+    return f"""
+        IF orders.sleep IS NOT NULL OR orders.max_rate IS NOT NULL THEN
+            PERFORM pg_catalog.pg_sleep(greatest(
+                coalesce(pg_catalog.date_part('epoch', orders.sleep), 0),
+                coalesce({rows}::float8 / orders.max_rate
+                         - pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - started), 0)));
+        END IF;"""
+
+
 def _adapt(batch: ScriptBatches, rows: str) -> str:
     if batch.fixed_size:
         return ""
@@ -436,7 +537,8 @@ def _adapt(batch: ScriptBatches, rows: str) -> str:
         -- toward {batch.target_seconds:g} s a batch: x0.5 to x1.5 a step, within [{batch.min_size}, {batch.max_size}]
         IF {rows} = size THEN
             size := least({batch.max_size}, greatest({batch.min_size}, (size * least(1.5, greatest(0.5,
-                {batch.target_seconds} / greatest(extract(epoch FROM clock_timestamp() - started), 0.000001))))::integer));
+                coalesce(pg_catalog.date_part('epoch', orders.batch_time), {batch.target_seconds})
+                / greatest(extract(epoch FROM clock_timestamp() - started), 0.000001))))::integer));
         END IF;"""
 
 
@@ -502,6 +604,7 @@ DECLARE
     pass_number integer;
     pass_total bigint;
     reported_at timestamptz;
+{STEER_DECLARE}
 BEGIN
 {start}
     lo := run.checkpoint;
@@ -528,7 +631,7 @@ BEGIN
         END IF;
         LOOP
             attempt := 0;
-{transaction_start_sql(settings, what, "            ", t)}{indent(_pace(settings, what), "    ")}
+{transaction_start_sql(settings, what, "            ", t)}{indent(_pace(settings, what), "    ")}{indent(steer_sql(t, settings, what), "    ")}
             started := clock_timestamp();
             LOOP
                 BEGIN
@@ -553,7 +656,7 @@ BEGIN
                     coalesce({counted("pass_total")}, 'its'),
                     {counted("done_created")}, {counted("done_reactivated")};
                 reported_at := clock_timestamp();
-            END IF;{indent(_adapt(batch, "result.pairs"), "    ")}
+            END IF;{indent(_adapt(batch, "result.pairs"), "    ")}{indent(throttle_sql("result.pairs"), "    ")}
         END LOOP;
         -- The sync trigger kept coverage since this pass's candidates: nothing more to find.
         EXIT WHEN last_pass;

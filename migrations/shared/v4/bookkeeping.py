@@ -22,7 +22,9 @@
 - ``enrollment_backfill_control`` (since 1.3, one row): a pause (since when, until when, by
   whom) and a throttle (a batch duration to aim at, a sleep between batches, a rate),
   written by ``enrollments pause``, ``resume`` and ``throttle`` and read by every batched
-  run before each batch (``enrollments_phase1.steering``).
+  run before each batch (``enrollments_phase1.steering``); and, written by the run, the
+  health check holding it (``held_by``) and what it is doing (``activity``), for
+  ``enrollments status``.
 - ``enrollment_backfill_runs``: one row per backfill run, by the command or a revision:
   its pass and checkpoint (the last candidate of its last committed batch; 1.2's runs, with
   no pass, the last membership id), whether the sync trigger was installed when it
@@ -125,6 +127,8 @@ CREATE TABLE {t.enrollment_backfill_control} (
     max_rate integer,
     changed_by text DEFAULT CURRENT_USER NOT NULL,
     changed_at timestamp with time zone DEFAULT now() NOT NULL,
+    held_by jsonb,
+    activity jsonb,
     CONSTRAINT enrollment_backfill_control_pkey PRIMARY KEY (id),
     CONSTRAINT ck_enrollment_backfill_control_one_row CHECK (id)
 )"""

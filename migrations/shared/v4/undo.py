@@ -41,8 +41,11 @@ from sqlalchemy.engine import Connection
 from enrollments_phase1.batching import Progress, StepResult, run_batches, transaction
 from enrollments_phase1.migration_env import MigrationSettings
 from enrollments_phase1.migrations.shared.v4.backfill import (
+    STEER_DECLARE,
     ScriptBatches,
     retry_sql,
+    steer_sql,
+    throttle_sql,
     transaction_start_sql,
 )
 from enrollments_phase1.migrations.shared.v4.definition import (
@@ -395,7 +398,15 @@ def undo_online(connection: Connection, t: Tables, what: str, settings: Migratio
         if not total:
             continue
         progress = Progress("undo", total, unit="records")
-        totals = run_batches(connection, step, start, settings.batch, progress, steered=t)
+        totals = run_batches(
+            connection,
+            step,
+            start,
+            settings.batch,
+            progress,
+            steered=t,
+            activity={"kind": "undo", "what": what, "total": total},
+        )
         for name, value in totals.counts.items():
             counts[name] = counts.get(name, 0) + value
         progress.close(
@@ -448,12 +459,13 @@ DECLARE
     done_changed bigint := 0;
     tally jsonb := '{{}}';
     parts text[] := '{{}}';
+{STEER_DECLARE}
 BEGIN
     FOR source IN SELECT s.name, s.start FROM (VALUES {starts}) AS s(name, start) LOOP
         lo := source.start;
         LOOP
             attempt := 0;
-{transaction_start_sql(settings, what, "            ", t)}
+{transaction_start_sql(settings, what, "            ", t)}{indent(steer_sql(t, settings, what), "    ")}
             started := clock_timestamp();
             LOOP
                 BEGIN
@@ -471,7 +483,7 @@ BEGIN
                 SELECT jsonb_object_agg(j.key, coalesce((tally ->> j.key)::bigint, 0) + j.value::bigint)
                 FROM jsonb_each_text(result.by_table) AS j), '{{}}');
             lo := result.last_id;
-            COMMIT;
+            COMMIT;{indent(throttle_sql("result.records"), "    ")}
         END LOOP;
         COMMIT;
     END LOOP;
