@@ -95,6 +95,12 @@ def test_a_killed_run_is_cut_and_says_how_to_resume(db, at_0003):
         wait_until(at_0003, "SELECT batches >= 2 FROM enrollment_backfill_runs")
         run.proc.send_signal(signal.SIGKILL)  # between two batches, or inside one
         run.finish()
+        # the server ends the dead client's sessions as it notices: then the lock is free
+        wait_until(
+            at_0003,
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'relation'"
+            " AND relation = 'enrollments_lock'::regclass AND mode = 'ExclusiveLock')",
+        )
     finally:
         enrollments(db, "throttle")
     cut = status(db)
@@ -141,7 +147,11 @@ def test_a_run_waiting_for_the_enrollments_lock_is_seen(db, at_0003):
             "SELECT count(*) FROM pg_stat_activity WHERE query = :mark AND state = 'idle'",
             mark=lock.WAITING_MARK,
         )
-        found = status(db)
+        # the waiter tries every half second; between tries pg_stat_activity shows it
+        for _ in range(20):
+            found = status(db)
+            if found["state"] == "waiting_lock":
+                break
         holder.rollback()
     assert found["state"] == "waiting_lock"
     assert found["waiting"]["application_name"] == "enrollments"
