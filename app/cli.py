@@ -250,7 +250,7 @@ def build_parser() -> Parser:
     p_pause.add_argument(
         "--for",
         dest="duration",
-        type=_argument_type(PAUSE_FOR),
+        type=_argument_type(DURATION),
         metavar="DURATION",
         help="end the pause by itself after DURATION (default: until enrollments resume)",
     )
@@ -271,13 +271,13 @@ def build_parser() -> Parser:
     add_steering_options(p_throttle)
     p_throttle.add_argument(
         "--batch-time",
-        type=_argument_type(BATCH_TIME),
+        type=_argument_type(DURATION),
         metavar="DURATION",
         help="size batches toward DURATION each (default: 100ms)",
     )
     p_throttle.add_argument(
         "--sleep",
-        type=_argument_type(SLEEP),
+        type=_argument_type(DURATION),
         metavar="DURATION",
         help="wait DURATION after each batch (default: none)",
     )
@@ -322,9 +322,7 @@ def seconds(value: str) -> float:
     return number
 
 
-PAUSE_FOR = Setting("for", duration, None, "DURATION", "")
-BATCH_TIME = Setting("batch_time", duration, None, "DURATION", "")
-SLEEP = Setting("sleep", duration, None, "DURATION", "")
+DURATION = Setting("duration", duration, None, "DURATION", "")  # pause and throttle
 
 
 # --- running --------------------------------------------------------------------------

@@ -570,6 +570,10 @@ def clear_transaction_prelude(connection: Connection) -> None:
     connection.info.pop(PRELUDE, None)
 
 
+# SQL run as written (no parameter parsing): its % are format()'s and LIKE's, not psycopg2's.
+LITERAL = {"no_parameters": True}
+
+
 def run_prelude(connection: Connection) -> None:
     """The prelude, in a transaction just begun with a plain ``BEGIN`` (autocommit mode)."""
     prelude = connection.info.get(PRELUDE)

@@ -25,13 +25,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection
 
+from enrollments_phase1.db import LITERAL
+from enrollments_phase1.lock import DATABASE_SQL
 from enrollments_phase1.names import Tables
-
-LITERAL = {"no_parameters": True}  # SQL run as written: its % are format()'s and LIKE's
-THIS_DATABASE = (
-    "(SELECT d.oid FROM pg_catalog.pg_database AS d"
-    " WHERE d.datname = pg_catalog.current_database())"
-)
 
 
 @dataclass(frozen=True)
@@ -68,7 +64,7 @@ def figures_sql(t: Tables, control: str | None) -> str:
     views are made of, not the views: a plan of a few nodes, made in well under a
     millisecond, at every batch."""
     orders = f"(SELECT pg_catalog.row_to_json(o) FROM ({control}) AS o)" if control else "NULL"
-    return f"""WITH here AS (SELECT {THIS_DATABASE} AS oid),
+    return f"""WITH here AS (SELECT {DATABASE_SQL} AS oid),
 sessions AS (
     SELECT a.pid, a.application_name, a.state, a.query, a.xact_start, a.backend_type,
            a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL AS holds_xmin

@@ -45,7 +45,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from enrollments_phase1.db import connect_error
+from enrollments_phase1.db import LITERAL, connect_error
 from enrollments_phase1.errors import RetryableError
 from enrollments_phase1.names import PINNED_SEARCH_PATH, Tables, quote_literal
 
@@ -60,7 +60,6 @@ POLL_SECONDS = 0.5
 # What a run waiting for the lock leaves as its last query between two tries: pg_stat_activity
 # shows it, so that enrollments status can say a run waits (state waiting_lock).
 WAITING_MARK = "SELECT 'waiting for the enrollments lock' AS enrollments"
-LITERAL = {"no_parameters": True}  # SQL run as written: its % are format()'s, not psycopg2's
 REPORT_SECONDS = 30.0
 
 TRY_SQL = f"SELECT pg_catalog.pg_try_advisory_xact_lock({LOCK_KEY})"
@@ -197,7 +196,7 @@ def indent(sql: str, spaces: int) -> str:
     return "\n".join(" " * spaces + line for line in sql.splitlines())
 
 
-def _clock(value: datetime | None) -> str:
+def utc_clock(value: datetime | None) -> str:
     if value is None:
         return "an unknown time"
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -212,8 +211,8 @@ def describe_holder(connection: Connection, t: Tables) -> str:
         return prepared_words(row.gid, row.owner, row.prepared_at)
     name = row.application_name or "no application_name"
     if row.since is not None:
-        return f"pid {row.pid} ({name}) since {_clock(row.since)}"
-    return f"pid {row.pid} ({name}), connected since {_clock(row.backend_start)}"
+        return f"pid {row.pid} ({name}) since {utc_clock(row.since)}"
+    return f"pid {row.pid} ({name}), connected since {utc_clock(row.backend_start)}"
 
 
 def prepared_words(gid: str | None, owner: str | None, prepared_at: datetime | None) -> str:
@@ -221,7 +220,7 @@ def prepared_words(gid: str | None, owner: str | None, prepared_at: datetime | N
     if gid is None:
         return "a prepared transaction (pg_prepared_xacts names it to a role that may read it)"
     return (
-        f"prepared transaction '{gid}' (owner {owner}, prepared {_clock(prepared_at)}: "
+        f"prepared transaction '{gid}' (owner {owner}, prepared {utc_clock(prepared_at)}: "
         f"COMMIT PREPARED or ROLLBACK PREPARED '{gid}' ends it)"
     )
 

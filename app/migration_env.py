@@ -35,6 +35,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from enrollments_phase1 import lock
 from enrollments_phase1.batching import BatchSettings
 from enrollments_phase1.db import (
+    LITERAL,
     POOLER_NOTE,
     behind_pooler,
     check_pool_room,
@@ -348,7 +349,7 @@ def migration_session(connection: Connection, settings: MigrationSettings) -> It
                 try:
                     connection.exec_driver_sql(
                         lock.take_in_transaction_sql("this migration", t),
-                        execution_options=lock.LITERAL,
+                        execution_options=LITERAL,
                     )
                 except DBAPIError as exc:
                     raise CommandError(str(exc.orig).splitlines()[0]) from None

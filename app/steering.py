@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Connection
 
-from enrollments_phase1.db import interrupted, stop_if_interrupted
+from enrollments_phase1.db import LITERAL, interrupted, stop_if_interrupted
 from enrollments_phase1.errors import RetryableError
 from enrollments_phase1.health import Health, Hold
+from enrollments_phase1.lock import utc_clock
 from enrollments_phase1.names import Tables, quote_literal
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ TABLE = "enrollment_backfill_control"
 POLL_SECONDS = 0.5
 HEALTH_POLL_SECONDS = 1.0
 REPORT_SECONDS = 5.0  # a paused or held run says so this often
-LITERAL = {"no_parameters": True}
 
 
 @dataclass(frozen=True)
@@ -67,15 +67,9 @@ class Control:
         until = (
             "until resumed (enrollments resume)"
             if self.paused_until is None
-            else f"until {clock(self.paused_until)} (or enrollments resume)"
+            else f"until {utc_clock(self.paused_until)} (or enrollments resume)"
         )
-        return f"paused by {self.changed_by} at {clock(self.paused_at)}, {until}"
-
-
-def clock(value: datetime | None) -> str:
-    if value is None:
-        return "an unknown time"
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f"paused by {self.changed_by} at {utc_clock(self.paused_at)}, {until}"
 
 
 def read_sql(t: Tables) -> str:

@@ -183,6 +183,18 @@ def story(legacy: Engine) -> Engine:
 
 
 @pytest.fixture
+def at_0003(legacy: Engine) -> Engine:
+    """A database at 0003 holding generated data (bench.generate, 600 students): a
+    backfill of about a thousand pairs to watch, pause, throttle and hold."""
+    from bench.generate import generate
+
+    with legacy.begin() as conn:
+        generate(conn, 600)
+    upgrade(legacy, "0003")
+    return legacy
+
+
+@pytest.fixture
 def db(database_url: URL) -> str:
     """The test database's URL as a string, for --database-url."""
     return url_string(database_url)

@@ -160,6 +160,15 @@ def enrollments(database_url: URL | str | None, *args: str, **env: str) -> Run:
     return run_command(["enrollments", *args], database_url, **env)
 
 
+def status_of(database_url: URL | str) -> dict:
+    """``enrollments status --json``, read (it exits 0 whenever it can read the state)."""
+    import json
+
+    result = enrollments(database_url, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 def psql(server: PostgresForTests, url: URL, sql: str) -> Run:
     """Run a script with ``psql -v ON_ERROR_STOP=1``, as a DBA would."""
     proc = subprocess.run(

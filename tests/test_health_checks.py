@@ -4,7 +4,6 @@ status``, until its condition ends; staged with real sessions, waited for on the
 
 from __future__ import annotations
 
-import json
 import threading
 
 import psycopg2
@@ -14,20 +13,7 @@ from sqlalchemy import create_engine, text
 from bench.generate import generate
 from tests.cluster import Cluster, remove, workspace
 from tests.helpers import Background, enrollments, libpq_url, upgrade, url_string, wait_until
-
-
-@pytest.fixture
-def at_0003(legacy):
-    with legacy.begin() as conn:
-        generate(conn, 600)
-    upgrade(legacy, "0003")
-    return legacy
-
-
-def status(db) -> dict:
-    result = enrollments(db, "status", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+from tests.helpers import status_of as status
 
 
 def test_a_vacuum_of_course_enrollments_holds_the_run_until_it_is_cancelled(

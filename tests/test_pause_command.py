@@ -3,24 +3,14 @@
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import text
 
-from bench.generate import generate
 from enrollments_phase1.errors import EX_NOPERM, EX_SCHEMA, EX_TEMPFAIL
-from tests.helpers import Background, enrollments, upgrade, wait_until
+from tests.helpers import Background, enrollments, wait_until
 from tests.roles import deploy
 
 PAUSED = "waiting before the next batch"
 BATCHES = "SELECT batches FROM enrollment_backfill_runs ORDER BY id DESC LIMIT 1"
-
-
-@pytest.fixture
-def at_0003(legacy):
-    with legacy.begin() as conn:
-        generate(conn, 600)
-    upgrade(legacy, "0003")
-    return legacy
 
 
 def batches(engine) -> int:

@@ -7,27 +7,12 @@ from __future__ import annotations
 import json
 import signal
 
-import pytest
 from sqlalchemy import text
 
-from bench.generate import generate
-from tests.helpers import HEAD, Background, alembic, enrollments, upgrade, wait_until
+from tests.helpers import HEAD, Background, alembic, enrollments, wait_until
+from tests.helpers import status_of as status
 
 PAUSED = "waiting before the next batch"
-
-
-@pytest.fixture
-def at_0003(legacy):
-    with legacy.begin() as conn:
-        generate(conn, 600)
-    upgrade(legacy, "0003")
-    return legacy
-
-
-def status(db) -> dict:
-    result = enrollments(db, "status", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def test_nothing_has_run_yet(db, at_0003):
